@@ -1,0 +1,48 @@
+# Two commands do all the set-up: `make run` and `make test` (see README.md).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+MLFLOW_DB ?= mlruns/mlflow.db
+PORT ?= 5000
+
+# No network calls from Kedro's telemetry, ever (see docs/configuration.md).
+export KEDRO_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: run test lint format mlflow-ui serve demo-data benchmarks clean-outputs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps re-run the install only when pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run ## run the whole pipeline on the embedded demo (offline)
+	$(BIN)/kedro run
+
+test: $(VENV)/.installed-dev ## lint, then the test suite (offline, tiny models)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+
+mlflow-ui: $(VENV)/.installed-run ## browse runs and the registry on http://127.0.0.1:$(PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --default-artifact-root ./mlruns --host 127.0.0.1 --port $(PORT)
+
+demo-data: $(VENV)/.installed-run ## regenerate the synthetic demo under data/01_raw/demo
+	$(BIN)/python scripts/make_demo_data.py
+
+clean-outputs: ## delete pipeline outputs (keeps the demo inputs and the label cache)
+	find data/02_intermediate data/03_primary data/04_feature data/05_model_input data/06_models data/07_model_output data/08_reporting -type f ! -name .gitkeep -delete

@@ -1,0 +1,202 @@
+"""Generate EyeCatcher's embedded demo: harmless synthetic images and synthetic Rekognition answers.
+
+Nothing here depicts a person. Each class is an abstract pattern with its own colour and texture
+statistics, so that even a frozen, randomly initialised backbone separates the classes and the
+offline demo can reach the registration gate. Metrics on this data say nothing about real
+moderation quality.
+
+Run ``python scripts/make_demo_data.py`` (or ``make demo-data``); the output is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "data" / "01_raw" / "demo"
+SIZE = 128
+PER_CLASS = 40
+MIN_CONFIDENCE = 50.0
+
+# Rekognition taxonomy v7 chains (top level first) that the synthetic answers use per class.
+CLASS_LABELS: dict[str, list[tuple[str, str, int]]] = {
+    "safe": [],
+    "explicit_nudity": [
+        ("Explicit", "", 1),
+        ("Explicit Nudity", "Explicit", 2),
+        ("Exposed Female Nipple", "Explicit Nudity", 3),
+    ],
+    "explicit_sexual_activity": [
+        ("Explicit", "", 1),
+        ("Explicit Sexual Activity", "Explicit", 2),
+    ],
+    "non_explicit_nudity": [
+        ("Non-Explicit Nudity of Intimate parts and Kissing", "", 1),
+        ("Non-Explicit Nudity", "Non-Explicit Nudity of Intimate parts and Kissing", 2),
+        ("Implied Nudity", "Non-Explicit Nudity", 3),
+    ],
+    "swimwear_or_underwear": [
+        ("Swimwear or Underwear", "", 1),
+        ("Female Swimwear or Underwear", "Swimwear or Underwear", 2),
+    ],
+}
+
+# (base RGB colour, stripe angle in degrees, stripe period in px, number of blobs)
+CLASS_STYLE: dict[str, tuple[tuple[int, int, int], float, float, int]] = {
+    "safe": ((60, 150, 90), 0.0, 32.0, 0),
+    "explicit_nudity": ((200, 60, 60), 45.0, 10.0, 6),
+    "explicit_sexual_activity": ((150, 60, 190), 90.0, 18.0, 12),
+    "non_explicit_nudity": ((220, 170, 60), 135.0, 14.0, 3),
+    "swimwear_or_underwear": ((60, 110, 210), 0.0, 8.0, 0),
+}
+
+
+def _pattern(cls: str, rng: np.random.Generator) -> Image.Image:
+    base, angle, period, blobs = CLASS_STYLE[cls]
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    theta = np.deg2rad(angle + rng.normal(0, 8))
+    wave = np.sin(
+        2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / (period * rng.uniform(0.8, 1.2))
+        + rng.uniform(0, 2 * np.pi)
+    )
+    colour = np.array(base, dtype=np.float32) + rng.normal(0, 18, size=3)
+    pixels = colour[None, None, :] * (0.75 + 0.25 * wave[..., None])
+    pixels += rng.normal(0, 10, size=pixels.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(blobs):
+        cx, cy = rng.integers(0, SIZE, size=2)
+        r = int(rng.integers(6, 18))
+        shade = tuple(int(v) for v in np.clip(255 - colour + rng.normal(0, 20, 3), 0, 255))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=shade)
+    return image
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, "JPEG", quality=85)
+    elif fmt == "PNG-L":
+        image.convert("L").save(buffer, "PNG", optimize=True)
+    elif fmt == "PNG-RGBA":
+        rgba = image.convert("RGBA")
+        rgba.putalpha(230)
+        rgba.save(buffer, "PNG", optimize=True)
+    elif fmt == "WEBP":
+        image.save(buffer, "WEBP", quality=85)
+    else:
+        image.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _response(cls: str, rng: np.random.Generator, index: int) -> dict:
+    labels = []
+    for name, parent, level in CLASS_LABELS[cls]:
+        labels.append(
+            {
+                "Confidence": round(float(rng.uniform(80, 99.9)), 4),
+                "Name": name,
+                "ParentName": parent,
+                "TaxonomyLevel": level,
+            }
+        )
+    # A few answers carry a second, weaker label, so the class-selection rule has work to do.
+    if cls == "swimwear_or_underwear" and index % 5 == 0:
+        labels += [
+            {
+                "Confidence": round(float(rng.uniform(50, 70)), 4),
+                "Name": "Non-Explicit Nudity of Intimate parts and Kissing",
+                "ParentName": "",
+                "TaxonomyLevel": 1,
+            }
+        ]
+    if cls == "safe" and index % 8 == 0:
+        labels += [
+            {
+                "Confidence": round(float(rng.uniform(55, 90)), 4),
+                "Name": "Alcohol",
+                "ParentName": "",
+                "TaxonomyLevel": 1,
+            }
+        ]
+    content_types = []
+    if index % 10 == 3:
+        content_types.append({"Confidence": round(float(rng.uniform(60, 95)), 4), "Name": "Illustrated"})
+    return {
+        "ModerationLabels": labels,
+        "ModerationModelVersion": "7.0",
+        "ContentTypes": content_types,
+    }
+
+
+def generate(out: Path, per_class: int = PER_CLASS, seed: int = 7) -> dict[str, int]:
+    """Write the demo images and the recorded responses under ``out``.
+
+    Args:
+        out: Destination folder (``images/`` and ``rekognition_responses.jsonl`` go inside).
+        per_class: Images per class.
+        seed: Random seed; the output is byte-for-byte reproducible for a seed.
+
+    Returns:
+        The number of images written per class.
+    """
+    rng = np.random.default_rng(seed)
+    images_dir = out / "images"
+    if images_dir.exists():
+        shutil.rmtree(images_dir)
+    images_dir.mkdir(parents=True)
+    formats = ["JPEG"] * 7 + ["PNG", "PNG-L", "WEBP", "PNG-RGBA"]
+    records = []
+    counts: dict[str, int] = {}
+    number = 0
+    for cls in CLASS_LABELS:
+        for i in range(per_class):
+            number += 1
+            fmt = formats[int(rng.integers(0, len(formats)))]
+            data = _encode(_pattern(cls, rng), fmt)
+            suffix = {"JPEG": ".jpg", "WEBP": ".webp"}.get(fmt, ".png")
+            # Neutral names: the class is Rekognition's answer, not something the file reveals.
+            sub = images_dir / f"upload_batch_{number % 4 + 1}"
+            sub.mkdir(exist_ok=True)
+            (sub / f"img_{number:04d}{suffix}").write_bytes(data)
+            records.append(
+                {
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "min_confidence": MIN_CONFIDENCE,
+                    "synthetic": True,
+                    "source": "synthetic-demo",
+                    "received_at": "2026-11-22T00:00:00+00:00",
+                    "response": _response(cls, rng, i),
+                }
+            )
+            counts[cls] = counts.get(cls, 0) + 1
+            # Two exact copies under other names: ingestion collapses them to one image.
+            if i in {0, 1} and cls == "safe":
+                (sub / f"img_{number:04d}_copy{suffix}").write_bytes(data)
+    with (out / "rekognition_responses.jsonl").open("w") as fh:
+        for record in records:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+    return counts
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--per-class", type=int, default=PER_CLASS)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    counts = generate(args.out, args.per_class, args.seed)
+    print(f"wrote {sum(counts.values())} images to {args.out}: {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Decoding, validation and normalisation of images, shared by every pipeline.
+
+Ingestion, labelling, training and serving all read images through this module so that an
+image means the same thing everywhere: the same orientation (EXIF), the same colour handling
+(palette, alpha, CMYK, 16-bit) and the same notion of "bad input".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# A truncated file must be reported, never half-decoded into a grey image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+#: Formats a moderation pipeline accepts. Anything else Pillow can open (PSD, ICO, EPS, ...) is
+#: quarantined as ``unsupported_format`` rather than guessed at.
+SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+
+#: Default pixel budget (width x height): larger images are treated as decompression bombs.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+#: Default minimum side in pixels (Rekognition rejects images under 80 px a side).
+DEFAULT_MIN_SIDE = 80
+
+
+class ImageRejectedError(ValueError):
+    """An input that cannot be used as an image, with a machine-readable reason.
+
+    Attributes:
+        reason: One of ``empty_file``, ``not_an_image``, ``unsupported_format``, ``truncated``,
+            ``corrupt``, ``decompression_bomb``, ``too_small``, ``invalid_base64``.
+        detail: A human-readable explanation.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What validation learned about an image file.
+
+    Attributes:
+        width: Width in pixels after EXIF orientation.
+        height: Height in pixels after EXIF orientation.
+        format: Pillow format name (``JPEG``, ``PNG``, ...).
+        mode: Pillow mode of the stored pixels (``RGB``, ``L``, ``RGBA``, ``CMYK``, ...).
+        n_frames: Number of frames (animated GIF/WebP have more than one).
+    """
+
+    width: int
+    height: int
+    format: str
+    mode: str
+    n_frames: int
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex sha256 of ``data`` (the identity of an image everywhere in the project)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    if not data:
+        raise ImageRejectedError("empty_file", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; make both an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejectedError("decompression_bomb", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageRejectedError("not_an_image", "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejectedError("corrupt", f"header could not be parsed: {exc}") from exc
+    if image.format not in SUPPORTED_FORMATS:
+        raise ImageRejectedError(
+            "unsupported_format",
+            f"{image.format} is not one of {', '.join(sorted(SUPPORTED_FORMATS))}",
+        )
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejectedError(
+            "decompression_bomb",
+            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
+        )
+    return image
+
+
+def _load(image: Image.Image) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except OSError as exc:
+        message = str(exc)
+        if "truncated" in message or "broken data stream" in message:
+            raise ImageRejectedError("truncated", message) from exc
+        raise ImageRejectedError("corrupt", message) from exc
+    except (SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejectedError("corrupt", str(exc) or type(exc).__name__) from exc
+
+
+def _check_jpeg_complete(data: bytes, image_format: str) -> None:
+    # libjpeg fills a JPEG that stops just short of its end-of-image marker with grey and only
+    # warns; a file without its EOI marker was cut short, whatever the decoder says.
+    if image_format in {"JPEG", "MPO"} and b"\xff\xd9" not in data[-4096:]:
+        raise ImageRejectedError("truncated", "JPEG data ends without an end-of-image marker")
+
+
+def validate_image(
+    data: bytes, *, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ImageInfo:
+    """Fully decode ``data`` and describe it, or say precisely why it is unusable.
+
+    Args:
+        data: The encoded file contents.
+        min_side: Smallest acceptable width or height, in pixels.
+        max_pixels: Largest acceptable width x height (decompression-bomb guard).
+
+    Returns:
+        The image's size (after EXIF orientation), format, mode and frame count.
+
+    Raises:
+        ImageRejectedError: When the bytes are empty, not an image, an unsupported format,
+            truncated, corrupt, too large in pixels, or too small.
+    """
+    image = _open(data, max_pixels)
+    image_format = image.format
+    mode = image.mode
+    n_frames = getattr(image, "n_frames", 1)
+    _load(image)
+    _check_jpeg_complete(data, image_format)
+    try:
+        oriented = ImageOps.exif_transpose(image)
+    except Exception as exc:  # a malformed EXIF block is corruption of the file, not a crash
+        raise ImageRejectedError("corrupt", f"unreadable EXIF orientation: {exc}") from exc
+    width, height = oriented.size
+    if min(width, height) < min_side:
+        raise ImageRejectedError(
+            "too_small", f"{width}x{height} is under the minimum side of {min_side} px"
+        )
+    return ImageInfo(width, height, image_format, mode, n_frames)
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any Pillow image to 8-bit RGB the same way everywhere.
+
+    Transparent pixels are composited on ``background`` (not dropped to black), 16-bit and float
+    grayscale are rescaled to 8 bits, CMYK goes through Pillow's conversion, palettes are
+    expanded with their transparency.
+
+    Args:
+        image: A decoded image in any mode.
+        background: The colour transparent areas are painted with.
+
+    Returns:
+        An ``RGB`` image of the same size.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in {"RGBA", "LA", "La", "RGBa", "PA"}:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes into an upright 8-bit RGB image (first frame of an animation).
+
+    Args:
+        data: The encoded file contents.
+        max_pixels: Largest acceptable width x height (decompression-bomb guard).
+
+    Returns:
+        The decoded image, EXIF orientation applied, converted with :func:`to_rgb`.
+
+    Raises:
+        ImageRejectedError: When the bytes cannot be decoded into an image.
+    """
+    image = _open(data, max_pixels)
+    image_format = image.format
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    _load(image)
+    _check_jpeg_complete(data, image_format)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as exc:
+        raise ImageRejectedError("corrupt", f"unreadable EXIF orientation: {exc}") from exc
+    return to_rgb(image)

@@ -1,0 +1,89 @@
+"""The trained model as one portable object: architecture, classes, preprocessing, weights.
+
+A :class:`ClassifierBundle` is what training produces, what quantization benchmarks, and what
+registration packages for serving. Rebuilding the network from it needs no download: the full
+state dict (backbone included, which matters for random-initialised demo backbones) travels
+with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+
+@dataclass
+class ClassifierBundle:
+    """A trained image classifier and everything needed to use it identically elsewhere.
+
+    Attributes:
+        architecture: timm model name.
+        classes: Class names in logit order.
+        data_config: Preprocessing config (see :func:`eyecatcher.preprocessing.data_config_for`).
+        weights_source: Where the backbone weights came from (``imagenet``, ``random``,
+            ``checkpoint:<path>``).
+        state_dict: The full model state dict (backbone and trained head).
+        safe_class: The class that means "nothing to moderate"; every other class is unsafe.
+        metadata: Free-form facts about training (candidate name, seed, epochs, ...).
+    """
+
+    architecture: str
+    classes: list[str]
+    data_config: dict[str, Any]
+    weights_source: str
+    state_dict: dict[str, torch.Tensor]
+    safe_class: str = "safe"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        *,
+        architecture: str,
+        classes: list[str],
+        data_config: dict[str, Any],
+        weights_source: str,
+        safe_class: str = "safe",
+        metadata: dict[str, Any] | None = None,
+    ) -> ClassifierBundle:
+        """Capture a trained timm model (its weights are copied to CPU)."""
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return cls(
+            architecture=architecture,
+            classes=list(classes),
+            data_config=dict(data_config),
+            weights_source=weights_source,
+            state_dict=state,
+            safe_class=safe_class,
+            metadata=dict(metadata or {}),
+        )
+
+    def build_model(self) -> torch.nn.Module:
+        """Rebuild the network in eval mode on CPU, without fetching any weights."""
+        model = timm.create_model(
+            self.architecture, pretrained=False, num_classes=len(self.classes)
+        )
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    @property
+    def unsafe_indices(self) -> list[int]:
+        """Logit indices of every class other than :attr:`safe_class`."""
+        return [i for i, name in enumerate(self.classes) if name != self.safe_class]
+
+    def save(self, path: str | Path) -> None:
+        """Write the bundle with ``torch.save`` (tensors plus plain Python metadata)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(asdict(self), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassifierBundle:
+        """Read a bundle written by :meth:`save` (safe ``weights_only`` loading)."""
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        return cls(**payload)

@@ -1,0 +1,94 @@
+"""One factory for every candidate architecture, with an explicit weights policy.
+
+The architecture is a timm model name from config (``resnet50``, ``vit_base_patch16_224``,
+``convnext_tiny``, or the tiny ``test_resnet`` / ``test_vit`` used in tests); nothing else in the
+code depends on which one it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+
+logger = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = (
+    "RANDOM WEIGHTS: %s is randomly initialised (weights: random). Its features are not "
+    "ImageNet features; metrics from this model say nothing about a pretrained one."
+)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for and could not be obtained."""
+
+
+def create_classifier(
+    architecture: str, num_classes: int, weights: str = "imagenet"
+) -> tuple[torch.nn.Module, str]:
+    """Create a timm classifier with a fresh ``num_classes`` head and the requested weights.
+
+    Args:
+        architecture: A timm model name.
+        num_classes: Size of the new classification head.
+        weights: ``"imagenet"`` (timm's pretrained weights, fetched or from the local cache),
+            ``"random"`` (random initialisation, only for offline demos and tests), or a path to
+            a local checkpoint file (``.pth``/``.bin``/``.safetensors``) for air-gapped machines.
+
+    Returns:
+        The model, and a description of where its weights came from (``imagenet``,
+        ``random``, or ``checkpoint:<path>``), to record in MLflow.
+
+    Raises:
+        WeightsUnavailableError: If pretrained or checkpoint weights cannot be loaded. There is
+            no fallback to random weights: that would silently change what the model means.
+    """
+    if weights == "random":
+        logger.warning(RANDOM_WEIGHTS_WARNING, architecture)
+        return timm.create_model(architecture, pretrained=False, num_classes=num_classes), "random"
+    if weights == "imagenet":
+        try:
+            model = timm.create_model(architecture, pretrained=True, num_classes=num_classes)
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"Could not obtain ImageNet-pretrained weights for '{architecture}' ({exc}). "
+                "On a machine without access to the Hugging Face hub, download the weights "
+                "elsewhere and set the candidate's `weights` to the checkpoint path, or set "
+                "`weights: random` to train on random features on purpose."
+            ) from exc
+        return model, "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"Checkpoint for '{architecture}' not found at {path}. `weights` must be "
+            "'imagenet', 'random' or the path to an existing checkpoint file."
+        )
+    try:
+        model = timm.create_model(
+            architecture,
+            pretrained=True,
+            num_classes=num_classes,
+            pretrained_cfg_overlay={"file": str(path)},
+        )
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"Checkpoint {path} could not be loaded into '{architecture}': {exc}"
+        ) from exc
+    return model, f"checkpoint:{path}"
+
+
+def freeze_backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """Freeze every parameter except the classification head (``get_classifier()``)."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for parameter in model.get_classifier().parameters():
+        parameter.requires_grad_(True)
+    return model
+
+
+@torch.no_grad()
+def extract_features(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Pooled pre-logit features: exactly what the head of ``model`` consumes."""
+    return model.forward_head(model.forward_features(batch), pre_logits=True)

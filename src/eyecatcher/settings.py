@@ -1,0 +1,28 @@
+"""Project settings: the config loader and environments.
+
+Hooks come from installed plugins (kedro-mlflow registers its own); see
+``docs/architecture.md`` for where MLflow state lives.
+"""
+
+import os
+
+from kedro.config import OmegaConfigLoader
+from omegaconf.resolvers import oc
+
+# Telemetry must never reach the network from this project, whoever launches it.
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # `oc.env` everywhere (not only in credentials) so that the MLflow tracking URI, the S3
+    # bucket and similar deployment facts can come from the environment in any config file.
+    "custom_resolvers": {"oc.env": oc.env},
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+        "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],
+    },
+}

@@ -129,7 +129,9 @@ def _response(cls: str, rng: np.random.Generator, index: int) -> dict:
         ]
     content_types = []
     if index % 10 == 3:
-        content_types.append({"Confidence": round(float(rng.uniform(60, 95)), 4), "Name": "Illustrated"})
+        content_types.append(
+            {"Confidence": round(float(rng.uniform(60, 95)), 4), "Name": "Illustrated"}
+        )
     return {
         "ModerationLabels": labels,
         "ModerationModelVersion": "7.0",
@@ -172,6 +174,8 @@ def generate(out: Path, per_class: int = PER_CLASS, seed: int = 7) -> dict[str, 
                     "sha256": hashlib.sha256(data).hexdigest(),
                     "min_confidence": MIN_CONFIDENCE,
                     "synthetic": True,
+                    # What the generator drew; lets tests take a per-class slice of the demo.
+                    "demo_class": cls,
                     "source": "synthetic-demo",
                     "received_at": "2026-11-22T00:00:00+00:00",
                     "response": _response(cls, rng, i),

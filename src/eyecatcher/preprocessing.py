@@ -106,9 +106,7 @@ def train_transform(
     return transforms.Compose([base[0], *augment, *base[1:]])
 
 
-def images_to_batch(
-    images: Sequence[Image.Image], data_config: Mapping[str, Any]
-) -> torch.Tensor:
+def images_to_batch(images: Sequence[Image.Image], data_config: Mapping[str, Any]) -> torch.Tensor:
     """Stack RGB images into one normalised batch with the evaluation transform."""
     transform = eval_transform(data_config)
     return torch.stack([transform(image) for image in images])

@@ -1,0 +1,103 @@
+"""Shared fixtures: a throw-away copy of the Kedro project, offline and tiny.
+
+Tests never write into the repository's own ``data/`` or ``mlruns/``: :func:`kedro_project`
+copies the configuration and a slice of the demo into a temporary folder, adds the ``test``
+environment from ``tests/conf_test`` (tiny timm models, few epochs), and points MLflow at a
+sqlite store inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "01_raw" / "demo"
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach AWS with someone's real credentials."""
+    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def copy_demo(dest: Path, per_class: int | None = None) -> Path:
+    """Copy the demo images (optionally ``per_class`` of each class) and recorded responses.
+
+    Args:
+        dest: The folder that receives ``images/`` and ``rekognition_responses.jsonl``.
+        per_class: Keep only this many images per class (by the recorded answers), or all.
+
+    Returns:
+        ``dest``.
+    """
+    from eyecatcher.images import sha256_bytes
+
+    records = [json.loads(line) for line in (DEMO / "rekognition_responses.jsonl").open()]
+    wanted = None
+    if per_class is not None:
+        by_class: dict[str, list[str]] = {}
+        for record in records:
+            by_class.setdefault(record["demo_class"], []).append(record["sha256"])
+        wanted = {sha for shas in by_class.values() for sha in shas[:per_class]}
+    images = dest / "images"
+    for path in sorted((DEMO / "images").rglob("*")):
+        if not path.is_file():
+            continue
+        if wanted is not None and sha256_bytes(path.read_bytes()) not in wanted:
+            continue
+        target = images / path.relative_to(DEMO / "images")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    with (dest / "rekognition_responses.jsonl").open("w") as fh:
+        for record in records:
+            if wanted is None or record["sha256"] in wanted:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+    return dest
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary copy of the project with a demo slice (8 images per class) and env ``test``.
+
+    Run pipelines with::
+
+        with KedroSession.create(project_path=kedro_project, env="test") as session:
+            session.run(pipeline_names=["ingestion"])
+    """
+    from kedro.framework.startup import bootstrap_project
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy2(REPO / "pyproject.toml", project / "pyproject.toml")
+    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    shutil.copytree(REPO / "tests" / "conf_test", project / "conf" / "test")
+    for layer in (
+        "02_intermediate",
+        "03_primary",
+        "04_feature",
+        "05_model_input",
+        "06_models",
+        "07_model_output",
+        "08_reporting",
+    ):
+        (project / "data" / layer).mkdir(parents=True)
+    copy_demo(project / "data" / "01_raw" / "demo", per_class=8)
+    (project / "mlruns").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    yield project

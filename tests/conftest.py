@@ -82,6 +82,8 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy2(REPO / "pyproject.toml", project / "pyproject.toml")
+    # Kedro checks that the source dir exists; the package itself is installed (editable).
+    (project / "src").mkdir()
     shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     shutil.copytree(REPO / "tests" / "conf_test", project / "conf" / "test")

@@ -110,11 +110,23 @@ def _load(image: Image.Image) -> None:
         raise ImageRejectedError("corrupt", str(exc) or type(exc).__name__) from exc
 
 
-def _check_jpeg_complete(data: bytes, image_format: str) -> None:
-    # libjpeg fills a JPEG that stops just short of its end-of-image marker with grey and only
-    # warns; a file without its EOI marker was cut short, whatever the decoder says.
+def _check_complete(data: bytes, image_format: str) -> None:
+    """Reject files whose container says they were cut short, even if the pixels decoded.
+
+    libjpeg fills a JPEG that stops just short of its end-of-image marker with grey and only
+    warns, and a PNG cut inside its last chunks still decodes; both files were truncated
+    whatever the decoder says.
+    """
     if image_format in {"JPEG", "MPO"} and b"\xff\xd9" not in data[-4096:]:
         raise ImageRejectedError("truncated", "JPEG data ends without an end-of-image marker")
+    if image_format == "PNG" and data.rfind(b"IEND") == -1:
+        raise ImageRejectedError("truncated", "PNG data ends without an IEND chunk")
+    if image_format == "WEBP" and len(data) >= 8:
+        declared = int.from_bytes(data[4:8], "little") + 8
+        if len(data) < declared:
+            raise ImageRejectedError(
+                "truncated", f"WebP container declares {declared} bytes, file has {len(data)}"
+            )
 
 
 def validate_image(
@@ -134,12 +146,14 @@ def validate_image(
         ImageRejectedError: When the bytes are empty, not an image, an unsupported format,
             truncated, corrupt, too large in pixels, or too small.
     """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        _check_complete(data, "WEBP")
     image = _open(data, max_pixels)
     image_format = image.format
     mode = image.mode
     n_frames = getattr(image, "n_frames", 1)
     _load(image)
-    _check_jpeg_complete(data, image_format)
+    _check_complete(data, image_format)
     try:
         oriented = ImageOps.exif_transpose(image)
     except Exception as exc:  # a malformed EXIF block is corruption of the file, not a crash
@@ -172,7 +186,7 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
         array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in {"RGBA", "LA", "La", "RGBa", "PA"}:
@@ -196,12 +210,14 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     Raises:
         ImageRejectedError: When the bytes cannot be decoded into an image.
     """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        _check_complete(data, "WEBP")
     image = _open(data, max_pixels)
     image_format = image.format
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     _load(image)
-    _check_jpeg_complete(data, image_format)
+    _check_complete(data, image_format)
     try:
         image = ImageOps.exif_transpose(image)
     except Exception as exc:

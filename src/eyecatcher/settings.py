@@ -5,6 +5,7 @@ Hooks come from installed plugins (kedro-mlflow registers its own); see
 """
 
 import os
+import warnings
 
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
@@ -12,6 +13,11 @@ from omegaconf.resolvers import oc
 # Telemetry must never reach the network from this project, whoever launches it.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Third-party deprecation chatter printed on every run buries the warnings that matter here
+# (random weights, skipped gates); these two are not actionable by a user of this project.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -29,6 +29,8 @@ class ClassifierBundle:
         state_dict: The full model state dict (backbone and trained head).
         safe_class: The class that means "nothing to moderate"; every other class is unsafe.
         metadata: Free-form facts about training (candidate name, seed, epochs, ...).
+        model_kwargs: Extra ``timm.create_model`` arguments the network was built with (for
+            example ``img_size`` for a ViT at a non-default resolution); empty for most models.
     """
 
     architecture: str
@@ -38,6 +40,7 @@ class ClassifierBundle:
     state_dict: dict[str, torch.Tensor]
     safe_class: str = "safe"
     metadata: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_model(
@@ -50,6 +53,7 @@ class ClassifierBundle:
         weights_source: str,
         safe_class: str = "safe",
         metadata: dict[str, Any] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> ClassifierBundle:
         """Capture a trained timm model (its weights are copied to CPU)."""
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -61,12 +65,16 @@ class ClassifierBundle:
             state_dict=state,
             safe_class=safe_class,
             metadata=dict(metadata or {}),
+            model_kwargs=dict(model_kwargs or {}),
         )
 
     def build_model(self) -> torch.nn.Module:
         """Rebuild the network in eval mode on CPU, without fetching any weights."""
         model = timm.create_model(
-            self.architecture, pretrained=False, num_classes=len(self.classes)
+            self.architecture,
+            pretrained=False,
+            num_classes=len(self.classes),
+            **self.model_kwargs,
         )
         model.load_state_dict(self.state_dict)
         return model.eval()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -26,7 +27,7 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def create_classifier(
-    architecture: str, num_classes: int, weights: str = "imagenet"
+    architecture: str, num_classes: int, weights: str = "imagenet", **model_kwargs: Any
 ) -> tuple[torch.nn.Module, str]:
     """Create a timm classifier with a fresh ``num_classes`` head and the requested weights.
 
@@ -36,6 +37,9 @@ def create_classifier(
         weights: ``"imagenet"`` (timm's pretrained weights, fetched or from the local cache),
             ``"random"`` (random initialisation, only for offline demos and tests), or a path to
             a local checkpoint file (``.pth``/``.bin``/``.safetensors``) for air-gapped machines.
+        **model_kwargs: Extra keyword arguments for ``timm.create_model`` (for example
+            ``img_size`` for a ViT trained at another resolution, see
+            :func:`model_kwargs_for_size`).
 
     Returns:
         The model, and a description of where its weights came from (``imagenet``,
@@ -47,10 +51,15 @@ def create_classifier(
     """
     if weights == "random":
         logger.warning(RANDOM_WEIGHTS_WARNING, architecture)
-        return timm.create_model(architecture, pretrained=False, num_classes=num_classes), "random"
+        model = timm.create_model(
+            architecture, pretrained=False, num_classes=num_classes, **model_kwargs
+        )
+        return model, "random"
     if weights == "imagenet":
         try:
-            model = timm.create_model(architecture, pretrained=True, num_classes=num_classes)
+            model = timm.create_model(
+                architecture, pretrained=True, num_classes=num_classes, **model_kwargs
+            )
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"Could not obtain ImageNet-pretrained weights for '{architecture}' ({exc}). "
@@ -71,6 +80,7 @@ def create_classifier(
             pretrained=True,
             num_classes=num_classes,
             pretrained_cfg_overlay={"file": str(path)},
+            **model_kwargs,
         )
     except Exception as exc:
         raise WeightsUnavailableError(
@@ -92,3 +102,33 @@ def freeze_backbone(model: torch.nn.Module) -> torch.nn.Module:
 def extract_features(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Pooled pre-logit features: exactly what the head of ``model`` consumes."""
     return model.forward_head(model.forward_features(batch), pre_logits=True)
+
+
+def model_kwargs_for_size(architecture: str, image_size: int | None) -> dict[str, Any]:
+    """The ``timm.create_model`` keyword arguments needed to run ``architecture`` at a size.
+
+    Convolutional networks pool globally and take any input size as they are; position-embedded
+    models (ViT and relatives) must be built for their input size with ``img_size`` (timm then
+    resamples pretrained position embeddings). Which kind a model is, is found out by asking
+    timm rather than by matching names, so a new architecture in config needs no code change.
+
+    Args:
+        architecture: A timm model name.
+        image_size: Side of the square input in pixels, or ``None`` for the model's default.
+
+    Returns:
+        ``{}`` when the model needs nothing, else ``{"img_size": image_size}``.
+    """
+    if image_size is None:
+        return {}
+    default = timm.get_pretrained_cfg(architecture)
+    default_size = default.input_size[-1] if default is not None else None
+    if default_size == int(image_size):
+        return {}
+    try:
+        # Meta-device construction allocates nothing and only checks the signature.
+        with torch.device("meta"):
+            timm.create_model(architecture, pretrained=False, img_size=int(image_size))
+    except TypeError:
+        return {}
+    return {"img_size": int(image_size)}

@@ -13,7 +13,7 @@ CELLS = [
         "image index, why files were quarantined, and a grid of thumbnails.\n\n"
         "The demo images are synthetic patterns; nothing here depicts a person."
     ),
-    new_code_cell("%load_ext kedro.ipython\n# defines `catalog`, `context`, `session`, `pipelines`"),
+    new_code_cell("%load_ext kedro.ipython\n# defines catalog, context, session, pipelines"),
     new_code_cell(
         'index = catalog.load("image_index")\n'
         'quarantine = catalog.load("ingestion_quarantine")\n'

@@ -1,0 +1,371 @@
+"""Labelling nodes: Rekognition answers (cached or fresh) → one training class per image."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # nodes run headless (CI, servers)
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from eyecatcher.rekognition.batch import ImageTask, RequestSettings, send_images
+from eyecatcher.rekognition.cache import ResponseCache
+from eyecatcher.rekognition.client import RekognitionEndpoint
+from eyecatcher.rekognition.payload import PayloadLimits
+from eyecatcher.rekognition.taxonomy import (
+    TaxonomyMapping,
+    UnknownModelVersionError,
+    normalise_labels,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``image_labels`` (docs/architecture.md).
+IMAGE_LABELS_COLUMNS = [
+    "sha256",
+    "uri",
+    "class",
+    "included",
+    "class_reason",
+    "labels",
+    "content_types",
+    "moderation_model_version",
+    "label_source",
+    "error_code",
+]
+
+#: Columns of the intermediate ``rekognition_results`` table.
+RESULTS_COLUMNS = ["sha256", "uri", "status", "response", "error_code", "label_source"]
+
+_LISTED = 20  # images named in an error message before "and N more"
+
+
+class CacheMissError(RuntimeError):
+    """Offline mode and some images have no cached answer."""
+
+
+class LabellingDryRunError(RuntimeError):
+    """A dry run stops the pipeline after printing its estimate; nothing was sent or written."""
+
+
+class LabellingIncompleteError(RuntimeError):
+    """Some images are still unlabelled after retries; a re-run sends only those."""
+
+
+def _name_images(rows: list[tuple[str, str]]) -> str:
+    lines = [f"  {uri} (sha256 {sha[:16]}…)" for sha, uri in rows[:_LISTED]]
+    if len(rows) > _LISTED:
+        lines.append(f"  … and {len(rows) - _LISTED} more")
+    return "\n".join(lines)
+
+
+def _check_index(image_index: pd.DataFrame) -> None:
+    missing = {"sha256", "uri"} - set(image_index.columns)
+    if missing:
+        raise ValueError(f"image_index lacks columns {sorted(missing)} (see docs/architecture.md)")
+    duplicated = image_index["sha256"][image_index["sha256"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(
+            f"image_index has {duplicated.size} duplicated sha256 values, e.g. "
+            f"{duplicated.iloc[0]}; ingestion must de-duplicate"
+        )
+
+
+def _optional(row: Any, name: str) -> Any:
+    value = getattr(row, name, None)
+    return None if value is None or pd.isna(value) else value
+
+
+def request_moderation_labels(
+    image_index: pd.DataFrame,
+    response_cache: ResponseCache,
+    rekognition_endpoint: RekognitionEndpoint,
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Get a Rekognition answer for every indexed image, paying only for uncached ones.
+
+    Cached answers (from earlier runs or the read-only seed) are reused; the rest are sent with
+    bounded concurrency, each answer appended to the cache the moment it arrives. Offline, a
+    cache miss is an error naming the images. A dry run prints the count and estimated cost and
+    stops without calling anything.
+
+    Args:
+        image_index: Ingestion's index (``sha256``, ``uri``, ``format``, ``bytes``, ...).
+        response_cache: The paid-answer cache.
+        rekognition_endpoint: Where to send requests, or the offline marker.
+        params: The ``labelling`` parameter block.
+
+    Returns:
+        One row per image (``sha256``, ``uri``, ``status``, ``response`` as JSON with labels
+        under ``min_confidence`` removed, ``error_code``, ``label_source``), and request
+        statistics (counts, cost, throughput).
+
+    Raises:
+        CacheMissError: Offline with images missing from the cache.
+        LabellingDryRunError: After printing a dry run's estimate.
+        RekognitionCredentialsError: When credentials are missing or rejected.
+        LabellingIncompleteError: When images stay unanswered after retries (all answers that
+            did arrive are cached; a re-run sends only the rest).
+    """
+    _check_index(image_index)
+    min_confidence = float(params.get("min_confidence", 50.0))
+    project_version = params.get("project_version") or None
+    price = float(params.get("price_per_image_usd", 0.001))
+    resend = params.get("resend_error_codes", []) or []
+
+    rows: dict[str, dict[str, Any]] = {}
+    tasks: list[ImageTask] = []
+    for row in image_index.itertuples(index=False):
+        sha, uri = str(row.sha256), str(row.uri)
+        cached = response_cache.lookup(sha, min_confidence, project_version, resend)
+        if cached is None:
+            size = _optional(row, "bytes")
+            tasks.append(
+                ImageTask(
+                    sha, uri, _optional(row, "format"), int(size) if size is not None else None
+                )
+            )
+            continue
+        source = f"cache:{cached.record.get('source', 'unknown')}"
+        rows[sha] = {
+            "sha256": sha,
+            "uri": uri,
+            "status": "answered" if cached.response is not None else "image_error",
+            "response": json.dumps(cached.response) if cached.response is not None else None,
+            "error_code": cached.error_code,
+            "label_source": source,
+        }
+    n_cached = len(rows)
+    estimate = len(tasks) * price
+    logger.info(
+        "Labelling %d images: %d answered from the cache, %d to send (estimated USD %.3f at "
+        "USD %.4f per image)",
+        len(image_index),
+        n_cached,
+        len(tasks),
+        estimate,
+        price,
+    )
+    if params.get("dry_run", False):
+        message = (
+            f"DRY RUN: {len(tasks)} of {len(image_index)} images are not in the cache and would "
+            f"be sent to Rekognition; estimated cost USD {estimate:.3f} (USD {price} per image, "
+            f"MinConfidence {min_confidence:g}). Nothing was called and nothing was written."
+        )
+        print(message)  # the estimate is the product of a dry run: show it even without logging
+        raise LabellingDryRunError(message)
+    stats: dict[str, float] = {
+        "n_images": float(len(image_index)),
+        "n_cached": float(n_cached),
+        "n_to_send": float(len(tasks)),
+        "n_requests": 0.0,
+        "estimated_cost_usd": 0.0,
+        "images_per_s": 0.0,
+        "n_converted": 0.0,
+        "n_downscaled": 0.0,
+    }
+    if tasks:
+        if rekognition_endpoint.offline:
+            raise CacheMissError(
+                f"Offline mode: {len(tasks)} images have no cached Rekognition answer "
+                f"(MinConfidence {min_confidence:g}) and offline mode never calls the API:\n"
+                f"{_name_images([(t.sha256, t.uri) for t in tasks])}\n"
+                "Label them with `kedro run --env aws --pipeline labelling`, or add their "
+                "answers to the seed cache."
+            )
+        method = rekognition_endpoint.check_credentials()
+        logger.info("AWS credentials resolved (%s); sending %d images", method, len(tasks))
+        workers = int(params.get("workers", 8))
+        client = rekognition_endpoint.client(max_pool_connections=workers)
+        settings = RequestSettings(
+            min_confidence=min_confidence,
+            project_version=project_version,
+            price_per_image_usd=price,
+            limits=PayloadLimits.from_params(params.get("images")),
+            storage_options=dict(params.get("storage_options", {}) or {}),
+        )
+        report = send_images(
+            tasks,
+            client=client,
+            cache=response_cache,
+            settings=settings,
+            workers=workers,
+            max_consecutive_failures=int(params.get("max_consecutive_failures", 25)),
+        )
+        failed = []
+        for outcome in report.outcomes:
+            task = outcome.task
+            if outcome.status == "failed":
+                failed.append((task.sha256, task.uri, outcome.error_code))
+                continue
+            rows[task.sha256] = {
+                "sha256": task.sha256,
+                "uri": task.uri,
+                "status": outcome.status,
+                "response": json.dumps(outcome.response) if outcome.response else None,
+                "error_code": outcome.error_code,
+                "label_source": "rekognition" if outcome.payload_kind else "none",
+            }
+        stats.update(
+            n_requests=float(report.n_requests),
+            estimated_cost_usd=round(report.cost_usd, 6),
+            images_per_s=report.n_requests / report.elapsed_s if report.elapsed_s else 0.0,
+            n_converted=float(report.prepared_counts.get("converted", 0)),
+            n_downscaled=float(report.prepared_counts.get("downscaled", 0)),
+        )
+        logger.info(
+            "Rekognition: %d requests in %.1f s (%.1f images/s), estimated USD %.3f",
+            report.n_requests,
+            report.elapsed_s,
+            stats["images_per_s"],
+            report.cost_usd,
+        )
+        if failed:
+            codes = Counter(code for _, _, code in failed)
+            raise LabellingIncompleteError(
+                f"{len(failed)} images are still unlabelled after botocore's retries "
+                f"({dict(codes)}). Every answer that arrived is cached; re-run to send only "
+                f"these:\n{_name_images([(sha, uri) for sha, uri, _ in failed])}"
+            )
+    ordered = [rows[str(sha)] for sha in image_index["sha256"]]
+    return pd.DataFrame(ordered, columns=RESULTS_COLUMNS), stats
+
+
+def assign_classes(rekognition_results: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Map each image's answer to a training class with the configured taxonomy scheme.
+
+    Args:
+        rekognition_results: Output of :func:`request_moderation_labels`.
+        params: The ``labelling`` parameter block (``taxonomy`` inside).
+
+    Returns:
+        ``image_labels`` as specified in docs/architecture.md.
+
+    Raises:
+        UnknownModelVersionError: When answers come from a model version without a scheme
+            (naming the images).
+    """
+    mapping = TaxonomyMapping.from_params(params["taxonomy"])
+    records = []
+    unknown: list[tuple[str, str]] = []
+    ignored_labels: Counter[str] = Counter()
+    for row in rekognition_results.itertuples(index=False):
+        base = {"sha256": row.sha256, "uri": row.uri, "label_source": row.label_source}
+        if row.status != "answered":
+            records.append(
+                {
+                    **base,
+                    "class": None,
+                    "included": False,
+                    "class_reason": f"error: {row.error_code}",
+                    "labels": "[]",
+                    "content_types": "[]",
+                    "moderation_model_version": None,
+                    "error_code": row.error_code,
+                }
+            )
+            continue
+        response = json.loads(row.response)
+        try:
+            decision = mapping.decide(response)
+        except UnknownModelVersionError:
+            unknown.append((row.sha256, row.uri))
+            continue
+        ignored_labels.update(decision.ignored_out_of_scheme)
+        records.append(
+            {
+                **base,
+                "class": decision.label_class,
+                "included": decision.included,
+                "class_reason": decision.reason,
+                "labels": json.dumps(normalise_labels(response.get("ModerationLabels", []) or [])),
+                "content_types": json.dumps(response.get("ContentTypes", []) or []),
+                "moderation_model_version": response.get("ModerationModelVersion"),
+                "error_code": None,
+            }
+        )
+    if unknown:
+        raise UnknownModelVersionError(
+            f"{len(unknown)} answers come from a moderation model version without a taxonomy "
+            "scheme; add it to labelling.taxonomy.scheme_by_model_version:\n"
+            f"{_name_images(unknown)}"
+        )
+    labels = pd.DataFrame(records, columns=IMAGE_LABELS_COLUMNS)
+    labels["included"] = labels["included"].astype(bool)
+    excluded = labels[~labels["included"]]
+    if not excluded.empty:
+        reasons = Counter(str(reason).split(":")[0] for reason in excluded["class_reason"])
+        # Excluded images change what the model learns from: say so (and MLflow records it).
+        logger.warning(
+            "%d of %d images are excluded from training: %s",
+            len(excluded),
+            len(labels),
+            dict(reasons),
+        )
+    if ignored_labels:
+        logger.warning(
+            "Out-of-scheme labels ignored by configuration (the images keep their in-scheme "
+            "class): %s",
+            dict(ignored_labels),
+        )
+    return labels
+
+
+def report_label_distribution(
+    image_labels: pd.DataFrame, request_stats: dict[str, float]
+) -> tuple[Figure, dict[str, dict[str, float]]]:
+    """Plot the class distribution and gather the labelling metrics for MLflow.
+
+    Args:
+        image_labels: Output of :func:`assign_classes`.
+        request_stats: Request statistics from :func:`request_moderation_labels`.
+
+    Returns:
+        The figure (classes, with excluded images by reason) and metrics in kedro-mlflow's
+        ``{name: {"value": v, "step": 0}}`` form.
+    """
+    included = image_labels[image_labels["included"]]
+    class_counts = included["class"].value_counts().sort_values(ascending=True)
+    excluded = image_labels[~image_labels["included"]]
+    reason_counts = excluded["class_reason"].map(lambda r: str(r).split(":")[0]).value_counts()
+    label_counts: Counter[str] = Counter()
+    for labels in image_labels["labels"]:
+        label_counts.update(label["Name"] for label in json.loads(labels))
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    bars = axes[0].barh(class_counts.index.astype(str), class_counts.values, color="#3b7dd8")
+    axes[0].bar_label(bars, padding=2)
+    axes[0].set_title(f"Training classes ({len(included)} images)")
+    axes[0].set_xlabel("images")
+    if not reason_counts.empty:
+        extra = axes[0].barh(
+            [f"excluded: {r}" for r in reason_counts.index],
+            reason_counts.values,
+            color="#bbbbbb",
+        )
+        axes[0].bar_label(extra, padding=2)
+    top = label_counts.most_common(15)[::-1]
+    if top:
+        lbars = axes[1].barh([name for name, _ in top], [n for _, n in top], color="#d8843b")
+        axes[1].bar_label(lbars, padding=2)
+    axes[1].set_title("Rekognition labels (images carrying each)")
+    axes[1].set_xlabel("images")
+
+    metrics = {key: float(value) for key, value in request_stats.items()}
+    metrics.update(
+        n_labelled_images=float(len(image_labels)),
+        n_included=float(len(included)),
+        n_excluded=float(len(excluded)),
+        n_errors=float(image_labels["error_code"].notna().sum()),
+    )
+    for name, count in class_counts.items():
+        metrics[f"class_count.{name}"] = float(count)
+    for reason, count in reason_counts.items():
+        metrics[f"excluded.{reason}"] = float(count)
+    return figure, {key: {"value": value, "step": 0} for key, value in metrics.items()}

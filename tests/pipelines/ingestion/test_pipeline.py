@@ -105,7 +105,7 @@ def test_metrics_for_mlflow() -> None:
         {"files_seen": 5, "indexed": 3, "quarantined": 2, "duplicates": 0,
          "quarantined_by_reason": {"truncated": 2}}
     )  # fmt: skip
-    assert metrics["ingestion.quarantined.truncated"] == {"value": 2.0, "step": 0}
+    assert metrics["quarantined.truncated"] == {"value": 2.0, "step": 0}
 
 
 @pytest.fixture

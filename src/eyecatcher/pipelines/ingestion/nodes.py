@@ -213,11 +213,12 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
 def log_ingestion_metrics(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Turn the ingestion summary into MLflow metrics (indexed, quarantined per reason, ...)."""
     metrics = {
-        "ingestion.files_seen": summary["files_seen"],
-        "ingestion.indexed": summary["indexed"],
-        "ingestion.quarantined": summary["quarantined"],
-        "ingestion.duplicates": summary["duplicates"],
+        "files_seen": summary["files_seen"],
+        "indexed": summary["indexed"],
+        "quarantined": summary["quarantined"],
+        "duplicates": summary["duplicates"],
     }
+    # The catalog's metrics dataset prefixes every key with its own name (ingestion_metrics.).
     for reason, count in summary["quarantined_by_reason"].items():
-        metrics[f"ingestion.quarantined.{reason}"] = count
+        metrics[f"quarantined.{reason}"] = count
     return {key: {"value": float(value), "step": 0} for key, value in metrics.items()}

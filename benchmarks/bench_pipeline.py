@@ -125,9 +125,8 @@ def main() -> None:
     for name, seconds, peak in profiler.rows_:
         print(f"{name:<58} {seconds:>8.1f} {seconds / total:>6.1%} {peak / 2**20:>13.0f}")
     overall_peak = max(peak for _, _, peak in profiler.rows_)
-    print(
-        f"{'total (session, incl. start-up)':<58} {total:>8.1f} {'':>6} {overall_peak / 2**20:>13.0f}"
-    )
+    label = "total (session, incl. start-up)"
+    print(f"{label:<58} {total:>8.1f} {'':>6} {overall_peak / 2**20:>13.0f}")
     # The folder is left in place: MLflow writes to its store until the interpreter exits.
     print(f"outputs and MLflow store: {workdir}")
 

@@ -369,15 +369,16 @@ def balanced_split(images: pd.DataFrame, config: SplitConfig) -> SplitResult:
     )
     group_split, placed = _place_groups(sampled, classes, quotas, config.seed)
     in_group = sampled["group"].isin(list(group_split))
-    sampled["split"] = sampled["group"].map(group_split)
+    split = pd.Series(sampled["group"].map(group_split).to_numpy(dtype=object), index=sampled.index)
     counts = placed.copy()
     for i, cls in enumerate(classes):
         free = sampled[(sampled["class"] == cls) & ~in_group].sort_values("key", kind="stable")
         tiebreak = [stable_key(config.seed, "share", cls, s) for s in SPLITS]
         per_split = _singleton_counts(len(free), quotas[i], placed[i], tiebreak)
         labels = np.repeat(np.array(SPLITS, dtype=object), per_split)
-        sampled.loc[free.index, "split"] = labels
+        split.loc[free.index] = labels
         counts[i] += per_split
+    sampled["split"] = split.astype(str)
     order = {name: i for i, name in enumerate(SPLITS)}
     manifest = (
         sampled.assign(_split_order=sampled["split"].map(order))

@@ -1,0 +1,215 @@
+"""The served model's request and response format (documented in ``docs/registry.md``).
+
+Request: a DataFrame (from any standard MLflow payload: ``dataframe_split``,
+``dataframe_records``, ``inputs``) with a string column ``image`` holding base64-encoded image
+bytes and, optionally, a string column ``id`` that is passed through unchanged.
+
+Response: one row per request row, in request order, with the columns of
+:data:`OUTPUT_COLUMNS`. A row whose image is unusable carries ``error`` and nulls elsewhere;
+it never fails the other rows. A request that is unusable as a whole (no rows, no ``image``
+column) raises :class:`mlflow.exceptions.MlflowException` with ``INVALID_PARAMETER_VALUE``,
+which the MLflow scoring server answers with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from eyecatcher.images import DEFAULT_MAX_PIXELS, ImageRejectedError
+
+#: Name of the request column with base64-encoded image bytes.
+IMAGE_COLUMN = "image"
+#: Name of the optional request column passed through to the response.
+ID_COLUMN = "id"
+#: Response columns, in order (``id`` only when the request has one).
+OUTPUT_COLUMNS = (
+    ID_COLUMN,
+    "class",
+    "probabilities",
+    "unsafe_score",
+    "decision",
+    "model_name",
+    "model_version",
+    "error",
+)
+#: Moderation decisions, from least to most severe.
+DECISIONS = ("allow", "review", "block")
+
+#: Default limit on the decoded size of one image (Rekognition's own limit is 5 MB of bytes).
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+# Browsers and many clients send data URLs; the prefix is metadata, not image bytes.
+_DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class DecisionThresholds:
+    """Unsafe-score thresholds that turn a score into ``allow`` / ``review`` / ``block``.
+
+    Attributes:
+        review: Scores at or above this (and below ``block``) go to human review.
+        block: Scores at or above this are blocked.
+    """
+
+    review: float
+    block: float
+
+    def __post_init__(self) -> None:
+        """Reject thresholds that would make a decision band empty or inverted."""
+        if not 0.0 <= self.review <= self.block <= 1.0:
+            raise ValueError(
+                f"decision thresholds must satisfy 0 <= review ({self.review}) <= "
+                f"block ({self.block}) <= 1"
+            )
+
+    def decide(self, unsafe_score: float) -> str:
+        """Return ``block``, ``review`` or ``allow`` for one unsafe score."""
+        if unsafe_score >= self.block:
+            return "block"
+        if unsafe_score >= self.review:
+            return "review"
+        return "allow"
+
+
+def invalid_request(message: str) -> MlflowException:
+    """An error about the request as a whole; the scoring server answers it with HTTP 400."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def request_frame(model_input: Any) -> pd.DataFrame:
+    """Normalise what pyfunc ``predict`` receives into a DataFrame with an ``image`` column.
+
+    Args:
+        model_input: A DataFrame (what the scoring server passes after schema enforcement), a
+            mapping of columns, or a list of row mappings.
+
+    Returns:
+        The request as a DataFrame with a fresh positional index.
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` when the request has no rows or no
+            ``image`` column.
+    """
+    if isinstance(model_input, pd.DataFrame):
+        frame = model_input
+    elif isinstance(model_input, Mapping | list):
+        frame = pd.DataFrame(model_input)
+    else:
+        raise invalid_request(
+            f"expected a DataFrame with a string column '{IMAGE_COLUMN}', got "
+            f"{type(model_input).__name__}"
+        )
+    if IMAGE_COLUMN not in frame.columns:
+        raise invalid_request(
+            f"the request has no '{IMAGE_COLUMN}' column (columns: {list(frame.columns)}); send "
+            f"base64-encoded images in a string column named '{IMAGE_COLUMN}'"
+        )
+    if frame.empty:
+        raise invalid_request("the request has no rows: send at least one image")
+    return frame.reset_index(drop=True)
+
+
+def decode_base64_image(value: Any, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+    """Turn one request cell into encoded image bytes, or say why it cannot be one.
+
+    Args:
+        value: The cell of the ``image`` column: standard base64, optionally wrapped in a
+            ``data:image/...;base64,`` URL and with line breaks.
+        max_image_bytes: Largest accepted decoded size; checked before decoding so that a huge
+            payload costs no memory.
+
+    Returns:
+        The encoded image file contents (JPEG, PNG, ...), not yet decoded into pixels.
+
+    Raises:
+        ImageRejectedError: ``invalid_base64`` for a missing, non-string or malformed value,
+            ``empty_file`` for an empty one, ``too_large_file`` above ``max_image_bytes``.
+    """
+    if not isinstance(value, str):
+        raise ImageRejectedError(
+            "invalid_base64", f"expected a base64 string, got {type(value).__name__}"
+        )
+    text = _WHITESPACE.sub("", _DATA_URL_PREFIX.sub("", value.strip()))
+    if not text:
+        raise ImageRejectedError("empty_file", "the image string is empty")
+    # 4 base64 characters carry 3 bytes.
+    approx_bytes = len(text) // 4 * 3
+    if approx_bytes > max_image_bytes:
+        raise ImageRejectedError(
+            "too_large_file",
+            f"about {approx_bytes} bytes exceeds the limit of {max_image_bytes} bytes",
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageRejectedError("invalid_base64", str(exc)) from exc
+
+
+def encode_image(data: bytes) -> str:
+    """Base64-encode image bytes for the ``image`` column (what clients do)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What the served model needs besides its weights; stored as ``serving_config.json``.
+
+    Attributes:
+        model_name: Registered model name.
+        model_version: Registered model version this artefact was logged for.
+        candidate: Training candidate the model came from.
+        precision: ``fp32`` (torch, from the bundle) or ``int8`` (ONNX Runtime).
+        classes: Class names in output order.
+        safe_class: The class meaning "nothing to moderate".
+        thresholds: Unsafe-score decision thresholds.
+        operating_threshold: The calibrated operating threshold from training's evaluation
+            (recorded so a response can be traced to it).
+        max_pixels: Decompression-bomb guard passed to image decoding.
+        max_image_bytes: Largest accepted encoded image.
+        batch_size: Images per forward pass.
+    """
+
+    model_name: str
+    model_version: str
+    candidate: str
+    precision: str
+    classes: list[str]
+    safe_class: str
+    thresholds: DecisionThresholds
+    operating_threshold: float
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    batch_size: int = 16
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form (the inverse of :meth:`from_dict`)."""
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "candidate": self.candidate,
+            "precision": self.precision,
+            "classes": list(self.classes),
+            "safe_class": self.safe_class,
+            "thresholds": {"review": self.thresholds.review, "block": self.thresholds.block},
+            "operating_threshold": self.operating_threshold,
+            "max_pixels": self.max_pixels,
+            "max_image_bytes": self.max_image_bytes,
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> ServingConfig:
+        """Rebuild a config written by :meth:`to_dict`."""
+        values = dict(payload)
+        thresholds = values.pop("thresholds")
+        return cls(thresholds=DecisionThresholds(**thresholds), **values)

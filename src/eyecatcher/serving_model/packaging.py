@@ -1,0 +1,159 @@
+"""Packaging the served model: artefacts, code, signature, input example, pinned requirements.
+
+The model is logged with models-from-code (``model_code.py``) and the parts of the
+``eyecatcher`` package it imports travel inside it as ``code_paths``: a registered version
+preprocesses with the code it was registered with, whatever the repository looks like later,
+and serving needs no ``pip install`` of this project.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types.schema import ColSpec, DataType, Map, Schema
+from PIL import Image
+
+from eyecatcher.models.bundle import ClassifierBundle
+from eyecatcher.serving_model.contract import ServingConfig, encode_image
+from eyecatcher.serving_model.model import BUNDLE_ARTIFACT, CONFIG_ARTIFACT, ONNX_ARTIFACT
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CODE_PATH = Path(__file__).resolve().parent / "model_code.py"
+
+#: The modules of ``eyecatcher`` the served model imports (pipelines and Kedro stay behind).
+SERVED_MODULES = ("__init__.py", "images.py", "preprocessing.py", "models", "serving_model")
+
+#: Distributions the served model imports, pinned to the versions installed here.
+SERVED_DISTRIBUTIONS = (
+    "mlflow",
+    "torch",
+    "torchvision",
+    "timm",
+    "pillow",
+    "numpy",
+    "pandas",
+    "tqdm",
+)
+
+
+def pinned_requirements(precision: str) -> list[str]:
+    """``name==version`` for every distribution the served model needs, as installed now.
+
+    A local version label (``+cu126``) is dropped: it names a build of the same release that a
+    plain package index does not serve.
+
+    Args:
+        precision: ``int8`` adds ONNX Runtime.
+
+    Returns:
+        The pip requirement lines.
+    """
+    names = [*SERVED_DISTRIBUTIONS, *(["onnxruntime"] if precision == "int8" else [])]
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
+
+
+def stage_code(destination: Path) -> Path:
+    """Copy the served subset of the ``eyecatcher`` package into ``destination/eyecatcher``."""
+    target = destination / "eyecatcher"
+    target.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in SERVED_MODULES:
+        source = _PACKAGE_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=ignore)
+        else:
+            shutil.copy2(source, target / name)
+    return target
+
+
+def example_image(size: int = 96) -> bytes:
+    """A small synthetic PNG (a colour gradient) for the logged input example."""
+    ramp = np.linspace(0, 255, size, dtype=np.uint8)
+    pixels = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], ramp[::-1, None]), -1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def serving_signature() -> ModelSignature:
+    """The request and response schema of :mod:`eyecatcher.serving_model.contract`."""
+    inputs = Schema([ColSpec(DataType.string, "image"), ColSpec(DataType.string, "id", False)])
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, "id", False),
+            ColSpec(DataType.string, "class", False),
+            ColSpec(Map(DataType.double), "probabilities", False),
+            ColSpec(DataType.double, "unsafe_score", False),
+            ColSpec(DataType.string, "decision", False),
+            ColSpec(DataType.string, "model_name"),
+            ColSpec(DataType.string, "model_version"),
+            ColSpec(DataType.string, "error", False),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def log_served_model(
+    *,
+    bundle: ClassifierBundle,
+    config: ServingConfig,
+    onnx_path: str | Path | None = None,
+    name: str = "served_model",
+    model_id: str | None = None,
+) -> ModelInfo:
+    """Log the served model to the active MLflow run.
+
+    Args:
+        bundle: The selected candidate's trained bundle (always logged: it carries the
+            preprocessing config, and the fp32 weights serve when precision is ``fp32``).
+        config: Thresholds, names, version and limits (logged as ``serving_config.json``).
+        onnx_path: The ONNX model, required when ``config.precision`` is ``int8``.
+        name: Name of the logged model within the run.
+        model_id: An MLflow logged-model id created beforehand (by
+            :func:`mlflow.initialize_logged_model`) so that the registry version number is
+            known before logging and can be written into ``serving_config.json``.
+
+    Returns:
+        MLflow's information on the logged model.
+
+    Raises:
+        ValueError: If ``int8`` is asked for without an existing ONNX file, or the config's
+            classes are not the bundle's.
+    """
+    if list(config.classes) != list(bundle.classes):
+        raise ValueError(f"config classes {config.classes} are not the bundle's {bundle.classes}")
+    with tempfile.TemporaryDirectory(prefix="eyecatcher-served-") as tmp:
+        staging = Path(tmp)
+        bundle_file = staging / "model_bundle.pt"
+        bundle.save(bundle_file)
+        config_file = staging / "serving_config.json"
+        config_file.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+        artifacts = {BUNDLE_ARTIFACT: str(bundle_file), CONFIG_ARTIFACT: str(config_file)}
+        if config.precision == "int8":
+            if onnx_path is None or not Path(onnx_path).is_file():
+                raise ValueError(f"precision is int8 but the ONNX file {onnx_path} does not exist")
+            artifacts[ONNX_ARTIFACT] = str(onnx_path)
+        code_dir = stage_code(staging / "code")
+        input_example = pd.DataFrame(
+            {"image": [encode_image(example_image())], "id": ["example-1"]}
+        )
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(MODEL_CODE_PATH),
+            artifacts=artifacts,
+            code_paths=[str(code_dir)],
+            signature=serving_signature(),
+            input_example=input_example,
+            pip_requirements=pinned_requirements(config.precision),
+            model_id=model_id,
+        )

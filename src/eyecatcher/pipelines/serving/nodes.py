@@ -1,0 +1,596 @@
+"""Serving: the champion behind ``mlflow models serve``, smoke-tested like a staging deploy.
+
+The staging smoke test is the original design's "inference test on the staging endpoint":
+start the real scoring server on 127.0.0.1, send held-out test images one per request, check
+the answers equal the in-process model's, measure latency, check that malformed requests get
+clear errors without taking the server down, and stop the server on every path out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import requests
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from eyecatcher.pipelines.serving.probes import (
+    BadRequestProbe,
+    bad_request_probes,
+    dataframe_split_body,
+    encode_b64,
+    sample_jpeg,
+)
+from eyecatcher.serving_process import ModelServer, ServerStartError, absolute_tracking_uri
+
+logger = logging.getLogger(__name__)
+
+#: Columns of the served model's answer that identify the verdict (see docs/registry.md).
+VERDICT_COLUMNS = ("class", "probabilities", "unsafe_score", "decision", "model_version", "error")
+
+
+class ChampionNotFoundError(LookupError):
+    """The registry has no version of the model under the requested alias."""
+
+
+class SmokeTestFailedError(RuntimeError):
+    """The staging smoke test found a problem; the report says which."""
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+
+def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Find the registered version behind ``models:/<model_name>@<alias>``.
+
+    The returned ``model_uri`` pins the version number, so the server and the in-process
+    reference load the same version even if the alias moves while the smoke test runs.
+
+    Args:
+        params: The pipeline's parameter block; uses ``model_name`` and ``alias``
+            (default ``champion``).
+
+    Returns:
+        ``name``, ``alias``, ``version``, ``run_id``, ``model_uri`` (``models:/name/version``),
+        ``alias_uri`` (``models:/name@alias``) and the absolute ``tracking_uri``.
+
+    Raises:
+        ChampionNotFoundError: If the model or the alias does not exist, with what to do next.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name = str(params["model_name"])
+    alias = str(params.get("alias", "champion"))
+    tracking_uri = absolute_tracking_uri(mlflow.get_tracking_uri())
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ChampionNotFoundError(
+            f"No version of registered model '{name}' has the alias '{alias}' in the registry "
+            f"at {tracking_uri}. Run the training pipelines first (`kedro run`), which register "
+            f"a model that passes the gate and make it '{alias}'; or set "
+            f"MLFLOW_TRACKING_URI to the registry that holds it. ({exc.message})"
+        ) from exc
+    champion = {
+        "name": name,
+        "alias": alias,
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "model_uri": f"models:/{name}/{version.version}",
+        "alias_uri": f"models:/{name}@{alias}",
+        "tracking_uri": tracking_uri,
+    }
+    logger.info("Champion: %s is version %s (run %s)", champion["alias_uri"], *_vr(champion))
+    return champion
+
+
+def _vr(champion: Mapping[str, Any]) -> tuple[str, str]:
+    return str(champion["version"]), str(champion["run_id"])
+
+
+# -- test images ------------------------------------------------------------------------------
+
+
+def select_smoke_test_images(
+    split_manifest: pd.DataFrame, split: str, max_images: int | None
+) -> pd.DataFrame:
+    """Pick the held-out images the smoke test sends, deterministically.
+
+    Args:
+        split_manifest: The ``split_manifest`` table (``sha256``, ``uri``, ``class``, ``split``).
+        split: Which split to draw from (``test``: never seen in training or calibration).
+        max_images: At most this many, spread over classes in turn (None: all of them).
+
+    Returns:
+        The chosen rows, ordered by class then sha256.
+
+    Raises:
+        ValueError: If the manifest lacks the needed columns or the split is empty.
+    """
+    missing = {"sha256", "uri", "class", "split"} - set(split_manifest.columns)
+    if missing:
+        raise ValueError(f"split_manifest lacks the columns {sorted(missing)}")
+    chosen = split_manifest[split_manifest["split"] == split].sort_values(["class", "sha256"])
+    if chosen.empty:
+        raise ValueError(
+            f"split_manifest has no '{split}' images to smoke-test with; run the splitting "
+            "pipeline first."
+        )
+    if max_images is not None and len(chosen) > max_images:
+        # Round-robin over classes so a small budget still covers every class.
+        chosen = chosen.assign(_rank=chosen.groupby("class").cumcount())
+        chosen = chosen.sort_values(["_rank", "class", "sha256"]).head(max_images)
+        chosen = chosen.drop(columns="_rank").sort_values(["class", "sha256"])
+    return chosen.reset_index(drop=True)
+
+
+def read_image_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    """Read one image from a local path (relative to the project root) or an ``s3://`` URI."""
+    with fsspec.open(uri, "rb", **dict(storage_options or {})) as handle:
+        return handle.read()
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+def _probabilities(value: Any) -> dict[str, float]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return {}
+    if isinstance(value, str):
+        value = json.loads(value)
+    if isinstance(value, Mapping):
+        return {str(k): float(v) for k, v in value.items() if v is not None}
+    raise TypeError(f"probabilities must be a mapping or its JSON text, got {type(value)}")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def normalise_prediction(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Bring one answer row (served JSON or in-process DataFrame row) to plain Python values."""
+    error = row.get("error")
+    return {
+        "id": None if _is_missing(row.get("id")) else str(row.get("id")),
+        "class": None if _is_missing(row.get("class")) else str(row.get("class")),
+        "probabilities": _probabilities(row.get("probabilities")),
+        "unsafe_score": None
+        if _is_missing(row.get("unsafe_score"))
+        else float(row["unsafe_score"]),
+        "decision": None if _is_missing(row.get("decision")) else str(row.get("decision")),
+        "model_version": None
+        if _is_missing(row.get("model_version"))
+        else str(row.get("model_version")),
+        "error": None if _is_missing(error) else str(error),
+    }
+
+
+def compare_predictions(
+    served: Mapping[str, Any], local: Mapping[str, Any], tolerance: float
+) -> list[str]:
+    """Differences between a served answer and the in-process one for the same image.
+
+    Args:
+        served: A normalised served row (see :func:`normalise_prediction`).
+        local: The normalised in-process row.
+        tolerance: Largest absolute difference allowed in any probability or the unsafe score.
+
+    Returns:
+        Human-readable differences; empty when they agree.
+    """
+    problems = []
+    for key in ("class", "decision", "model_version", "error"):
+        if served[key] != local[key]:
+            problems.append(f"{key}: served {served[key]!r} != in-process {local[key]!r}")
+    if set(served["probabilities"]) != set(local["probabilities"]):
+        problems.append("probabilities: the served and in-process class sets differ")
+    else:
+        for name, value in local["probabilities"].items():
+            if abs(served["probabilities"][name] - value) > tolerance:
+                problems.append(
+                    f"probabilities[{name}]: served {served['probabilities'][name]:.6f} "
+                    f"vs in-process {value:.6f}"
+                )
+    if (served["unsafe_score"] is None) != (local["unsafe_score"] is None) or (
+        served["unsafe_score"] is not None
+        and abs(served["unsafe_score"] - local["unsafe_score"]) > tolerance
+    ):
+        problems.append(
+            f"unsafe_score: served {served['unsafe_score']} vs in-process {local['unsafe_score']}"
+        )
+    return problems
+
+
+def post_invocations(
+    url: str, body: bytes, content_type: str = "application/json", timeout_s: float = 30.0
+) -> tuple[int, str, float]:
+    """POST one body to ``/invocations``.
+
+    Returns:
+        The HTTP status, the response text and the wall time in milliseconds.
+    """
+    started = time.perf_counter()
+    response = requests.post(
+        url.rstrip("/") + "/invocations",
+        data=body,
+        headers={"Content-Type": content_type},
+        timeout=timeout_s,
+    )
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    return response.status_code, response.text, elapsed_ms
+
+
+def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
+    """p50, p95, mean, min and max of per-request latencies (NaN when there are none)."""
+    if not latencies_ms:
+        nan = float("nan")
+        return {"p50_ms": nan, "p95_ms": nan, "mean_ms": nan, "min_ms": nan, "max_ms": nan}
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    return {
+        "p50_ms": float(np.percentile(values, 50)),
+        "p95_ms": float(np.percentile(values, 95)),
+        "mean_ms": float(values.mean()),
+        "min_ms": float(values.min()),
+        "max_ms": float(values.max()),
+    }
+
+
+def run_probe(url: str, probe: BadRequestProbe, timeout_s: float) -> dict[str, Any]:
+    """Send one malformed request and judge the answer (see :class:`BadRequestProbe`).
+
+    Returns:
+        ``name``, ``status``, ``handled`` (a clear 4xx or per-row error naming the problem),
+        and ``answer`` (the per-row error or the start of the 4xx body).
+    """
+    try:
+        status, text, _ = post_invocations(url, probe.body, probe.content_type, timeout_s)
+    except requests.RequestException as exc:
+        return {"name": probe.name, "status": None, "handled": False, "answer": repr(exc)}
+    answer = text[:500]
+    if 400 <= status < 500:
+        handled = any(reason in text for reason in probe.reasons) if probe.reasons else True
+    elif status == 200 and probe.row_level:
+        try:
+            rows = json.loads(text)["predictions"]
+            errors = [str(row.get("error")) for row in rows]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            errors = []
+        answer = "; ".join(errors)[:500]
+        handled = bool(errors) and all(
+            not _is_missing(error) and error != "None" and any(r in error for r in probe.reasons)
+            for error in errors
+        )
+    else:
+        handled = False
+    return {"name": probe.name, "status": status, "handled": handled, "answer": answer}
+
+
+# -- the smoke test ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so `finally` blocks stop the server on `kill`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _records(predictions: Any) -> list[dict[str, Any]]:
+    if isinstance(predictions, pd.DataFrame):
+        return predictions.to_dict(orient="records")
+    return list(predictions)
+
+
+def _served_rows(text: str) -> list[dict[str, Any]]:
+    payload = json.loads(text)
+    rows = payload["predictions"] if isinstance(payload, Mapping) else payload
+    if isinstance(rows, Mapping):  # a column-oriented answer
+        rows = pd.DataFrame(rows).to_dict(orient="records")
+    return list(rows)
+
+
+def _smoke_images(
+    images: pd.DataFrame, storage_options: Mapping[str, Any] | None
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    ids, encoded, unreadable = [], [], []
+    for row in images.itertuples(index=False):
+        try:
+            data = read_image_bytes(row.uri, storage_options)
+        except (OSError, ValueError) as exc:
+            unreadable.append({"id": row.sha256, "uri": row.uri, "error": repr(exc)})
+            continue
+        ids.append(str(row.sha256))
+        encoded.append(encode_b64(data))
+    return ids, encoded, unreadable
+
+
+def _latency_figure(latencies_ms: list[float], summary: Mapping[str, float], title: str) -> Figure:
+    # A bare Figure (no pyplot): no GUI backend, no global figure registry to leak into.
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
+    if latencies_ms:
+        axis.hist(latencies_ms, bins=min(30, max(5, len(latencies_ms) // 2)), color="#4c72b0")
+        for key, colour in (("p50_ms", "#2ca02c"), ("p95_ms", "#d62728")):
+            axis.axvline(
+                summary[key],
+                color=colour,
+                linestyle="--",
+                label=f"{key[:3]} = {summary[key]:.1f} ms",
+            )
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "no successful requests", ha="center", va="center")
+    axis.set_xlabel("request latency, batch 1 (ms)")
+    axis.set_ylabel("requests")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def staging_smoke_test(
+    champion: Mapping[str, Any], split_manifest: pd.DataFrame, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], Figure]:
+    """Start the scoring server, smoke-test it, stop it (or keep serving in foreground mode).
+
+    Args:
+        champion: Output of :func:`resolve_champion`.
+        split_manifest: The split table; images of ``smoke_test.split`` are sent.
+        params: The ``serving`` parameter block (see ``conf/base/parameters_serving.yml``).
+
+    Returns:
+        The report (also the reason when the test fails), metrics for MLflow, and a latency
+        histogram. A failed smoke test is *reported* here and raised by
+        :func:`enforce_smoke_test`, so the report is saved before the run exits non-zero.
+    """
+    import mlflow.pyfunc
+
+    smoke = dict(params.get("smoke_test", {}))
+    tolerance = float(smoke.get("tolerance", 1e-4))
+    timeout_s = float(params.get("client_timeout_s", 60))
+    storage_options = params.get("storage_options") or {}
+    images = select_smoke_test_images(
+        split_manifest, smoke.get("split", "test"), smoke.get("max_images")
+    )
+    ids, encoded, unreadable = _smoke_images(images, storage_options)
+    for item in unreadable:
+        logger.warning("Smoke-test image %s could not be read: %s", item["uri"], item["error"])
+
+    report: dict[str, Any] = {
+        "model_name": champion["name"],
+        "model_alias": champion["alias"],
+        "model_version": champion["version"],
+        "model_uri": champion["model_uri"],
+        "run_id": champion["run_id"],
+        "tracking_uri": champion["tracking_uri"],
+        "split": smoke.get("split", "test"),
+        "n_images": len(ids),
+        "unreadable_images": unreadable,
+        "failures": [],
+    }
+
+    # The in-process reference: the same registered version, loaded the way users load it.
+    local_model = mlflow.pyfunc.load_model(champion["model_uri"])
+    frame = pd.DataFrame({"id": ids, "image": encoded})
+    local_rows = (
+        [normalise_prediction(r) for r in _records(local_model.predict(frame))] if ids else []
+    )
+
+    server = ModelServer(
+        champion["model_uri"],
+        tracking_uri=champion["tracking_uri"],
+        host=str(params.get("host", "127.0.0.1")),
+        port=params.get("port"),
+        workers=int(params.get("workers", 1)),
+        request_timeout_s=int(params.get("server_request_timeout_s", 60)),
+        extra_env={str(k): str(v) for k, v in (params.get("server_env") or {}).items()},
+    )
+    latencies: list[float] = []
+    mismatches: list[dict[str, Any]] = []
+    request_errors: list[dict[str, Any]] = []
+    row_errors: list[dict[str, Any]] = []
+    probes: list[dict[str, Any]] = []
+    with _sigterm_as_interrupt():
+        try:
+            server.start()
+            report["server_url"] = server.url
+            report["workers"] = server.workers
+            report["startup_s"] = round(
+                server.wait_until_ready(float(params.get("startup_timeout_s", 300))), 2
+            )
+            logger.info("Scoring server ready at %s in %.1f s", server.url, report["startup_s"])
+            # Warm-up request: the first call pays lazy imports; it is not a latency sample.
+            post_invocations(
+                server.url,
+                json.dumps(dataframe_split_body([encode_b64(sample_jpeg())])).encode(),
+                timeout_s=timeout_s,
+            )
+            for position, (image_id, image) in enumerate(
+                tqdm(list(zip(ids, encoded, strict=True)), desc="smoke test", unit="request")
+            ):
+                body = json.dumps(dataframe_split_body([image], ids=[image_id])).encode()
+                try:
+                    status, text, elapsed_ms = post_invocations(
+                        server.url, body, timeout_s=timeout_s
+                    )
+                except requests.RequestException as exc:
+                    request_errors.append({"id": image_id, "status": None, "error": repr(exc)})
+                    continue
+                if status != 200:
+                    request_errors.append({"id": image_id, "status": status, "error": text[:500]})
+                    continue
+                latencies.append(elapsed_ms)
+                served = normalise_prediction(_served_rows(text)[0])
+                if served["error"] is not None:
+                    row_errors.append({"id": image_id, "error": served["error"]})
+                problems = compare_predictions(served, local_rows[position], tolerance)
+                if problems:
+                    mismatches.append({"id": image_id, "problems": problems})
+            if smoke.get("bad_request_probes", True):
+                for probe in bad_request_probes(smoke.get("max_image_bytes")):
+                    result = run_probe(server.url, probe, timeout_s)
+                    # The point of the probe: the server still answers a good request after it.
+                    result["server_alive_after"] = _good_request_works(server.url, timeout_s)
+                    probes.append(result)
+            report["served_until"] = None
+            if params.get("foreground", False):
+                report["served_until"] = _serve_in_foreground(server, report)
+        except ServerStartError as exc:
+            # Reported (with the server's own log) rather than raised, so the report is saved;
+            # enforce_smoke_test then fails the run.
+            report["failures"].append(str(exc))
+            logger.error("%s", exc)
+        except KeyboardInterrupt:
+            report["failures"].append("interrupted before the smoke test finished")
+            logger.warning("Interrupted: stopping the scoring server")
+        finally:
+            report["server_exit_code"] = server.stop()
+            report["server_log_tail"] = server.log_tail(2000)
+
+    summary = latency_summary(latencies)
+    report.update(
+        {
+            "latency_ms": summary,
+            "n_ok": len(latencies) - len(row_errors),
+            "n_request_errors": len(request_errors),
+            "n_row_errors": len(row_errors),
+            "n_errors": len(request_errors) + len(row_errors) + len(unreadable),
+            "n_mismatches": len(mismatches),
+            "request_errors": request_errors[:20],
+            "row_errors": row_errors[:20],
+            "mismatches": mismatches[:20],
+            "bad_request_probes": probes,
+        }
+    )
+    _judge(report, smoke, len(images))
+    logger.info(
+        "Smoke test %s: %d images, %d errors, %d mismatches, latency p50 %.1f ms, p95 %.1f ms",
+        "PASSED" if report["passed"] else "FAILED",
+        report["n_images"],
+        report["n_errors"],
+        report["n_mismatches"],
+        summary["p50_ms"],
+        summary["p95_ms"],
+    )
+    metrics = {
+        "latency_p50_ms": summary["p50_ms"],
+        "latency_p95_ms": summary["p95_ms"],
+        "latency_mean_ms": summary["mean_ms"],
+        "n_images": float(report["n_images"]),
+        "n_errors": float(report["n_errors"]),
+        "n_mismatches": float(report["n_mismatches"]),
+        "probes_handled": float(sum(p["handled"] and p["server_alive_after"] for p in probes)),
+        "passed": float(report["passed"]),
+    }
+    metrics = {k: {"value": v, "step": 0} for k, v in metrics.items() if not math.isnan(v)}
+    figure = _latency_figure(
+        latencies, summary, f"{champion['name']} v{champion['version']} served, batch 1"
+    )
+    return report, metrics, figure
+
+
+def _good_request_works(url: str, timeout_s: float) -> bool:
+    body = json.dumps(dataframe_split_body([encode_b64(sample_jpeg(seed=7))], ["alive"])).encode()
+    try:
+        status, text, _ = post_invocations(url, body, timeout_s=timeout_s)
+        return status == 200 and normalise_prediction(_served_rows(text)[0])["error"] is None
+    except (requests.RequestException, ValueError, KeyError, IndexError):
+        return False
+
+
+def _serve_in_foreground(server: ModelServer, report: Mapping[str, Any]) -> str:
+    if report_failures := _quick_failures(report):
+        logger.error("Not serving in the foreground: %s", "; ".join(report_failures))
+        return "not served: smoke test failed"
+    logger.info(
+        "Serving %s at %s (foreground mode). Press Ctrl-C to stop.",
+        report["model_uri"],
+        server.url,
+    )
+    try:
+        while server.is_running():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        logger.info("Interrupted: stopping the scoring server")
+        return "interrupted"
+    logger.error("The scoring server exited on its own:\n%s", server.log_tail())
+    return "server exited"
+
+
+def _quick_failures(report: Mapping[str, Any]) -> list[str]:
+    # Evaluated before the full report exists: only what would make serving pointless.
+    return [] if report.get("startup_s") is not None else ["server did not start"]
+
+
+def _judge(report: dict[str, Any], smoke: Mapping[str, Any], n_selected: int) -> None:
+    failures = report["failures"]
+    min_images = int(smoke.get("min_images", 1))
+    if report["n_images"] < min_images:
+        failures.append(f"only {report['n_images']} readable test images (< {min_images})")
+    if report.get("startup_s") is None and not any("mlflow models serve" in f for f in failures):
+        failures.append("the scoring server did not start")
+    if report["n_request_errors"]:
+        failures.append(f"{report['n_request_errors']} requests failed at the HTTP level")
+    max_errors = int(smoke.get("max_errors", 0))
+    if report["n_errors"] > max_errors:
+        failures.append(f"{report['n_errors']} errors (> {max_errors} allowed)")
+    if report["n_mismatches"]:
+        failures.append(f"{report['n_mismatches']} predictions differ from the in-process model's")
+    for probe in report["bad_request_probes"]:
+        if not probe["handled"]:
+            failures.append(f"bad request '{probe['name']}' was not handled: {probe['answer']}")
+        if not probe["server_alive_after"]:
+            failures.append(f"a good request failed after the bad request '{probe['name']}'")
+    slo = smoke.get("max_p95_ms")
+    p95 = report["latency_ms"]["p95_ms"]
+    if slo is not None and not math.isnan(p95) and p95 > float(slo):
+        failures.append(f"latency p95 {p95:.1f} ms > {float(slo):.1f} ms")
+    report["n_selected"] = n_selected
+    report["passed"] = not failures
+
+
+def enforce_smoke_test(report: Mapping[str, Any]) -> None:
+    """Fail the run (non-zero exit) when the saved smoke-test report did not pass.
+
+    Args:
+        report: The report written by :func:`staging_smoke_test`.
+
+    Raises:
+        SmokeTestFailedError: Listing every failure, when ``report["passed"]`` is false.
+    """
+    if not report["passed"]:
+        raise SmokeTestFailedError(
+            f"Staging smoke test of {report['model_uri']} FAILED: "
+            + "; ".join(report["failures"])
+            + " (full report in data/08_reporting/serving_smoke_test.json)"
+        )
+    logger.info(
+        "Staging smoke test of %s passed: p50 %.1f ms, p95 %.1f ms over %d images",
+        report["model_uri"],
+        report["latency_ms"]["p50_ms"],
+        report["latency_ms"]["p95_ms"],
+        report["n_images"],
+    )

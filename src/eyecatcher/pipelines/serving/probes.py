@@ -1,0 +1,172 @@
+"""Malformed requests that a moderation endpoint meets in the wild, and what a good answer is.
+
+The staging smoke test sends each of these to the running server, then a good request: a bad
+request must get a clear 4xx or a per-row error naming the problem, and must never take the
+server down. The tests send the same list, so the product and its tests agree on what "bad
+input" means.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class BadRequestProbe:
+    """One malformed request and the answers that count as handling it well.
+
+    Attributes:
+        name: Short identifier used in reports (``invalid_base64``, ``empty_payload``, ...).
+        body: The raw HTTP body sent to ``/invocations``.
+        content_type: The ``Content-Type`` header.
+        reasons: Substrings of which at least one must appear in the per-row ``error`` (when the
+            server answers 200) or in the response body (when it answers 4xx).
+        row_level: True when the problem is in one image (a per-row error is the expected
+            answer, a 4xx is accepted too); False when the whole request is unusable (4xx only).
+    """
+
+    name: str
+    body: bytes
+    content_type: str = "application/json"
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+    row_level: bool = True
+
+
+def _png(width: int, height: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def sample_jpeg(size: int = 128, seed: int = 0) -> bytes:
+    """A small, valid, harmless JPEG (smooth gradient plus noise) for probes and tests."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, size, dtype=np.float64)
+    base = np.stack([np.add.outer(ramp, ramp) / 2] * 3, axis=-1)
+    noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy, "RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb).
+
+    Only the header matters: a decoder that trusts it would allocate width x height x 3 bytes
+    (30 GB at the default size). The IDAT chunk holds one compressed row, so the file is a few
+    hundred bytes.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (1 + 3 * min(width, 1024)))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def oversized_png(min_bytes: int) -> bytes:
+    """A valid PNG of random noise at least ``min_bytes`` long (noise does not compress)."""
+    side = int(np.ceil(np.sqrt(min_bytes / 3.0))) + 16
+    return _png(side, side, seed=1)
+
+
+def encode_b64(data: bytes) -> str:
+    """Standard base64 text for an image column."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def dataframe_split_body(images: list[str], ids: list[str] | None = None) -> dict[str, Any]:
+    """The JSON body MLflow's scoring server reads as a DataFrame (``dataframe_split``)."""
+    if ids is None:
+        return {"dataframe_split": {"columns": ["image"], "data": [[image] for image in images]}}
+    return {
+        "dataframe_split": {
+            "columns": ["id", "image"],
+            "data": [[i, image] for i, image in zip(ids, images, strict=True)],
+        }
+    }
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(payload).encode("utf-8")
+
+
+def bad_request_probes(max_image_bytes: int | None = None) -> list[BadRequestProbe]:
+    """Every malformed request the serving contract promises to survive.
+
+    Args:
+        max_image_bytes: The served model's per-image size limit. When given, an image just
+            over it is sent as the ``too_large`` probe; when None that probe is left out.
+
+    Returns:
+        The probes, in a stable order.
+    """
+    jpeg = sample_jpeg()
+    probes = [
+        BadRequestProbe(
+            "invalid_base64",
+            _json(dataframe_split_body(["this is %% not base64 !!"], ids=["bad-b64"])),
+            reasons=("invalid_base64", "base64"),
+        ),
+        BadRequestProbe(
+            "not_an_image",
+            _json(dataframe_split_body([encode_b64(b"plain text, not an image" * 8)], ["txt"])),
+            reasons=("not_an_image",),
+        ),
+        BadRequestProbe(
+            "truncated_image",
+            _json(dataframe_split_body([encode_b64(jpeg[: len(jpeg) // 2])], ["cut"])),
+            reasons=("truncated", "corrupt"),
+        ),
+        BadRequestProbe(
+            "decompression_bomb",
+            _json(dataframe_split_body([encode_b64(bomb_png())], ["bomb"])),
+            reasons=("decompression_bomb",),
+        ),
+        BadRequestProbe(
+            "empty_payload",
+            _json({"dataframe_split": {"columns": ["image"], "data": []}}),
+            reasons=("empty", "no rows", "no images"),
+            row_level=False,
+        ),
+        BadRequestProbe(
+            "missing_image_column",
+            _json({"dataframe_split": {"columns": ["picture"], "data": [[encode_b64(jpeg)]]}}),
+            reasons=("image",),
+            row_level=False,
+        ),
+        BadRequestProbe(
+            "not_json",
+            b"this body is not JSON {",
+            reasons=("json", "JSON", "decode", "parse"),
+            row_level=False,
+        ),
+    ]
+    if max_image_bytes is not None:
+        probes.insert(
+            4,
+            BadRequestProbe(
+                "too_large_image",
+                _json(
+                    dataframe_split_body([encode_b64(oversized_png(max_image_bytes + 1))], ["big"])
+                ),
+                reasons=("too_large", "too large", "exceeds"),
+            ),
+        )
+    return probes

@@ -240,14 +240,19 @@ def test_splitting_pipeline_in_a_kedro_session_logs_the_report(kedro_project: Pa
     from kedro.framework.session import KedroSession
     from mlflow.tracking import MlflowClient
 
-    labels = labels_for(kedro_project / "data" / "01_raw" / "demo")
-    labels.to_parquet(kedro_project / "data" / "03_primary" / "image_labels.parquet")
+    # From the raw demo slice: ingestion and labelling feed the splitting pipeline.
     with KedroSession.create(project_path=kedro_project, env="test") as session:
-        session.run(pipeline_names=["splitting"])
+        session.run(pipeline_names=["ingestion", "labelling", "splitting"])
 
     manifest = pd.read_parquet(kedro_project / "data/05_model_input/split_manifest.parquet")
     assert list(manifest.columns) == MANIFEST_COLUMNS
-    assert manifest["class"].value_counts().eq(6).all()  # the test env caps classes at 6
+    labels = pd.read_parquet(kedro_project / "data/03_primary/image_labels.parquet")
+    usable = labels[labels["included"] & labels["class"].notna()]
+    assert set(manifest["sha256"]) <= set(usable["sha256"])
+    assert (manifest.groupby("group")["split"].nunique() == 1).all()
+    # The test env caps classes at 6 and keeps classes of 4 or more.
+    expected = usable["class"].value_counts().clip(upper=6)
+    assert manifest["class"].value_counts().to_dict() == expected[expected >= 4].to_dict()
     report = pd.read_csv(kedro_project / "data/08_reporting/split_report.csv")
     assert report["sampled"].sum() == len(manifest)
     assert (kedro_project / "data/08_reporting/split_report.png").stat().st_size > 0

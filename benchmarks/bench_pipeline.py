@@ -116,6 +116,10 @@ def main() -> None:
         session.run(pipeline_names=args.pipelines.split(","))
     total = time.perf_counter() - started
     profiler._sampler.stop()
+    import mlflow
+
+    while mlflow.active_run() is not None:  # MLflow's run stack may still hold the run
+        mlflow.end_run()
 
     print(
         f"\nWhole pipeline ({args.pipelines}, env {args.env}) on {platform.processor() or 'cpu'}"
@@ -127,7 +131,6 @@ def main() -> None:
     overall_peak = max(peak for _, _, peak in profiler.rows_)
     label = "total (session, incl. start-up)"
     print(f"{label:<58} {total:>8.1f} {'':>6} {overall_peak / 2**20:>13.0f}")
-    # The folder is left in place: MLflow writes to its store until the interpreter exits.
     print(f"outputs and MLflow store: {workdir}")
 
 

@@ -103,3 +103,9 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.chdir(project)
     bootstrap_project(project)
     yield project
+    # kedro-mlflow ends its run in the store, but MLflow's in-process run stack can still hold
+    # it; without this, MLflow's exit handler writes to a store that pytest has deleted.
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()

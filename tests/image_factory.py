@@ -51,6 +51,8 @@ def good_images(seed: int = 0) -> dict[str, bytes]:
         "animated.gif": gif.getvalue(),
         "rgb.bmp": encode(rgb, "BMP"),
         "rgb.tiff": encode(rgb, "TIFF"),
+        "rgb.avif": encode(rgb, "AVIF"),
+        "phone.heic": encode(rgb, "HEIF"),
     }
 
 

@@ -14,13 +14,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+# Phone cameras save HEIC by default; real upload folders are full of them.
+register_heif_opener()
 
 # A truncated file must be reported, never half-decoded into a grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 #: Formats a moderation pipeline accepts. Anything else Pillow can open (PSD, ICO, EPS, ...) is
 #: quarantined as ``unsupported_format`` rather than guessed at.
-SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+SUPPORTED_FORMATS: frozenset[str] = frozenset(
+    {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF"}
+)
 
 #: Default pixel budget (width x height): larger images are treated as decompression bombs.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -158,6 +164,12 @@ def validate_image(
         oriented = ImageOps.exif_transpose(image)
     except Exception as exc:  # a malformed EXIF block is corruption of the file, not a crash
         raise ImageRejectedError("corrupt", f"unreadable EXIF orientation: {exc}") from exc
+    try:
+        to_rgb(oriented)
+    except (ValueError, OSError) as exc:  # an exotic mode Pillow cannot turn into RGB
+        raise ImageRejectedError(
+            "unsupported_format", f"pixel mode {mode} cannot be converted to RGB: {exc}"
+        ) from exc
     width, height = oriented.size
     if min(width, height) < min_side:
         raise ImageRejectedError(

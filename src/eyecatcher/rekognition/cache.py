@@ -217,15 +217,26 @@ class ResponseCache:
         with self._lock:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("a", encoding="utf-8")
                 if self._needs_newline:
-                    # Terminate a line cut off by a killed run so this record stands alone.
-                    self._handle.write("\n")
-                    self._needs_newline = False
+                    self._drop_cut_off_tail()
+                self._handle = self.path.open("a", encoding="utf-8")
             self._handle.write(line)
             self._handle.flush()
             os.fsync(self._handle.fileno())
             self._index(record, str(self.path))
+
+    def _drop_cut_off_tail(self) -> None:
+        # The fragment of a record a killed run left half-written holds no usable answer
+        # (that image is simply asked again); cut it so the next record starts a clean line.
+        assert self.path is not None
+        data = self.path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        logger.warning("%s: removing a %d-byte cut-off last line", self.path, len(data) - keep)
+        with self.path.open("r+b") as handle:
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._needs_newline = False
 
     def close(self) -> None:
         """Close the writable file (appends reopen it)."""

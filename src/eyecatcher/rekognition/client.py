@@ -151,7 +151,9 @@ class RekognitionEndpoint:
             )
         config = Config(
             region_name=self.region_name,
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            # `total_max_attempts` counts the first try; botocore's `max_attempts` key would
+            # count retries only (one more request than configured).
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=max(1, max_pool_connections),

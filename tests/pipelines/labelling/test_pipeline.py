@@ -1,0 +1,354 @@
+"""The labelling pipeline: offline demo, live runs against a local endpoint, dry runs,
+interruptions, and a KedroSession run of ingestion + labelling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from eyecatcher.pipelines.labelling.nodes import (
+    IMAGE_LABELS_COLUMNS,
+    CacheMissError,
+    LabellingDryRunError,
+    LabellingIncompleteError,
+    assign_classes,
+    report_label_distribution,
+    request_moderation_labels,
+)
+from eyecatcher.rekognition.cache import ResponseCache
+from eyecatcher.rekognition.client import RekognitionEndpoint
+from eyecatcher.rekognition.local_endpoint import LocalRekognition, ScriptedBehaviour
+from tests.pipelines.labelling.conftest import (
+    DEMO,
+    REPO,
+    demo_records,
+    index_rows,
+    labelling_params,
+)
+
+FAKE_KEYS = {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "secret"}
+SWIMWEAR = {
+    "ModerationLabels": [
+        {"Confidence": 91.0, "Name": "Swimwear or Underwear", "ParentName": "", "TaxonomyLevel": 1},
+        {
+            "Confidence": 90.0,
+            "Name": "Male Swimwear or Underwear",
+            "ParentName": "Swimwear or Underwear",
+            "TaxonomyLevel": 2,
+        },
+    ],
+    "ModerationModelVersion": "7.0",
+    "ContentTypes": [],
+}
+
+
+def _live(url: str) -> RekognitionEndpoint:
+    return RekognitionEndpoint(
+        mode="live",
+        endpoint_url=url,
+        credentials=FAKE_KEYS,
+        max_attempts=3,
+        connect_timeout=2,
+        read_timeout=10,
+    )
+
+
+def _offline_cache() -> ResponseCache:
+    return ResponseCache(None, [DEMO / "rekognition_responses.jsonl"], read_only=True)
+
+
+def _many_images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img_{i:03d}.png"
+        Image.new("RGB", (90, 90), (i % 256, (i * 7) % 256, 128)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_offline_demo_labels_every_image_from_the_seed_cache(demo_index: pd.DataFrame) -> None:
+    params = labelling_params()
+    results, stats = request_moderation_labels(
+        demo_index, _offline_cache(), RekognitionEndpoint(mode="offline"), params
+    )
+    assert stats["n_cached"] == len(demo_index) == 200
+    assert stats["n_requests"] == 0 and stats["estimated_cost_usd"] == 0
+    labels = assign_classes(results, params)
+    assert list(labels.columns) == IMAGE_LABELS_COLUMNS
+    assert labels["sha256"].tolist() == demo_index["sha256"].tolist()
+    expected = {r["sha256"]: r["demo_class"] for r in demo_records()}
+    assert dict(zip(labels["sha256"], labels["class"], strict=True)) == expected
+    assert labels["included"].all()
+    assert set(labels["label_source"]) == {"cache:synthetic-demo"}
+    assert set(labels["moderation_model_version"]) == {"7.0"}
+    first = json.loads(labels.loc[labels["class"] == "explicit_nudity", "labels"].iloc[0])
+    assert {"Name", "ParentName", "Confidence", "TaxonomyLevel"} == set(first[0])
+
+    figure, metrics = report_label_distribution(labels, stats)
+    assert metrics["class_count.safe"] == {"value": 40.0, "step": 0}
+    assert metrics["n_excluded"]["value"] == 0
+    assert figure.axes[0].get_title().startswith("Training classes (200")
+
+
+def test_offline_cache_miss_names_the_images_and_calls_nothing(
+    demo_index: pd.DataFrame, small_images: list[Path]
+) -> None:
+    index = pd.concat([demo_index.head(3), index_rows(small_images[:2])], ignore_index=True)
+    with pytest.raises(CacheMissError) as excinfo:
+        request_moderation_labels(
+            index, _offline_cache(), RekognitionEndpoint(mode="offline"), labelling_params()
+        )
+    message = str(excinfo.value)
+    assert "2 images" in message
+    assert str(small_images[0]) in message and str(small_images[1]) in message
+
+
+def test_live_run_sends_only_uncached_images_and_converts_what_it_must(
+    small_images: list[Path], tmp_path: Path
+) -> None:
+    index = index_rows(small_images)
+    cache_path = tmp_path / "cache.jsonl"
+    seeded = ResponseCache(cache_path)
+    for sha in index["sha256"][:5]:  # answered by an earlier run
+        seeded.append(
+            {"sha256": sha, "min_confidence": 50.0, "source": "rekognition", "response": SWIMWEAR}
+        )
+    seeded.close()
+    webp_sha = index.loc[index["format"] == "WEBP", "sha256"].item()
+    with LocalRekognition(ScriptedBehaviour(answer=lambda _: SWIMWEAR)) as server:
+        results, stats = request_moderation_labels(
+            index, ResponseCache(cache_path), _live(server.url), labelling_params(workers=3)
+        )
+    sent = {image for image, _ in server.requests}
+    assert len(server.requests) == len(index) - 5
+    assert not sent & set(index["sha256"][:5])
+    # The WebP went as a JPEG re-encoding, so the server saw other bytes than the file's.
+    assert webp_sha not in sent
+    assert stats["n_converted"] == 1 and stats["n_requests"] == len(index) - 5
+    assert stats["estimated_cost_usd"] == pytest.approx(0.001 * (len(index) - 5))
+    labels = assign_classes(results, labelling_params())
+    assert set(labels["class"]) == {"swimwear_or_underwear"}
+    assert (labels["label_source"] == "rekognition").sum() == len(index) - 5
+    assert (labels["label_source"] == "cache:rekognition").sum() == 5
+    assert len(ResponseCache(cache_path).lookup(webp_sha, 50.0).record["request"]) == 2
+
+
+def test_image_errors_end_up_in_the_table_and_are_not_resent(
+    small_images: list[Path], tmp_path: Path
+) -> None:
+    index = index_rows(small_images[:4])
+    bad = index["sha256"][1]
+    behaviour = ScriptedBehaviour(errors_by_image={bad: "InvalidImageFormatException"})
+    params = labelling_params(workers=2)
+    with LocalRekognition(behaviour) as server:
+        results, _ = request_moderation_labels(
+            index, ResponseCache(tmp_path / "c.jsonl"), _live(server.url), params
+        )
+        labels = assign_classes(results, params)
+        row = labels.set_index("sha256").loc[bad]
+        assert pd.isna(row["class"]) and not row["included"]
+        assert row["error_code"] == "InvalidImageFormatException"
+        n_first = len(server.requests)
+        request_moderation_labels(
+            index, ResponseCache(tmp_path / "c.jsonl"), _live(server.url), params
+        )
+        assert len(server.requests) == n_first  # answers and final errors both cached
+
+
+def test_images_still_unlabelled_after_retries_fail_the_run_after_the_rest_is_cached(
+    small_images: list[Path], tmp_path: Path
+) -> None:
+    index = index_rows(small_images[:4])
+    stubborn = index["sha256"][2]
+    behaviour = ScriptedBehaviour(errors_by_image={stubborn: "InternalServerError"})
+    with (
+        LocalRekognition(behaviour) as server,
+        pytest.raises(LabellingIncompleteError, match="1 images are still unlabelled"),
+    ):
+        request_moderation_labels(
+            index,
+            ResponseCache(tmp_path / "c.jsonl"),
+            _live(server.url),
+            labelling_params(workers=2),
+        )
+    assert ResponseCache(tmp_path / "c.jsonl").n_records == 3
+
+
+def test_dry_run_prints_count_and_cost_and_calls_nothing(
+    small_images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = index_rows(small_images)
+    cache_path = tmp_path / "cache.jsonl"
+    with LocalRekognition() as server:
+        with pytest.raises(LabellingDryRunError):
+            request_moderation_labels(
+                index,
+                ResponseCache(cache_path),
+                _live(server.url),
+                labelling_params(dry_run=True, price_per_image_usd=0.0012),
+            )
+        assert server.requests == []
+    printed = capsys.readouterr().out
+    assert f"{len(index)} of {len(index)} images" in printed
+    assert f"USD {0.0012 * len(index):.3f}" in printed
+    assert not cache_path.exists()
+
+
+def test_missing_credentials_stop_before_any_image_is_sent(
+    small_images: list[Path], tmp_path: Path
+) -> None:
+    from eyecatcher.rekognition.client import RekognitionCredentialsError
+
+    with LocalRekognition() as server:
+        endpoint = RekognitionEndpoint(mode="live", endpoint_url=server.url, credentials={})
+        with pytest.raises(RekognitionCredentialsError):
+            request_moderation_labels(
+                index_rows(small_images[:2]),
+                ResponseCache(tmp_path / "c.jsonl"),
+                endpoint,
+                labelling_params(),
+            )
+        assert server.requests == []
+
+
+def _complete_records(path: Path) -> set[str]:
+    shas = set()
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            shas.add(json.loads(line)["sha256"])
+        except (json.JSONDecodeError, KeyError):
+            continue
+    return shas
+
+
+_CHILD = """
+import sys, pandas as pd
+from eyecatcher.pipelines.labelling.nodes import request_moderation_labels
+from eyecatcher.rekognition.cache import ResponseCache
+from eyecatcher.rekognition.client import RekognitionEndpoint
+from tests.pipelines.labelling.conftest import labelling_params
+index = pd.read_parquet(sys.argv[1])
+endpoint = RekognitionEndpoint(mode="live", endpoint_url=sys.argv[3], max_attempts=2,
+    credentials={"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "secret"})
+request_moderation_labels(index, ResponseCache(sys.argv[2]), endpoint, labelling_params(workers=2))
+"""
+
+
+def test_a_killed_run_loses_no_answer_and_the_rerun_sends_only_the_rest(tmp_path: Path) -> None:
+    index = index_rows(_many_images(tmp_path / "imgs", 30))
+    index_path = tmp_path / "index.parquet"
+    index.to_parquet(index_path)
+    cache_path = tmp_path / "cache.jsonl"
+    behaviour = ScriptedBehaviour(answer=lambda _: SWIMWEAR, latency_s=0.1)
+    with LocalRekognition(behaviour) as server:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(index_path), str(cache_path), server.url],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        deadline = time.monotonic() + 60
+        while len(_complete_records(cache_path) if cache_path.exists() else ()) < 8:
+            assert child.poll() is None, "the child finished before it could be killed"
+            assert time.monotonic() < deadline, "the child never started answering"
+            time.sleep(0.02)
+        child.kill()  # SIGKILL: no cleanup code runs in the child
+        child.wait(timeout=10)
+        # Requests the child had in flight still reach the server (their answers die with the
+        # child, which is the one thing no client can keep); let them land before counting.
+        time.sleep(0.5)
+        answered_before = _complete_records(cache_path)
+        assert 8 <= len(answered_before) < len(index)
+        n_before = len(server.requests)
+
+        results, stats = request_moderation_labels(
+            index, ResponseCache(cache_path), _live(server.url), labelling_params(workers=4)
+        )
+        resent = [image for image, _ in server.requests[n_before:]]
+    assert set(resent) == set(index["sha256"]) - answered_before
+    assert len(resent) == len(set(resent))
+    assert stats["n_cached"] == len(answered_before)
+    assert results["status"].eq("answered").all()
+
+
+def test_ctrl_c_keeps_every_answer_already_received(tmp_path: Path) -> None:
+    index = index_rows(_many_images(tmp_path / "imgs", 40))
+    cache_path = tmp_path / "cache.jsonl"
+    behaviour = ScriptedBehaviour(answer=lambda _: SWIMWEAR, latency_s=0.1)
+    with LocalRekognition(behaviour) as server:
+        stop = threading.Event()
+
+        def press_ctrl_c_after_some_answers() -> None:
+            while not stop.is_set() and len(server.answered_images()) < 5:
+                time.sleep(0.01)
+            if not stop.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+
+        presser = threading.Thread(target=press_ctrl_c_after_some_answers)
+        presser.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                request_moderation_labels(
+                    index, ResponseCache(cache_path), _live(server.url), labelling_params(workers=2)
+                )
+        finally:
+            stop.set()
+            presser.join()
+        answered = {image for image, status in server.requests if status == 200}
+        n_before = len(server.requests)
+        assert 0 < len(answered) < len(index)
+        # Every answer the server gave, in flight at the interrupt included, is in the cache.
+        assert _complete_records(cache_path) == answered
+        request_moderation_labels(
+            index, ResponseCache(cache_path), _live(server.url), labelling_params(workers=4)
+        )
+        resent = {image for image, _ in server.requests[n_before:]}
+    assert resent == set(index["sha256"]) - answered
+
+
+@pytest.mark.slow
+def test_kedro_run_of_ingestion_and_labelling_on_the_demo(kedro_project: Path) -> None:
+    import mlflow
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=kedro_project, env="test") as session:
+        session.run(pipeline_names=["ingestion", "labelling"])
+    index = pd.read_parquet(kedro_project / "data/02_intermediate/image_index.parquet")
+    labels = pd.read_parquet(kedro_project / "data/03_primary/image_labels.parquet")
+    assert list(labels.columns) == IMAGE_LABELS_COLUMNS
+    assert labels["sha256"].tolist() == index["sha256"].tolist()
+    expected = {r["sha256"]: r["demo_class"] for r in demo_records()}
+    assert all(expected[s] == c for s, c in zip(labels["sha256"], labels["class"], strict=True))
+    assert labels["class"].value_counts().eq(8).all() and labels["class"].nunique() == 5
+    assert (kedro_project / "data/08_reporting/label_distribution.png").stat().st_size > 0
+    assert not (kedro_project / "data/01_raw/rekognition").exists()  # offline writes nothing
+
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    assert run.data.metrics["labelling.n_requests"] == 0
+    assert run.data.metrics["labelling.class_count.safe"] == 8
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "labelling")]
+    assert artifacts == ["labelling/label_distribution.png"]
+
+
+def test_offline_kedro_run_with_an_unlabelled_image_fails_naming_it(kedro_project: Path) -> None:
+    from kedro.framework.session import KedroSession
+
+    extra = kedro_project / "data/01_raw/demo/images/new_upload.png"
+    Image.new("RGB", (100, 100), (1, 2, 3)).save(extra)
+    with (
+        KedroSession.create(project_path=kedro_project, env="test") as session,
+        pytest.raises(CacheMissError, match=r"new_upload\.png"),
+    ):
+        session.run(pipeline_names=["ingestion", "labelling"])

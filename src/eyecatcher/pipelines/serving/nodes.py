@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import requests
 from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
 from tqdm.auto import tqdm
 
 from eyecatcher.pipelines.serving.probes import (
@@ -48,6 +49,10 @@ class SmokeTestFailedError(RuntimeError):
     """The staging smoke test found a problem; the report says which."""
 
 
+class _NothingToSend(Exception):
+    """No test image could be read: starting a server would test nothing."""
+
+
 # -- registry ---------------------------------------------------------------------------------
 
 
@@ -69,7 +74,6 @@ def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
         ChampionNotFoundError: If the model or the alias does not exist, with what to do next.
     """
     import mlflow
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     name = str(params["model_name"])
@@ -415,8 +419,11 @@ def staging_smoke_test(
     probes: list[dict[str, Any]] = []
     with _sigterm_as_interrupt():
         try:
+            if not ids:
+                raise _NothingToSend
             server.start()
             report["server_url"] = server.url
+            report["server_pid"] = server.pid
             report["workers"] = server.workers
             report["startup_s"] = round(
                 server.wait_until_ready(float(params.get("startup_timeout_s", 300))), 2
@@ -450,7 +457,8 @@ def staging_smoke_test(
                 if problems:
                     mismatches.append({"id": image_id, "problems": problems})
             if smoke.get("bad_request_probes", True):
-                for probe in bad_request_probes(smoke.get("max_image_bytes")):
+                max_bytes = smoke.get("max_image_bytes") or served_image_limit(local_model)
+                for probe in bad_request_probes(max_bytes):
                     result = run_probe(server.url, probe, timeout_s)
                     # The point of the probe: the server still answers a good request after it.
                     result["server_alive_after"] = _good_request_works(server.url, timeout_s)
@@ -458,6 +466,8 @@ def staging_smoke_test(
             report["served_until"] = None
             if params.get("foreground", False):
                 report["served_until"] = _serve_in_foreground(server, report)
+        except _NothingToSend:
+            logger.error("No readable test image: the scoring server was not started")
         except ServerStartError as exc:
             # Reported (with the server's own log) rather than raised, so the report is saved;
             # enforce_smoke_test then fails the run.
@@ -512,6 +522,24 @@ def staging_smoke_test(
     return report, metrics, figure
 
 
+def served_image_limit(model: Any) -> int | None:
+    """The served model's per-image byte limit (``serving_config.json``), if it declares one.
+
+    Args:
+        model: A loaded ``mlflow.pyfunc.PyFuncModel``.
+
+    Returns:
+        ``max_image_bytes`` of the model's serving config, or None for a model without one.
+    """
+    try:
+        python_model = model.unwrap_python_model()
+    except (AttributeError, MlflowException):
+        return None
+    config = getattr(python_model, "config_", None)
+    limit = getattr(config, "max_image_bytes", None)
+    return int(limit) if limit is not None else None
+
+
 def _good_request_works(url: str, timeout_s: float) -> bool:
     body = json.dumps(dataframe_split_body([encode_b64(sample_jpeg(seed=7))], ["alive"])).encode()
     try:
@@ -525,12 +553,14 @@ def _serve_in_foreground(server: ModelServer, report: Mapping[str, Any]) -> str:
     if report_failures := _quick_failures(report):
         logger.error("Not serving in the foreground: %s", "; ".join(report_failures))
         return "not served: smoke test failed"
-    logger.info(
-        "Serving %s at %s (foreground mode). Press Ctrl-C to stop.",
-        report["model_uri"],
-        server.url,
-    )
     try:
+        # Logged inside the try: a Ctrl-C that lands while the message is being written is
+        # still a clean stop of a server that passed its smoke test.
+        logger.info(
+            "Serving %s at %s (foreground mode). Press Ctrl-C to stop.",
+            report["model_uri"],
+            server.url,
+        )
         while server.is_running():
             time.sleep(0.5)
     except KeyboardInterrupt:

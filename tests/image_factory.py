@@ -6,6 +6,7 @@ list everywhere.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -24,7 +25,8 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
-def good_images(seed: int = 0) -> dict[str, bytes]:
+@functools.cache
+def _good_images(seed: int) -> dict[str, bytes]:
     """Valid images, one per format/mode the product supports (all at least 96 px a side)."""
     rgb = _pattern(seed=seed)
     rotated = encode(rgb, "JPEG", exif=_exif_orientation(6))
@@ -62,7 +64,8 @@ def _exif_orientation(value: int) -> bytes:
     return exif.tobytes()
 
 
-def bad_files() -> dict[str, tuple[bytes, str]]:
+@functools.cache
+def _bad_files() -> dict[str, tuple[bytes, str]]:
     """Unusable files and the quarantine reason each must get."""
     rgb = _pattern()
     jpeg = encode(rgb, "JPEG")
@@ -83,3 +86,13 @@ def bad_files() -> dict[str, tuple[bytes, str]]:
         "image.ppm": (encode(rgb, "PPM"), "unsupported_format"),
         "icon.ico": (encode(rgb, "ICO"), "unsupported_format"),
     }
+
+
+def good_images(seed: int = 0) -> dict[str, bytes]:
+    """Valid images, one per format/mode the product supports (all at least 96 px a side)."""
+    return dict(_good_images(seed))
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    """Unusable files and the quarantine reason each must get."""
+    return dict(_bad_files())

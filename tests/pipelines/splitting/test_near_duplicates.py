@@ -135,3 +135,23 @@ def test_harmless_copies_are_near_duplicates_and_other_scenes_are_not(seed: int)
         assert _distance(scene, copy) <= 8  # the default max_distance
     for other in range(5, 10):
         assert _distance(scene, _scene(other)) > 8
+
+
+def test_draft_decoding_is_smaller_upright_and_hashes_alike() -> None:
+    scene = _scene(1).resize((2000, 1500))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    scene.save(buffer, "JPEG", quality=90, exif=exif)
+    data = buffer.getvalue()
+
+    full = decode_image(data)
+    small = decode_image(data, draft_min_side=256)
+    assert full.size == (1500, 2000)  # upright in both cases
+    assert small.size[0] < full.size[0] and min(small.size) >= 256
+    assert small.size[1] / small.size[0] == pytest.approx(2000 / 1500, rel=0.01)
+    assert _distance(full, small) <= 2
+
+    png = io.BytesIO()
+    scene.save(png, "PNG")
+    assert decode_image(png.getvalue(), draft_min_side=256).size == (2000, 1500)  # JPEG only

@@ -10,6 +10,8 @@ import warnings
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
+from eyecatcher.candidates import CandidateConfigHook
+
 # Telemetry must never reach the network from this project, whoever launches it.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -32,3 +34,7 @@ CONFIG_LOADER_ARGS = {
         "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],
     },
 }
+
+# Project hooks run beside the plugins' own (kedro-mlflow's is auto-registered). This one lets
+# `create_pipeline()` see the run's `--env`/`--params` when it lists the training candidates.
+HOOKS = (CandidateConfigHook(),)

@@ -1,0 +1,396 @@
+"""Frozen-backbone features, computed once per image and view and cached on disk.
+
+With a frozen backbone, the only thing training changes is the head; running the backbone
+again every epoch recomputes the same numbers. Here features are computed once per image per
+*view* (view ``clean`` is the evaluation transform; augmented views apply the training
+augmentation with a seed derived from the image, so that a view is the same pixels every time)
+and stored under a key made of everything that changes them:
+
+* the architecture, the weights source, the random-initialisation seed and a fingerprint of the
+  backbone's weights (so a new checkpoint or a new timm default invalidates the entry),
+* the preprocessing config (input size, mean, std, interpolation) and, for augmented views,
+  the augmentation settings, the augmentation seed and the view index,
+* the image's sha256 (its identity everywhere in the project), and the timm version.
+
+Layout: ``<root>/<architecture>/<key digest>/key.json`` (the key in full, for humans) and one
+``.npy`` file per image below it. Entries are written atomically, so an interrupted run keeps
+everything it finished and never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import fsspec
+import numpy as np
+import timm
+import torch
+from kedro.io import AbstractDataset, DatasetError
+from PIL import Image
+from tqdm.auto import tqdm
+
+from eyecatcher.images import decode_image, sha256_bytes
+from eyecatcher.models.factory import extract_features
+from eyecatcher.preprocessing import eval_transform, train_transform
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the stored representation changes (dtype, layout, what is extracted).
+CACHE_FORMAT_VERSION = 1
+
+CLEAN_VIEW = "clean"
+
+
+class ImageIntegrityError(ValueError):
+    """An image's bytes no longer match the sha256 the manifest recorded for it."""
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One way of turning an image into a model input.
+
+    Attributes:
+        name: ``clean`` for the evaluation transform, ``aug<i>`` for augmented view ``i``.
+        augmentation: Flip and rotation settings (see
+            :func:`eyecatcher.preprocessing.train_transform`); ``None`` for the clean view.
+        seed: Seed from which each image's augmentation parameters are derived.
+    """
+
+    name: str
+    augmentation: Mapping[str, float] | None = None
+    seed: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        """The part of the cache key that this view contributes."""
+        if self.augmentation is None:
+            return {"view": self.name, "transform": "eval"}
+        return {
+            "view": self.name,
+            "transform": "train",
+            "augmentation": {k: float(v) for k, v in sorted(self.augmentation.items())},
+            "augmentation_seed": int(self.seed),
+        }
+
+
+def training_views(
+    n_views: int, augmentation: Mapping[str, float], seed: int, include_clean: bool = True
+) -> list[ViewSpec]:
+    """The views computed for the training split.
+
+    Args:
+        n_views: How many views per training image (at least 1).
+        augmentation: Keyword arguments of :func:`eyecatcher.preprocessing.train_transform`.
+        seed: Augmentation seed.
+        include_clean: Whether view 0 is the un-augmented evaluation view.
+
+    Returns:
+        ``n_views`` view specs.
+    """
+    if n_views < 1:
+        raise ValueError(f"features.views must be at least 1, got {n_views}")
+    views = [ViewSpec(CLEAN_VIEW)] if include_clean else []
+    index = 0
+    while len(views) < n_views:
+        views.append(ViewSpec(f"aug{index}", dict(augmentation), seed))
+        index += 1
+    return views
+
+
+def backbone_fingerprint(model: torch.nn.Module) -> str:
+    """A sha256 over every backbone tensor (the classification head excluded).
+
+    Args:
+        model: A timm model.
+
+    Returns:
+        Hex digest that changes whenever any backbone weight or buffer changes.
+    """
+    head_tensors = {id(t) for t in model.get_classifier().state_dict(keep_vars=True).values()}
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in head_tensors:
+            continue
+        data = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(data.dtype).encode())
+        digest.update(str(tuple(data.shape)).encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BackboneKey:
+    """The model half of a cache key.
+
+    Attributes:
+        architecture: timm model name.
+        weights_source: ``imagenet``, ``random`` or ``checkpoint:<path>``.
+        weights_seed: Seed of the random initialisation (part of the key for random weights).
+        fingerprint: :func:`backbone_fingerprint` of the backbone.
+        data_config: Preprocessing config the inputs were made with.
+        model_kwargs: Extra ``timm.create_model`` arguments (``img_size``).
+    """
+
+    architecture: str
+    weights_source: str
+    weights_seed: int | None
+    fingerprint: str
+    data_config: Mapping[str, Any]
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable form of the key."""
+        return {
+            "format_version": CACHE_FORMAT_VERSION,
+            "timm_version": timm.__version__,
+            "architecture": self.architecture,
+            "weights_source": self.weights_source,
+            "weights_seed": self.weights_seed if self.weights_source == "random" else None,
+            "backbone_fingerprint": self.fingerprint,
+            "data_config": json.loads(json.dumps(dict(self.data_config), sort_keys=True)),
+            "model_kwargs": dict(sorted(self.model_kwargs.items())),
+        }
+
+
+def cache_key(backbone: BackboneKey, view: ViewSpec) -> tuple[dict[str, Any], str]:
+    """The full key of one (backbone, view) and its digest.
+
+    Returns:
+        The key as a dict and the sha256 hex digest of its canonical JSON.
+    """
+    key = {**backbone.describe(), **view.describe()}
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"))
+    return key, hashlib.sha256(text.encode()).hexdigest()
+
+
+class FeatureCache:
+    """A directory of cached feature vectors, one ``.npy`` file per key and image."""
+
+    def __init__(self, root: str | Path) -> None:
+        """Create a handle on ``root`` (created on first write).
+
+        Args:
+            root: Cache directory (``data/04_feature/feature_cache`` in the catalog).
+        """
+        self.root = Path(root)
+
+    def _entry_dir(self, key: Mapping[str, Any], digest: str) -> Path:
+        return self.root / str(key["architecture"]) / digest[:24]
+
+    def path(self, key: Mapping[str, Any], digest: str, sha256: str) -> Path:
+        """Where the vector of image ``sha256`` under ``key`` lives."""
+        return self._entry_dir(key, digest) / sha256[:2] / f"{sha256}.npy"
+
+    def get(self, key: Mapping[str, Any], digest: str, sha256: str) -> np.ndarray | None:
+        """The cached vector, or ``None`` on a miss (a corrupt file counts as a miss)."""
+        path = self.path(key, digest, sha256)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            logger.warning("Ignoring unreadable feature cache entry %s (%s)", path, exc)
+            return None
+
+    def put(self, key: Mapping[str, Any], digest: str, sha256: str, vector: np.ndarray) -> None:
+        """Store ``vector`` atomically (write to a temporary file, then rename)."""
+        entry = self._entry_dir(key, digest)
+        key_file = entry / "key.json"
+        if not key_file.is_file():
+            entry.mkdir(parents=True, exist_ok=True)
+            _atomic_write_bytes(key_file, json.dumps(key, indent=2, sort_keys=True).encode())
+        path = self.path(key, digest, sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
+            np.save(fh, np.asarray(vector, dtype=np.float32), allow_pickle=False)
+        os.replace(fh.name, path)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
+        fh.write(data)
+    os.replace(fh.name, path)
+
+
+class FeatureCacheDataset(AbstractDataset[FeatureCache, None]):
+    """Catalog entry for the feature cache: loading gives a :class:`FeatureCache` handle.
+
+    The cache is read and written entry by entry while features are computed, so the node
+    receives a handle on the directory rather than its content; the directory itself is
+    declared in the catalog like any other dataset.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        """Create the dataset.
+
+        Args:
+            path: The cache directory (local).
+            metadata: Free-form metadata for Kedro plugins; unused here.
+        """
+        self._path = PurePosixPath(path)
+        self.metadata = metadata
+
+    def load(self) -> FeatureCache:
+        """A handle on the cache directory."""
+        return FeatureCache(Path(self._path))
+
+    def save(self, data: None) -> None:
+        """Not supported: the cache is written through its handle."""
+        raise DatasetError("The feature cache is written through FeatureCache, not saved.")
+
+    def _exists(self) -> bool:
+        return Path(self._path).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+def read_image(uri: str, expected_sha256: str) -> Image.Image:
+    """Read an image from a local path or an fsspec URI and check that it is unchanged.
+
+    Args:
+        uri: ``/path``, ``relative/path`` or ``s3://bucket/key``.
+        expected_sha256: The sha256 recorded for it upstream.
+
+    Returns:
+        The decoded upright RGB image.
+
+    Raises:
+        ImageIntegrityError: If the bytes changed since the manifest was written (cached
+            features and labels would silently belong to another image otherwise).
+    """
+    with fsspec.open(uri, "rb") as fh:
+        data = fh.read()
+    actual = sha256_bytes(data)
+    if actual != expected_sha256:
+        raise ImageIntegrityError(
+            f"{uri} changed since the split manifest was written (sha256 {actual[:12]}..., "
+            f"expected {expected_sha256[:12]}...). Re-run ingestion and splitting."
+        )
+    return decode_image(data)
+
+
+def _view_transform(view: ViewSpec, data_config: Mapping[str, Any]) -> Any:
+    if view.augmentation is None:
+        return eval_transform(data_config)
+    return train_transform(data_config, **view.augmentation)
+
+
+def _view_input(view: ViewSpec, transform: Any, image: Image.Image, sha256: str) -> torch.Tensor:
+    if view.augmentation is None:
+        return transform(image)
+    # The augmentation of (image, view) must be the same every time for the cache to mean
+    # anything: seed torch's generator from the key, without disturbing the caller's stream.
+    seed_text = f"{view.seed}:{view.name}:{sha256}".encode()
+    seed = int.from_bytes(hashlib.sha256(seed_text).digest()[:8], "little")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(image)
+
+
+@dataclass
+class FeatureStats:
+    """What a feature computation did.
+
+    Attributes:
+        hits: (image, view) pairs read from the cache.
+        misses: Pairs computed by the backbone.
+        seconds: Wall time of the whole call.
+        digests: Cache key digest per view name.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    seconds: float = 0.0
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def add(self, other: FeatureStats) -> None:
+        """Accumulate ``other`` into this one."""
+        self.hits += other.hits
+        self.misses += other.misses
+        self.seconds += other.seconds
+        self.digests.update(other.digests)
+
+
+@torch.no_grad()
+def compute_features(
+    model: torch.nn.Module,
+    backbone: BackboneKey,
+    images: Sequence[tuple[str, str]],
+    views: Sequence[ViewSpec],
+    *,
+    cache: FeatureCache | None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    description: str = "features",
+) -> tuple[dict[str, np.ndarray], FeatureStats]:
+    """Backbone features of every image under every view, from the cache when possible.
+
+    Args:
+        model: The frozen timm model (in eval mode), already on ``device``.
+        backbone: The model half of the cache key.
+        images: ``(sha256, uri)`` pairs, in the order of the returned rows.
+        views: Views to compute.
+        cache: Where to read and store vectors; ``None`` computes without caching.
+        batch_size: Images per backbone forward pass.
+        device: Device the model is on.
+        description: Progress-bar label.
+
+    Returns:
+        ``{view name: array (len(images), n_features)}`` and the hit/miss statistics.
+    """
+    start = time.perf_counter()
+    stats = FeatureStats()
+    keys = {view.name: cache_key(backbone, view) for view in views}
+    stats.digests = {name: digest for name, (_, digest) in keys.items()}
+    rows: dict[str, list[np.ndarray | None]] = {view.name: [None] * len(images) for view in views}
+    missing: dict[int, list[ViewSpec]] = {}
+    for view in views:
+        key, digest = keys[view.name]
+        for index, (sha256, _) in enumerate(images):
+            vector = cache.get(key, digest, sha256) if cache is not None else None
+            if vector is None:
+                missing.setdefault(index, []).append(view)
+            else:
+                rows[view.name][index] = vector
+                stats.hits += 1
+
+    transforms = {view.name: _view_transform(view, backbone.data_config) for view in views}
+    todo = sorted(missing)
+    total = sum(len(v) for v in missing.values())
+    with tqdm(total=total, desc=description, unit="img", disable=total == 0) as bar:
+        for chunk_start in range(0, len(todo), batch_size):
+            chunk = todo[chunk_start : chunk_start + batch_size]
+            decoded = {index: read_image(images[index][1], images[index][0]) for index in chunk}
+            for view in views:
+                members = [index for index in chunk if view in missing[index]]
+                if not members:
+                    continue
+                batch = torch.stack(
+                    [
+                        _view_input(view, transforms[view.name], decoded[i], images[i][0])
+                        for i in members
+                    ]
+                ).to(device)
+                vectors = extract_features(model, batch).float().cpu().numpy()
+                key, digest = keys[view.name]
+                for index, vector in zip(members, vectors, strict=True):
+                    rows[view.name][index] = vector
+                    if cache is not None:
+                        cache.put(key, digest, images[index][0], vector)
+                stats.misses += len(members)
+                bar.update(len(members))
+
+    stats.seconds = time.perf_counter() - start
+    if not images:
+        return {view.name: np.zeros((0, 0), dtype=np.float32) for view in views}, stats
+    return {name: np.stack(vectors) for name, vectors in rows.items()}, stats  # type: ignore[arg-type]

@@ -1,0 +1,104 @@
+"""Wiring: the candidate pipeline, instantiated once per configured candidate, then selection.
+
+The candidate list comes from config (``training.candidates``) through
+:func:`eyecatcher.candidates.configured_candidates`; adding a candidate is a config change only.
+Each candidate's datasets live in its namespace (``resnet50.model_bundle``,
+``resnet50.evaluation``, ...) and are declared by the dataset factories of
+``conf/base/catalog_training.yml``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from kedro.pipeline import Node, Pipeline
+
+from eyecatcher.candidates import configured_candidates
+from eyecatcher.pipelines.training.nodes import (
+    evaluate_candidate,
+    log_candidate_run,
+    plot_candidate,
+    select_candidate,
+    train_candidate,
+)
+
+#: Inputs every candidate shares (not namespaced).
+SHARED_INPUTS = {"split_manifest", "feature_cache"}
+
+
+def create_candidate_pipeline(candidate: str) -> Pipeline:
+    """The pipeline of one candidate, with its datasets in the ``candidate`` namespace.
+
+    Args:
+        candidate: A name from ``training.candidates``.
+
+    Returns:
+        Train -> evaluate -> plot and log to MLflow, for that candidate.
+    """
+    # The name is bound here because Kedro gives nodes no literal inputs; everything else
+    # comes from `params:training`.
+    base = Pipeline(
+        [
+            Node(
+                partial(train_candidate, candidate=candidate),
+                inputs=["split_manifest", "feature_cache", "params:training"],
+                outputs=["model_bundle", "training_report"],
+                name="train_candidate",
+            ),
+            Node(
+                partial(evaluate_candidate, candidate=candidate),
+                inputs=["model_bundle", "split_manifest", "feature_cache", "params:training"],
+                outputs="evaluation",
+                name="evaluate_candidate",
+            ),
+            Node(
+                plot_candidate,
+                inputs=["evaluation", "training_report"],
+                outputs=[
+                    "confusion_matrix_plot",
+                    "roc_curve_plot",
+                    "pr_curve_plot",
+                    "training_curves_plot",
+                ],
+                name="plot_candidate",
+            ),
+            Node(
+                partial(log_candidate_run, candidate=candidate),
+                inputs=["model_bundle", "training_report", "evaluation", "params:training"],
+                outputs="mlflow_run",
+                name="log_candidate_run",
+            ),
+        ]
+    )
+    return Pipeline(
+        base,
+        namespace=candidate,
+        inputs=SHARED_INPUTS,
+        parameters={"params:training"},
+        tags=["training", f"candidate:{candidate}"],
+    )
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    """The training pipeline for every configured candidate, and the selection among them.
+
+    Args:
+        **kwargs: Unused (Kedro's ``create_pipeline`` convention).
+
+    Returns:
+        The training pipeline.
+    """
+    candidates = configured_candidates()
+    per_candidate = sum((create_candidate_pipeline(name) for name in candidates), Pipeline([]))
+    selection = Pipeline(
+        [
+            Node(
+                select_candidate,
+                inputs=["params:training", *[f"{name}.evaluation" for name in candidates]],
+                outputs="candidate_selection",
+                name="select_candidate",
+            )
+        ],
+        tags=["training"],
+    )
+    return per_candidate + selection

@@ -1,0 +1,35 @@
+"""Wiring of the batch-scoring pipeline (``kedro run --pipeline batch_scoring``)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
+from eyecatcher.pipelines.serving.nodes import resolve_champion
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the batch-scoring pipeline: champion + listed images → verdict table."""
+    return Pipeline(
+        [
+            Node(
+                resolve_champion,
+                inputs="params:batch_scoring",
+                outputs="batch_scoring_champion",
+                name="resolve_batch_scoring_champion",
+                tags=["batch_scoring"],
+            ),
+            Node(
+                list_images_to_score,
+                inputs="params:batch_scoring",
+                outputs="images_to_score",
+                name="list_images_to_score",
+                tags=["batch_scoring"],
+            ),
+            Node(
+                score_images,
+                inputs=["images_to_score", "batch_scoring_champion", "params:batch_scoring"],
+                outputs=["batch_verdicts", "batch_scoring_summary"],
+                name="score_images",
+                tags=["batch_scoring"],
+            ),
+        ]
+    )

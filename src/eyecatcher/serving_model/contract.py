@@ -56,9 +56,12 @@ _WHITESPACE = re.compile(r"\s+")
 class DecisionThresholds:
     """Unsafe-score thresholds that turn a score into ``allow`` / ``review`` / ``block``.
 
+    Comparisons are strict, as in training's calibration ("flag when unsafe_score >
+    threshold"), so the operating threshold means the same thing here as in the evaluation.
+
     Attributes:
-        review: Scores at or above this (and below ``block``) go to human review.
-        block: Scores at or above this are blocked.
+        review: Scores above this (and not above ``block``) go to human review.
+        block: Scores above this are blocked.
     """
 
     review: float
@@ -74,9 +77,9 @@ class DecisionThresholds:
 
     def decide(self, unsafe_score: float) -> str:
         """Return ``block``, ``review`` or ``allow`` for one unsafe score."""
-        if unsafe_score >= self.block:
+        if unsafe_score > self.block:
             return "block"
-        if unsafe_score >= self.review:
+        if unsafe_score > self.review:
             return "review"
         return "allow"
 
@@ -173,7 +176,7 @@ class ServingConfig:
         safe_class: The class meaning "nothing to moderate".
         thresholds: Unsafe-score decision thresholds.
         operating_threshold: The calibrated operating threshold from training's evaluation
-            (recorded so a response can be traced to it).
+            (recorded so a response can be traced to it; ``None`` when there was none).
         max_pixels: Decompression-bomb guard passed to image decoding.
         max_image_bytes: Largest accepted encoded image.
         batch_size: Images per forward pass.
@@ -186,7 +189,7 @@ class ServingConfig:
     classes: list[str]
     safe_class: str
     thresholds: DecisionThresholds
-    operating_threshold: float
+    operating_threshold: float | None
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     batch_size: int = 16

@@ -183,7 +183,8 @@ def test_bad_rows_get_errors_and_good_rows_still_predict(served) -> None:
 
 def test_decisions_follow_the_thresholds() -> None:
     thresholds = DecisionThresholds(review=0.3, block=0.9)
-    assert [thresholds.decide(s) for s in (0.0, 0.29, 0.3, 0.89, 0.9, 1.0)] == [
+    # Strict comparisons, as training's calibration: flagged when the score is ABOVE it.
+    assert [thresholds.decide(s) for s in (0.0, 0.3, 0.31, 0.9, 0.91, 1.0)] == [
         "allow",
         "allow",
         "review",

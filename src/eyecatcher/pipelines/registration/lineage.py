@@ -1,0 +1,76 @@
+"""Lineage facts recorded on every registered version: code commit and data fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+#: Columns that define a split: which image, which label, which split.
+_MANIFEST_KEY = ["sha256", "class", "split"]
+
+
+def manifest_hash(split_manifest: pd.DataFrame, split: str | None = None) -> str:
+    """A fingerprint of the split manifest (or of one split), independent of row order.
+
+    Two manifests with the same images, labels and split assignment have the same hash; this
+    is how the gate knows that two models were tested on the same test split.
+
+    Args:
+        split_manifest: The ``split_manifest`` (``sha256``, ``class``, ``split``, ...).
+        split: Restrict to one split (``test``), or ``None`` for the whole manifest.
+
+    Returns:
+        A hex sha256.
+
+    Raises:
+        ValueError: If a required column is missing or the selection is empty.
+    """
+    missing = [c for c in _MANIFEST_KEY if c not in split_manifest.columns]
+    if missing:
+        raise ValueError(f"split_manifest lacks columns {missing}")
+    rows = split_manifest[_MANIFEST_KEY]
+    if split is not None:
+        rows = rows[rows["split"] == split]
+    if rows.empty:
+        raise ValueError(f"split_manifest has no rows for split={split!r}")
+    lines = sorted("\t".join(str(v) for v in row) for row in rows.itertuples(index=False))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def git_commit(path: str | Path = ".") -> tuple[str, bool | None]:
+    """The commit checked out at ``path`` and whether the working tree has changes.
+
+    Args:
+        path: A folder inside the repository (the project root during ``kedro run``).
+
+    Returns:
+        ``(commit, dirty)``; ``("unknown", None)`` outside a git checkout, with a warning
+        (a version then has no code lineage, which a reviewer must be able to see).
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("No git commit for the registered version's lineage: %s", exc)
+        return "unknown", None
+    return commit, bool(status.strip())

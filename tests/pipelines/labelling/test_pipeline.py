@@ -338,6 +338,9 @@ def test_kedro_run_of_ingestion_and_labelling_on_the_demo(kedro_project: Path) -
     run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
     assert run.data.metrics["labelling.n_requests"] == 0
     assert run.data.metrics["labelling.class_count.safe"] == 8
+    # kedro-mlflow records the mapping that produced the labels as run parameters.
+    assert run.data.params["labelling.min_confidence"] == "50"
+    assert run.data.params["labelling.taxonomy.out_of_scheme.default"] == "ignore"
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "labelling")]
     assert artifacts == ["labelling/label_distribution.png"]
 

@@ -355,3 +355,39 @@ def test_offline_kedro_run_with_an_unlabelled_image_fails_naming_it(kedro_projec
         pytest.raises(CacheMissError, match=r"new_upload\.png"),
     ):
         session.run(pipeline_names=["ingestion", "labelling"])
+
+
+def test_s3_images_go_by_reference_or_are_read_and_converted(
+    small_images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        s3_url = f"http://{host}:{port}"
+        s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
+        s3.create_bucket(Bucket="uploads")
+        local = index_rows([small_images[0], small_images[12]])  # a JPEG and a WebP
+        keys = ["a/photo.jpg", "a/sticker.webp"]
+        for path, key in zip([small_images[0], small_images[12]], keys, strict=True):
+            s3.put_object(Bucket="uploads", Key=key, Body=path.read_bytes())
+        index = local.assign(uri=[f"s3://uploads/{key}" for key in keys])
+        params = labelling_params(
+            workers=2, storage_options={"client_kwargs": {"endpoint_url": s3_url}}
+        )
+        with LocalRekognition(ScriptedBehaviour(answer=lambda _: SWIMWEAR)) as server:
+            results, stats = request_moderation_labels(
+                index, ResponseCache(tmp_path / "c.jsonl"), _live(server.url), params
+            )
+            sent = {image for image, _ in server.requests}
+    finally:
+        moto.stop()
+    # The JPEG is passed by reference; the WebP had to be downloaded and re-encoded as JPEG.
+    assert "uploads/a/photo.jpg" in sent
+    assert len(sent) == 2 and stats["n_converted"] == 1
+    assert results["status"].eq("answered").all()

@@ -9,7 +9,9 @@ Each candidate's datasets live in its namespace (``resnet50.model_bundle``,
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
+from functools import partial, update_wrapper
+from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
@@ -26,6 +28,11 @@ from eyecatcher.pipelines.training.nodes import (
 SHARED_INPUTS = {"split_manifest", "feature_cache"}
 
 
+def _bind(func: Callable[..., Any], candidate: str) -> Callable[..., Any]:
+    # update_wrapper keeps the function's name for Kedro's logs and kedro-viz.
+    return update_wrapper(partial(func, candidate=candidate), func)
+
+
 def create_candidate_pipeline(candidate: str) -> Pipeline:
     """The pipeline of one candidate, with its datasets in the ``candidate`` namespace.
 
@@ -40,13 +47,13 @@ def create_candidate_pipeline(candidate: str) -> Pipeline:
     base = Pipeline(
         [
             Node(
-                partial(train_candidate, candidate=candidate),
+                _bind(train_candidate, candidate),
                 inputs=["split_manifest", "feature_cache", "params:training"],
                 outputs=["model_bundle", "training_report"],
                 name="train_candidate",
             ),
             Node(
-                partial(evaluate_candidate, candidate=candidate),
+                _bind(evaluate_candidate, candidate),
                 inputs=["model_bundle", "split_manifest", "feature_cache", "params:training"],
                 outputs="evaluation",
                 name="evaluate_candidate",
@@ -63,7 +70,7 @@ def create_candidate_pipeline(candidate: str) -> Pipeline:
                 name="plot_candidate",
             ),
             Node(
-                partial(log_candidate_run, candidate=candidate),
+                _bind(log_candidate_run, candidate),
                 inputs=["model_bundle", "training_report", "evaluation", "params:training"],
                 outputs="mlflow_run",
                 name="log_candidate_run",
@@ -75,7 +82,7 @@ def create_candidate_pipeline(candidate: str) -> Pipeline:
         namespace=candidate,
         inputs=SHARED_INPUTS,
         parameters={"params:training"},
-        tags=["training", f"candidate:{candidate}"],
+        tags=["training", f"candidate.{candidate}"],
     )
 
 

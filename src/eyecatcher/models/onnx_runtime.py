@@ -1,0 +1,275 @@
+"""ONNX export, int8 post-training quantization and inference with ONNX Runtime.
+
+Quantization goes through ONNX Runtime rather than ``torch.ao.quantization`` (deprecated) or
+torchao (an extra dependency that did not win on this project's CPUs); ``docs/quantization.md``
+has the measurements behind that choice. The same :class:`OnnxClassifier` runs the fp32 and the
+int8 model, in the quantization benchmark and in the served model alike, so both precisions are
+compared (and later served) by one runtime with one set of thread settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: Quantization methods this module implements (see :func:`quantize_onnx`).
+QuantizationMethod = Literal["static", "dynamic"]
+METHODS: tuple[str, ...] = ("static", "dynamic")
+
+#: Opset used for export: old enough for every ONNX Runtime quantizer, new enough for ViT ops.
+DEFAULT_OPSET = 17
+
+
+class QuantizationError(RuntimeError):
+    """Export or quantization of a model failed.
+
+    Attributes:
+        stage: Where it failed: ``export``, ``preprocess``, ``calibration`` or ``quantize``.
+        detail: The underlying error, as text.
+    """
+
+    def __init__(self, stage: str, detail: str) -> None:
+        super().__init__(f"{stage} failed: {detail}")
+        self.stage = stage
+        self.detail = detail
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    input_size: tuple[int, int, int] | list[int],
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export an image classifier to ONNX with a dynamic batch dimension.
+
+    The TorchScript-based exporter (``dynamo=False``) is used because its graphs are the ones
+    ONNX Runtime's quantization tools are tested on; the input is called ``images`` and the
+    output ``logits``.
+
+    Args:
+        model: The fp32 classifier; it is put in eval mode.
+        input_size: ``(channels, height, width)`` of one image.
+        path: Where to write the ``.onnx`` file.
+        opset: ONNX opset version.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        QuantizationError: With ``stage="export"`` if the exporter fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros((1, *[int(v) for v in input_size]), dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model.eval(),
+                (example,),
+                str(path),
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+    except Exception as exc:  # any exporter error means "this model cannot be exported"
+        raise QuantizationError("export", f"{type(exc).__name__}: {exc}") from exc
+    return path
+
+
+def _calibration_reader(input_name: str, calibration: np.ndarray, batch_size: int) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _BatchReader(CalibrationDataReader):
+        """Feeds the calibration images to ONNX Runtime's calibrator in fixed-size batches."""
+
+        def __init__(self) -> None:
+            self._batches: Iterator[np.ndarray] = iter(
+                calibration[start : start + batch_size]
+                for start in range(0, len(calibration), batch_size)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: np.ascontiguousarray(batch)}
+
+    return _BatchReader()
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    *,
+    method: QuantizationMethod = "static",
+    calibration: np.ndarray | None = None,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    calibration_batch_size: int = 8,
+) -> Path:
+    """Quantize an fp32 ONNX classifier to int8 with ONNX Runtime.
+
+    ``static`` writes a QDQ model with int8 weights (per channel by default) and uint8
+    activations whose ranges come from ``calibration`` (MinMax calibration); ``dynamic`` keeps
+    fp32 activations, computes their ranges at run time and quantizes only MatMul/Gemm weights
+    (its ConvInteger kernels are several times slower than fp32 convolutions on CPUs without
+    VNNI, so convolutions stay fp32). Both first run ONNX Runtime's ``quant_pre_process`` (shape
+    inference and graph optimisation): without it, exported convolutions whose weights are not
+    plain initializers cannot be quantized.
+
+    Args:
+        fp32_path: The exported fp32 model.
+        int8_path: Where to write the int8 model.
+        method: ``"static"`` or ``"dynamic"``.
+        calibration: Preprocessed images, ``(N, C, H, W)`` float32; required for ``static``.
+        per_channel: Quantize weights per output channel rather than per tensor.
+        reduce_range: Use 7-bit weights, which avoids int16 saturation in the u8s8 kernels of
+            CPUs without VNNI at a small cost in resolution.
+        calibration_batch_size: Images per calibration forward pass.
+
+    Returns:
+        ``int8_path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: For an unknown method, or ``static`` without calibration images.
+        QuantizationError: If pre-processing, calibration or quantization fails.
+    """
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in METHODS:
+        raise ValueError(f"Unknown quantization method {method!r}; expected one of {METHODS}.")
+    if method == "static" and (calibration is None or len(calibration) == 0):
+        raise ValueError("Static quantization needs at least one calibration image.")
+    int8_path = Path(int8_path)
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="eyecatcher-quant-") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        except Exception as exc:
+            raise QuantizationError("preprocess", f"{type(exc).__name__}: {exc}") from exc
+        try:
+            if method == "static":
+                input_name = OnnxClassifier(prepared).input_name
+                quantize_static(
+                    str(prepared),
+                    str(int8_path),
+                    _calibration_reader(input_name, calibration, calibration_batch_size),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
+            else:
+                quantize_dynamic(
+                    str(prepared),
+                    str(int8_path),
+                    op_types_to_quantize=["MatMul", "Gemm"],
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
+                    weight_type=QuantType.QInt8,
+                )
+        except Exception as exc:  # an operator the quantizer cannot handle, a bad graph, ...
+            raise QuantizationError("quantize", f"{type(exc).__name__}: {exc}") from exc
+    return int8_path
+
+
+def session_options(threads: int | None, *, spinning: bool = True) -> Any:
+    """ONNX Runtime session options with a fixed thread count (``None``: runtime default).
+
+    Fixing the intra-op threads and running the graph sequentially makes latencies of two
+    models comparable on a shared machine.
+
+    Args:
+        threads: Intra-op threads.
+        spinning: Let idle worker threads busy-wait for the next call (ONNX Runtime's default:
+            lowest latency for one model). Turn it off when several sessions take turns, as in
+            a round-robin benchmark, or one session's spinning threads slow down the next.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class OnnxClassifier:
+    """An ONNX image classifier (fp32 or int8) run by ONNX Runtime on CPU.
+
+    Reads like a fitted scikit-learn estimator: configuration in ``__init__``, the inference
+    session (state) in ``session_``. Inputs are batches produced by
+    :func:`eyecatcher.preprocessing.images_to_batch` (as NumPy), so serving preprocesses
+    exactly like training and the quantization benchmark.
+
+    Args:
+        model: Path to a ``.onnx`` file, or its serialized bytes.
+        threads: Intra-op threads (``None``: ONNX Runtime's default, one per core).
+        spinning: See :func:`session_options` (keep the default for serving).
+
+    Attributes:
+        session_: The ``onnxruntime.InferenceSession``.
+        input_name: Name of the image input.
+    """
+
+    def __init__(
+        self, model: str | Path | bytes, *, threads: int | None = None, spinning: bool = True
+    ) -> None:
+        import onnxruntime as ort
+
+        self.model = model
+        self.threads = threads
+        self.spinning = spinning
+        source = model if isinstance(model, bytes) else str(model)
+        self.session_ = ort.InferenceSession(
+            source,
+            sess_options=session_options(threads, spinning=spinning),
+            providers=["CPUExecutionProvider"],
+        )
+        self.input_name: str = self.session_.get_inputs()[0].name
+
+    def predict_logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Raw class scores, ``(N, n_classes)`` float32, for a ``(N, C, H, W)`` batch."""
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().cpu().numpy()
+        array = np.ascontiguousarray(batch, dtype=np.float32)
+        if array.ndim != 4:
+            raise ValueError(f"Expected a (N, C, H, W) batch, got shape {array.shape}.")
+        return self.session_.run(None, {self.input_name: array})[0]
+
+    def predict_proba(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class probabilities (softmax of the logits), ``(N, n_classes)``, rows sum to 1."""
+        return _softmax(self.predict_logits(batch).astype(np.float64)).astype(np.float32)
+
+    def predict(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Index of the most probable class for each image."""
+        return self.predict_logits(batch).argmax(axis=1)

@@ -1,0 +1,338 @@
+"""Tests of the quantization pipeline with tiny timm models on the demo images (offline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from eyecatcher.images import sha256_bytes
+from eyecatcher.models import ClassifierBundle, create_classifier
+from eyecatcher.models.onnx_runtime import OnnxClassifier, QuantizationError
+from eyecatcher.pipelines.quantization import nodes
+from eyecatcher.pipelines.quantization.nodes import (
+    QuantizationSettings,
+    benchmark_candidate,
+    build_onnx_models,
+    decide_precision,
+    summarise_quantization,
+    table_markdown,
+)
+from eyecatcher.pipelines.quantization.onnx_dataset import OnnxModelsDataset
+from eyecatcher.pipelines.quantization.pipeline import create_pipeline
+from eyecatcher.preprocessing import data_config_for
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO = REPO / "data" / "01_raw" / "demo"
+CLASSES = [
+    "safe",
+    "explicit_nudity",
+    "explicit_sexual_activity",
+    "non_explicit_nudity",
+    "swimwear_or_underwear",
+]
+
+# Small and fast: a handful of timed calls, a 4-image "throughput batch".
+PARAMS = {
+    "methods": ["static", "dynamic"],
+    "max_accuracy_drop_points": 5.0,
+    "calibration_size": 6,
+    "calibration_seed": 0,
+    "threads": 1,
+    "eval_batch_size": 8,
+    "latency": {"warmup": 1, "iterations": 3},
+    "throughput": {"batch_size": 4, "warmup": 0, "iterations": 1},
+}
+
+
+def _demo_paths() -> dict[str, list[Path]]:
+    classes = {}
+    for line in (DEMO / "rekognition_responses.jsonl").open():
+        record = json.loads(line)
+        classes[record["sha256"]] = record["demo_class"]
+    by_class: dict[str, list[Path]] = {}
+    for path in sorted((DEMO / "images").rglob("*")):
+        if path.is_file():
+            label = classes.get(sha256_bytes(path.read_bytes()))
+            if label is not None:
+                by_class.setdefault(label, []).append(path)
+    return by_class
+
+
+def _manifest(train_per_class: int, test_per_class: int, test_classes=None) -> pd.DataFrame:
+    rows = []
+    for label, paths in _demo_paths().items():
+        for i, path in enumerate(paths[: train_per_class + test_per_class]):
+            split = "train" if i < train_per_class else "test"
+            if split == "test" and test_classes is not None and label not in test_classes:
+                continue
+            rows.append(
+                {
+                    "sha256": sha256_bytes(path.read_bytes()),
+                    "uri": str(path),
+                    "class": label,
+                    "split": split,
+                    "group": f"g{len(rows)}",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _bundle(architecture: str = "test_resnet", predict_class: int | None = None, seed: int = 0):
+    """A tiny random bundle at 64 px; ``predict_class`` makes it always predict that class."""
+    torch.manual_seed(seed)
+    kwargs = {"img_size": 64} if architecture == "test_vit" else {}
+    model, source = create_classifier(architecture, len(CLASSES), "random", **kwargs)
+    if predict_class is not None:
+        head = model.get_classifier()
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(0.0)
+            head.bias[predict_class] = 10.0
+    return ClassifierBundle.from_model(
+        model,
+        architecture=architecture,
+        classes=CLASSES,
+        data_config=data_config_for(model, 64),
+        weights_source=source,
+        model_kwargs=kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def manifest() -> pd.DataFrame:
+    return _manifest(train_per_class=2, test_per_class=2)
+
+
+# --- the decision rule -------------------------------------------------------------------
+
+
+def test_decision_keeps_int8_within_threshold_and_picks_the_fastest():
+    fp32 = {"accuracy": 0.90, "latency_ms_p50": 100.0}
+    int8 = {
+        "static": {"accuracy": 0.86, "latency_ms_p50": 80.0},
+        "dynamic": {"accuracy": 0.88, "latency_ms_p50": 60.0},
+    }
+    decision = decide_precision(fp32, int8, 5.0)
+    assert decision["precision"] == "int8"
+    assert decision["int8_method"] == "dynamic"
+    assert decision["accuracy_drop_points"] == pytest.approx(2.0)
+    assert decision["reason"].startswith("int8 (dynamic) dropped 2.0 points <= 5")
+
+
+def test_decision_keeps_fp32_beyond_threshold_with_a_reason():
+    fp32 = {"accuracy": 0.90, "latency_ms_p50": 100.0}
+    int8 = {"static": {"accuracy": 0.828, "latency_ms_p50": 50.0}}
+    decision = decide_precision(fp32, int8, 5.0)
+    assert decision["precision"] == "fp32"
+    assert decision["accuracy_drop_points"] == pytest.approx(7.2)
+    assert decision["reason"] == "int8 (static) dropped 7.2 points > 5"
+
+
+def test_decision_at_exactly_the_threshold_is_int8():
+    # One image out of 20 is exactly 5 points, not 5.000000000000004.
+    decision = decide_precision(
+        {"accuracy": 0.95, "latency_ms_p50": 10.0},
+        {"static": {"accuracy": 0.90, "latency_ms_p50": 9.0}},
+        5.0,
+    )
+    assert decision["precision"] == "int8"
+    assert decision["accuracy_drop_points"] == 5.0
+
+
+def test_decision_without_int8_names_the_failure():
+    decision = decide_precision(
+        {"accuracy": 0.9, "latency_ms_p50": 10.0}, {}, 5.0, {"export": "boom"}
+    )
+    assert decision["precision"] == "fp32"
+    assert decision["int8_method"] is None
+    assert "export: boom" in decision["reason"]
+
+
+def test_settings_reject_unknown_keys_and_methods():
+    with pytest.raises(ValueError, match="Unknown quantization parameter"):
+        QuantizationSettings.from_params({"treshold": 5})
+    with pytest.raises(ValueError, match="methods"):
+        QuantizationSettings.from_params({"methods": ["qat"]})
+    with pytest.raises(ValueError, match=">= 1"):
+        QuantizationSettings.from_params({"latency": {"iterations": 0}})
+
+
+# --- build and benchmark with real tiny models ---------------------------------------------
+
+
+def test_build_and_benchmark_report_has_positive_sizes_and_latencies(manifest):
+    # (test_vit goes through the same nodes in the pipeline test below.)
+    bundle = _bundle("test_resnet")
+    models, attempt = build_onnx_models(bundle, manifest, PARAMS)
+    assert set(models) == {"fp32", "int8_static", "int8_dynamic"}
+    assert attempt["failure"] is None
+    assert attempt["calibration_size"] == 6
+    assert attempt["export"]["max_abs_logit_diff"] <= 1e-3
+
+    report = benchmark_candidate(models, bundle, manifest, attempt, PARAMS)
+    assert report["precision"] in {"int8", "fp32"}
+    assert set(report["int8"]) == {"static", "dynamic"}
+    assert report["benchmark"]["test_images"] == 10
+    for measured in [report["fp32"], *report["int8"].values()]:
+        assert measured["size_bytes"] > 0
+        assert measured["latency_ms_p50"] > 0
+        assert measured["latency_ms_p95"] >= measured["latency_ms_p50"]
+        assert measured["throughput_images_per_s"] > 0
+        assert measured["throughput_batch_size"] == 4
+        assert 0.0 <= measured["accuracy"] <= 1.0
+        assert 0.0 <= measured["macro_f1"] <= 1.0
+    # Static int8 weights are about a quarter of fp32 (both are ONNX files).
+    assert report["int8"]["static"]["size_bytes"] < report["fp32"]["size_bytes"]
+    drop = report["accuracy_drop_points"]
+    assert report["precision"] == ("int8" if drop <= 5.0 else "fp32")
+    json.dumps(report)  # the report is what the JSON dataset writes
+
+
+def test_both_sides_of_the_threshold_end_to_end():
+    # Only "safe" images in the test split, and a model that always says "safe": fp32 and a
+    # faithful int8 model are 100% right; a broken "int8" model that says class 1 is 0% right.
+    manifest = _manifest(train_per_class=2, test_per_class=2, test_classes={"safe"})
+    bundle = _bundle(predict_class=0)
+    params = {**PARAMS, "methods": ["static"]}
+    models, attempt = build_onnx_models(bundle, manifest, params)
+
+    good = benchmark_candidate(models, bundle, manifest, attempt, params)
+    assert good["fp32"]["accuracy"] == 1.0
+    assert good["precision"] == "int8"
+    assert good["accuracy_drop_points"] == 0.0
+
+    wrong, _ = build_onnx_models(_bundle(predict_class=1), manifest, params)
+    broken = {**models, "int8_static": wrong["fp32"]}
+    bad = benchmark_candidate(broken, bundle, manifest, attempt, params)
+    assert bad["precision"] == "fp32"
+    assert bad["reason"] == "int8 (static) dropped 100.0 points > 5"
+    assert bad["int8"]["static"]["agreement_with_fp32"] == 0.0
+
+
+def test_export_failure_keeps_fp32_and_records_it(manifest, monkeypatch, caplog):
+    def failing_export(*args, **kwargs):
+        raise QuantizationError("export", "UnsupportedOperatorError: aten::weird_op")
+
+    monkeypatch.setattr(nodes, "export_onnx", failing_export)
+    bundle = _bundle()
+    models, attempt = build_onnx_models(bundle, manifest, PARAMS)
+    assert models == {}
+    assert attempt["failure"] == {
+        "stage": "export",
+        "error": "QuantizationError: export failed: UnsupportedOperatorError: aten::weird_op",
+    }
+    assert "ONNX export of test_resnet failed" in caplog.text
+
+    report = benchmark_candidate(models, bundle, manifest, attempt, PARAMS)
+    assert report["precision"] == "fp32"
+    assert report["fp32"]["runtime"] == "torch"
+    assert report["fp32"]["latency_ms_p50"] > 0
+    assert report["int8"] == {}
+    assert "weird_op" in report["failures"]["export"]
+    assert "no int8 model available" in report["reason"]
+
+
+def test_quantizer_failure_of_one_method_keeps_the_other(manifest, monkeypatch):
+    real = nodes.quantize_onnx
+
+    def flaky(fp32_path, int8_path, *, method, **kwargs):
+        if method == "static":
+            raise QuantizationError("quantize", "NotImplementedError: no kernel for Foo")
+        return real(fp32_path, int8_path, method=method, **kwargs)
+
+    monkeypatch.setattr(nodes, "quantize_onnx", flaky)
+    bundle = _bundle()
+    models, attempt = build_onnx_models(bundle, manifest, PARAMS)
+    assert set(models) == {"fp32", "int8_dynamic"}
+    assert attempt["methods"]["static"]["failure"]["stage"] == "quantize"
+    report = benchmark_candidate(models, bundle, manifest, attempt, PARAMS)
+    assert set(report["int8"]) == {"dynamic"}
+    assert "no kernel for Foo" in report["failures"]["static"]
+
+
+def test_unknown_class_in_the_test_split_is_a_clear_error(manifest):
+    bundle = _bundle()
+    models, attempt = build_onnx_models(bundle, manifest, {**PARAMS, "methods": ["dynamic"]})
+    renamed = manifest.assign(**{"class": manifest["class"].replace("safe", "benign")})
+    with pytest.raises(ValueError, match=r"class\(es\) \['benign'\]"):
+        benchmark_candidate(models, bundle, renamed, attempt, PARAMS)
+
+
+# --- the ONNX runner and the dataset -----------------------------------------------------------
+
+
+def test_onnx_classifier_probabilities_sum_to_one(manifest, tmp_path):
+    bundle = _bundle()
+    models, _ = build_onnx_models(bundle, manifest, {**PARAMS, "methods": ["dynamic"]})
+    runner = OnnxClassifier(models["int8_dynamic"], threads=1)
+    batch = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
+    proba = runner.predict_proba(batch)
+    assert proba.shape == (3, len(CLASSES))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        runner.predict_proba(batch[0])
+
+
+def test_onnx_models_dataset_removes_stale_variants(tmp_path):
+    dataset = OnnxModelsDataset(path=str(tmp_path / "onnx"))
+    assert dataset.load() == {}
+    dataset.save({"fp32": b"a", "int8_static": b"b"})
+    assert set(dataset.load()) == {"fp32", "int8_static"}
+    dataset.save({"fp32": b"c"})  # this time quantization failed
+    loaded = dataset.load()
+    assert list(loaded) == ["fp32"]
+    assert Path(loaded["fp32"]).read_bytes() == b"c"
+
+
+# --- the summary and the pipeline ------------------------------------------------------------
+
+
+def test_pipeline_runs_per_candidate_and_summarises(manifest):
+    pipeline = create_pipeline(candidates=["cnn", "vit"])
+    catalog = DataCatalog(
+        {
+            "cnn.model_bundle": MemoryDataset(_bundle("test_resnet")),
+            "vit.model_bundle": MemoryDataset(_bundle("test_vit")),
+            "split_manifest": MemoryDataset(manifest),
+            "params:quantization": MemoryDataset(PARAMS),
+        }
+    )
+    SequentialRunner().run(pipeline, catalog)
+    decision = catalog.load("quantization_decision")
+    assert set(decision["candidates"]) == {"cnn", "vit"}
+    for entry in decision["candidates"].values():
+        assert entry["precision"] in {"int8", "fp32"}
+        assert entry["reason"]
+        assert entry["fp32"]["size_bytes"] > 0
+        if entry["precision"] == "int8":
+            assert entry["int8"]["latency_ms_p50"] > 0
+    metrics = catalog.load("quantization_metrics")
+    assert metrics["quantization.cnn.fp32.latency_ms_p50"]["value"] > 0
+    assert catalog.load("quantization_chart").axes
+    markdown = catalog.load("quantization_table_markdown")
+    assert markdown.count("\n") == 2 + 6  # header, rule, fp32 + two int8 per candidate
+    assert markdown.count("| yes |") == 2  # one chosen variant per candidate
+
+
+def test_summary_of_a_failed_candidate_records_the_failure(manifest, monkeypatch):
+    monkeypatch.setattr(
+        nodes, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no export"))
+    )
+    bundle = _bundle()
+    models, attempt = build_onnx_models(bundle, manifest, PARAMS)
+    report = benchmark_candidate(models, bundle, manifest, attempt, PARAMS)
+    decision, table, _, metrics = summarise_quantization(PARAMS, broken=report)
+    entry = decision["candidates"]["broken"]
+    assert entry["precision"] == "fp32"
+    assert entry["failure"] == {"export": "RuntimeError: no export"}
+    assert entry["model_path"] is None  # fp32 stays the PyTorch bundle
+    assert metrics["quantization.broken.failures"]["value"] == 1.0
+    assert table["variant"].tolist() == ["fp32"]
+    assert "| broken | fp32 | yes |" in table_markdown(table)

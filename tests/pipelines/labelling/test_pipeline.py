@@ -84,7 +84,7 @@ def test_offline_demo_labels_every_image_from_the_seed_cache(demo_index: pd.Data
     )
     assert stats["n_cached"] == len(demo_index) == 200
     assert stats["n_requests"] == 0 and stats["estimated_cost_usd"] == 0
-    labels = assign_classes(results, params)
+    labels, mapping_stats = assign_classes(results, params)
     assert list(labels.columns) == IMAGE_LABELS_COLUMNS
     assert labels["sha256"].tolist() == demo_index["sha256"].tolist()
     expected = {r["sha256"]: r["demo_class"] for r in demo_records()}
@@ -95,8 +95,11 @@ def test_offline_demo_labels_every_image_from_the_seed_cache(demo_index: pd.Data
     first = json.loads(labels.loc[labels["class"] == "explicit_nudity", "labels"].iloc[0])
     assert {"Name", "ParentName", "Confidence", "TaxonomyLevel"} == set(first[0])
 
-    figure, metrics = report_label_distribution(labels, stats)
+    figure, metrics = report_label_distribution(labels, stats, mapping_stats)
     assert metrics["class_count.safe"] == {"value": 40.0, "step": 0}
+    # Five safe demo images also carry "Alcohol", ignored by the default out-of-scheme policy.
+    assert metrics["ignored_out_of_scheme.Alcohol"]["value"] == 5
+    assert metrics["n_images_with_ignored_out_of_scheme"]["value"] == 5
     assert metrics["n_excluded"]["value"] == 0
     assert figure.axes[0].get_title().startswith("Training classes (200")
 
@@ -137,7 +140,7 @@ def test_live_run_sends_only_uncached_images_and_converts_what_it_must(
     assert webp_sha not in sent
     assert stats["n_converted"] == 1 and stats["n_requests"] == len(index) - 5
     assert stats["estimated_cost_usd"] == pytest.approx(0.001 * (len(index) - 5))
-    labels = assign_classes(results, labelling_params())
+    labels, _ = assign_classes(results, labelling_params())
     assert set(labels["class"]) == {"swimwear_or_underwear"}
     assert (labels["label_source"] == "rekognition").sum() == len(index) - 5
     assert (labels["label_source"] == "cache:rekognition").sum() == 5
@@ -155,7 +158,7 @@ def test_image_errors_end_up_in_the_table_and_are_not_resent(
         results, _ = request_moderation_labels(
             index, ResponseCache(tmp_path / "c.jsonl"), _live(server.url), params
         )
-        labels = assign_classes(results, params)
+        labels, _ = assign_classes(results, params)
         row = labels.set_index("sha256").loc[bad]
         assert pd.isna(row["class"]) and not row["included"]
         assert row["error_code"] == "InvalidImageFormatException"

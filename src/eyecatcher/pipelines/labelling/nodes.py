@@ -237,7 +237,9 @@ def request_moderation_labels(
     return pd.DataFrame(ordered, columns=RESULTS_COLUMNS), stats
 
 
-def assign_classes(rekognition_results: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def assign_classes(
+    rekognition_results: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """Map each image's answer to a training class with the configured taxonomy scheme.
 
     Args:
@@ -245,7 +247,8 @@ def assign_classes(rekognition_results: pd.DataFrame, params: dict[str, Any]) ->
         params: The ``labelling`` parameter block (``taxonomy`` inside).
 
     Returns:
-        ``image_labels`` as specified in docs/architecture.md.
+        ``image_labels`` as specified in docs/architecture.md, and mapping statistics (images
+        whose out-of-scheme labels were ignored, per label) for MLflow.
 
     Raises:
         UnknownModelVersionError: When answers come from a model version without a scheme
@@ -254,7 +257,8 @@ def assign_classes(rekognition_results: pd.DataFrame, params: dict[str, Any]) ->
     mapping = TaxonomyMapping.from_params(params["taxonomy"])
     records = []
     unknown: list[tuple[str, str]] = []
-    ignored_labels: Counter[str] = Counter()
+    ignored_labels: Counter[str] = Counter()  # images per ignored out-of-scheme label
+    images_with_ignored = 0
     for row in rekognition_results.itertuples(index=False):
         base = {"sha256": row.sha256, "uri": row.uri, "label_source": row.label_source}
         if row.status != "answered":
@@ -277,7 +281,8 @@ def assign_classes(rekognition_results: pd.DataFrame, params: dict[str, Any]) ->
         except UnknownModelVersionError:
             unknown.append((row.sha256, row.uri))
             continue
-        ignored_labels.update(decision.ignored_out_of_scheme)
+        ignored_labels.update(set(decision.ignored_out_of_scheme))
+        images_with_ignored += bool(decision.ignored_out_of_scheme)
         records.append(
             {
                 **base,
@@ -314,17 +319,22 @@ def assign_classes(rekognition_results: pd.DataFrame, params: dict[str, Any]) ->
             "class): %s",
             dict(ignored_labels),
         )
-    return labels
+    mapping_stats = {
+        f"ignored_out_of_scheme.{name}": float(n) for name, n in ignored_labels.items()
+    }
+    mapping_stats["n_images_with_ignored_out_of_scheme"] = float(images_with_ignored)
+    return labels, mapping_stats
 
 
 def report_label_distribution(
-    image_labels: pd.DataFrame, request_stats: dict[str, float]
+    image_labels: pd.DataFrame, request_stats: dict[str, float], mapping_stats: dict[str, float]
 ) -> tuple[Figure, dict[str, dict[str, float]]]:
     """Plot the class distribution and gather the labelling metrics for MLflow.
 
     Args:
         image_labels: Output of :func:`assign_classes`.
         request_stats: Request statistics from :func:`request_moderation_labels`.
+        mapping_stats: Mapping statistics from :func:`assign_classes`.
 
     Returns:
         The figure (classes, with excluded images by reason) and metrics in kedro-mlflow's
@@ -357,7 +367,7 @@ def report_label_distribution(
     axes[1].set_title("Rekognition labels (images carrying each)")
     axes[1].set_xlabel("images")
 
-    metrics = {key: float(value) for key, value in request_stats.items()}
+    metrics = {key: float(value) for key, value in {**request_stats, **mapping_stats}.items()}
     metrics.update(
         n_labelled_images=float(len(image_labels)),
         n_included=float(len(included)),

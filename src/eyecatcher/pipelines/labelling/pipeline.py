@@ -32,13 +32,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             Node(
                 assign_classes,
                 inputs=["rekognition_results", "params:labelling"],
-                outputs="image_labels",
+                outputs=["image_labels", "labelling_mapping_stats"],
                 name="assign_classes",
                 tags=["training"],
             ),
             Node(
                 report_label_distribution,
-                inputs=["image_labels", "labelling_request_stats"],
+                inputs=["image_labels", "labelling_request_stats", "labelling_mapping_stats"],
                 outputs=["label_distribution_plot", "labelling_metrics"],
                 name="report_label_distribution",
                 tags=["training"],

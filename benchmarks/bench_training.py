@@ -1,0 +1,170 @@
+"""Benchmark: cached-feature training vs the reference loop, same candidate, data and epochs.
+
+Both sides run the project's own node (``eyecatcher.pipelines.training.nodes.train_candidate``)
+with the same settings except ``features.cache``:
+
+* **reference** -- the frozen backbone runs on freshly augmented training images and on the
+  validation images every epoch;
+* **cached, cold** -- an empty feature cache: the backbone runs once per image and view
+  (``--views``), then the head trains on the cached features;
+* **cached, warm** -- the same again with the cache the cold run left (a re-run, or a new
+  head configuration on the same data).
+
+Every row is measured in the same process, one after the other, so the ratios compare like with
+like on a noisy machine. Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_training.py                       # resnet50, 224 px
+    .venv/bin/python benchmarks/bench_training.py --architecture vit_base_patch16_224
+    .venv/bin/python benchmarks/bench_training.py --architecture test_vit --image-size 64
+
+The data is the embedded demo (``data/01_raw/demo``), split 80/10/10 per class by sha256, or
+``--manifest`` (a ``split_manifest`` parquet file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from eyecatcher.features import FeatureCache
+from eyecatcher.images import sha256_bytes
+from eyecatcher.pipelines.training.nodes import train_candidate
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "01_raw" / "demo"
+
+
+def demo_manifest(folder: Path = DEMO) -> pd.DataFrame:
+    """Split the demo 80/10/10 per class (classes from the recorded Rekognition answers).
+
+    Args:
+        folder: A demo folder with ``images/`` and ``rekognition_responses.jsonl``.
+
+    Returns:
+        A split manifest (``sha256, uri, class, split, group``), one row per distinct image.
+    """
+    classes = {
+        record["sha256"]: record["demo_class"]
+        for record in map(json.loads, (folder / "rekognition_responses.jsonl").open())
+    }
+    rows: dict[str, dict[str, str]] = {}
+    for path in sorted((folder / "images").rglob("*")):
+        if path.is_file():
+            sha = sha256_bytes(path.read_bytes())
+            if sha in classes:
+                rows.setdefault(sha, {"sha256": sha, "uri": str(path), "class": classes[sha]})
+    frame = pd.DataFrame(list(rows.values())).sort_values("sha256").reset_index(drop=True)
+    rank = frame.groupby("class").cumcount()
+    size = frame.groupby("class")["sha256"].transform("count")
+    frame["split"] = [
+        "train" if r < 0.8 * n else "validation" if r < 0.9 * n else "test"
+        for r, n in zip(rank, size, strict=True)
+    ]
+    frame["group"] = frame["sha256"]
+    return frame
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of equal keys as a markdown table (floats with two decimals)."""
+    header = list(rows[0])
+    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()] for row in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(line) + " |" for line in cells]
+    return "\n".join(lines)
+
+
+def _settings(args: argparse.Namespace, epochs: int, cache: bool) -> dict[str, Any]:
+    base = yaml.safe_load((ROOT / "conf" / "base" / "parameters_training.yml").read_text())
+    training = copy.deepcopy(base["training"])
+    training["candidates"] = {"bench": {"architecture": args.architecture}}
+    training["image_size"] = args.image_size
+    training["epochs"] = epochs
+    training["device"] = args.device
+    training["num_threads"] = args.threads
+    training["features"]["views"] = args.views
+    training["features"]["cache"] = cache
+    return training
+
+
+def _timed(manifest: pd.DataFrame, cache_dir: Path, training: dict[str, Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    _, report = train_candidate(manifest, FeatureCache(cache_dir), training, candidate="bench")
+    return time.perf_counter() - start, report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the table (markdown)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--architecture", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--manifest", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)  # the random-weights warning is said once, below
+
+    manifest = pd.read_parquet(args.manifest) if args.manifest else demo_manifest()
+    counts = manifest["split"].value_counts().to_dict()
+    print(
+        f"# Training benchmark: {args.architecture} at {args.image_size} px, random weights, "
+        f"{args.views} view(s) per training image"
+    )
+    print(
+        f"data: {counts.get('train', 0)} train / {counts.get('validation', 0)} validation "
+        f"images; machine: {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, "
+        f"device {args.device}"
+    )
+    rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="bench_training_"))
+    try:
+        for epochs in args.epochs:
+            cold_dir = scratch / f"cache_{epochs}"
+            reference_s, reference = _timed(
+                manifest, scratch / "unused", _settings(args, epochs, cache=False)
+            )
+            cold_s, cold = _timed(manifest, cold_dir, _settings(args, epochs, cache=True))
+            warm_s, warm = _timed(manifest, cold_dir, _settings(args, epochs, cache=True))
+            shutil.rmtree(cold_dir, ignore_errors=True)
+            rows.append(
+                {
+                    "epochs": epochs,
+                    "reference_s": reference_s,
+                    "cached_cold_s": cold_s,
+                    "cached_warm_s": warm_s,
+                    "speed-up_cold": reference_s / cold_s,
+                    "speed-up_warm": reference_s / warm_s,
+                    "val_acc_reference": reference["history"][-1]["val_accuracy"],
+                    "val_acc_cached": cold["history"][-1]["val_accuracy"],
+                    "cold_misses": cold["cache"]["misses"],
+                    "warm_hits": warm["cache"]["hits"],
+                }
+            )
+            print(
+                f"  {epochs:>2} epochs: reference {reference_s:7.1f} s, cached cold "
+                f"{cold_s:6.1f} s, warm {warm_s:5.1f} s",
+                file=sys.stderr,
+            )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -324,3 +324,15 @@ def test_unreadable_image_is_a_prepare_error_and_nothing_is_sent(tmp_path: Path)
     assert [(o.status, o.error_code) for o in report.outcomes] == [
         ("prepare_error", "prepare:unreadable")
     ]
+
+
+def test_credentials_never_appear_in_descriptions() -> None:
+    from eyecatcher.rekognition.datasets import RekognitionEndpointDataset
+
+    dataset = RekognitionEndpointDataset(
+        mode="live", credentials={**FAKE_KEYS, "region_name": "eu-west-1"}
+    )
+    endpoint = dataset.load()
+    assert endpoint.region_name == "eu-west-1"
+    for text in (repr(dataset), str(dataset._describe()), repr(endpoint)):
+        assert "secret" not in text and "AKIDEXAMPLE" not in text

@@ -205,6 +205,7 @@ def test_dry_run_prints_count_and_cost_and_calls_nothing(
     printed = capsys.readouterr().out
     assert f"{len(index)} of {len(index)} images" in printed
     assert f"USD {0.0012 * len(index):.3f}" in printed
+    assert "Credentials: found (explicit)" in printed
     assert not cache_path.exists()
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from eyecatcher.rekognition.batch import ImageTask, RequestSettings, send_images
 from eyecatcher.rekognition.cache import ResponseCache
-from eyecatcher.rekognition.client import RekognitionEndpoint
+from eyecatcher.rekognition.client import RekognitionCredentialsError, RekognitionEndpoint
 from eyecatcher.rekognition.payload import PayloadLimits
 from eyecatcher.rekognition.taxonomy import (
     TaxonomyMapping,
@@ -63,6 +63,16 @@ def _name_images(rows: list[tuple[str, str]]) -> str:
     if len(rows) > _LISTED:
         lines.append(f"  … and {len(rows) - _LISTED} more")
     return "\n".join(lines)
+
+
+def _credentials_note(endpoint: RekognitionEndpoint) -> str:
+    """Say whether a real run would find credentials (resolved locally, no AWS call)."""
+    if endpoint.offline:
+        return "Offline mode: a real run would fail on any uncached image."
+    try:
+        return f"Credentials: found ({endpoint.check_credentials()})."
+    except RekognitionCredentialsError as exc:
+        return f"Credentials: MISSING, a real run would stop here ({exc})"
 
 
 def _check_index(image_index: pd.DataFrame) -> None:
@@ -156,7 +166,8 @@ def request_moderation_labels(
         message = (
             f"DRY RUN: {len(tasks)} of {len(image_index)} images are not in the cache and would "
             f"be sent to Rekognition; estimated cost USD {estimate:.3f} (USD {price} per image, "
-            f"MinConfidence {min_confidence:g}). Nothing was called and nothing was written."
+            f"MinConfidence {min_confidence:g}). Nothing was called and nothing was written. "
+            f"{_credentials_note(rekognition_endpoint)}"
         )
         print(message)  # the estimate is the product of a dry run: show it even without logging
         raise LabellingDryRunError(message)

@@ -366,7 +366,7 @@ def report_label_distribution(
     axes[0].set_xlabel("images")
     if not reason_counts.empty:
         extra = axes[0].barh(
-            [f"excluded: {r}" for r in reason_counts.index],
+            [f"excluded ({str(r).removeprefix('excluded_')})" for r in reason_counts.index],
             reason_counts.values,
             color="#bbbbbb",
         )
@@ -375,8 +375,10 @@ def report_label_distribution(
     if top:
         lbars = axes[1].barh([name for name, _ in top], [n for _, n in top], color="#d8843b")
         axes[1].bar_label(lbars, padding=2)
-    axes[1].set_title("Rekognition labels (images carrying each)")
-    axes[1].set_xlabel("images")
+    axes[1].set_title("Most frequent Rekognition labels")
+    axes[1].set_xlabel("images carrying the label")
+    for axis in axes:
+        axis.margins(x=0.15)  # room for the count printed after each bar
 
     metrics = {key: float(value) for key, value in {**request_stats, **mapping_stats}.items()}
     metrics.update(

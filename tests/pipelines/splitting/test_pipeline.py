@@ -182,6 +182,16 @@ def test_small_classes_dropped_or_failing_per_config(demo: tuple[Path, pd.DataFr
         split_dataset(labels, groups, {**PARAMS, "on_small_class": "fail"})
 
 
+def test_no_usable_image_is_a_clear_error(demo: tuple[Path, pd.DataFrame]) -> None:
+    _, labels = demo
+    labels["included"] = False
+    labels["class"] = None
+    groups = group_near_duplicates(compute_perceptual_hashes(labels, PARAMS), PARAMS)
+    assert groups.empty
+    with pytest.raises(SplittingError, match="none of the 40 labelled image"):
+        split_dataset(labels, groups, PARAMS)
+
+
 def test_stale_groups_are_an_error(demo: tuple[Path, pd.DataFrame]) -> None:
     _, labels = demo
     groups = group_near_duplicates(compute_perceptual_hashes(labels, PARAMS), PARAMS)

@@ -16,9 +16,10 @@ remainder method, so ``|q_cs - n_c * r_s| < 1`` and ``sum_s q_cs = n_c``):
    with ``g_c`` sampled images in multi-image groups gets ``|count_cs - q_cs| <= g_c``: a group
    is atomic, so it can push a split over its quota, and the other splits then give way.
    Every deviation from the quota is reported.
-4. **Presence**: a class is in every split whose quota is at least one image, which holds for
-   every split as soon as ``n_c * r_s >= 1`` (10 images for 80/10/10, the default minimum).
-   When groups make that impossible, the missing (class, split) pairs are reported.
+4. **Presence**: a class with ``g_c = 0`` is in every split whose quota is at least one image,
+   which holds for every split as soon as ``n_c * r_s >= 1`` (10 images for 80/10/10, the
+   default minimum). With groups, each promised split still gets one of the class's ungrouped
+   images while any is left; (class, split) pairs left empty are reported.
 5. **Determinism**: the result depends on the seed and the set of rows, not on row order.
    Sampling prefers distinct groups: a capped class takes one image from as many groups as
    possible before it takes a second near-duplicate of any of them.
@@ -243,7 +244,7 @@ def _drop_small_classes(
                 f"every class has fewer than min_per_class={config.min_per_class} images "
                 f"({', '.join(f'{c} ({n})' for c, n in dropped.items())})"
                 if dropped
-                else "the table of labelled images is empty"
+                else "the table of images is empty"
             )
         )
     if n_classes == 1:

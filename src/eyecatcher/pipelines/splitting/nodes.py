@@ -189,15 +189,15 @@ def group_near_duplicates(image_phashes: pd.DataFrame, params: dict[str, Any]) -
 
 
 def _cross_class_groups(manifest: pd.DataFrame) -> list[dict[str, Any]]:
-    classes = manifest.groupby("group")["class"].agg(lambda s: sorted(set(s)))
-    mixed = classes[classes.map(len) > 1]
+    n_classes = manifest.groupby("group")["class"].nunique()
+    mixed = manifest[manifest["group"].isin(n_classes[n_classes > 1].index)]
     return [
         {
             "group": str(group),
-            "classes": list(cls),
-            "sha256": sorted(manifest.loc[manifest["group"] == group, "sha256"]),
+            "classes": sorted(set(rows["class"])),
+            "sha256": sorted(rows["sha256"]),
         }
-        for group, cls in mixed.items()
+        for group, rows in mixed.groupby("group", sort=True)
     ]
 
 
@@ -223,6 +223,11 @@ def split_dataset(
     """
     config = SplitConfig.from_params(params)
     usable = usable_images(image_labels)
+    if usable.empty:
+        raise SplittingError(
+            f"nothing to split: none of the {len(image_labels)} labelled image(s) is included "
+            "with a class (see the labelling report for why images were excluded)"
+        )
     images = usable.merge(near_duplicate_groups[["sha256", "group"]], on="sha256", how="left")
     if images["group"].isna().any():
         stale = images.loc[images["group"].isna(), "sha256"]

@@ -94,7 +94,34 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 @FAST
 @given(scenarios())
 def test_split_properties(scenario: tuple[pd.DataFrame, SplitConfig]) -> None:
-    images, config = scenario
+    check_guarantees(*scenario)
+
+
+@st.composite
+def heavily_grouped(draw: st.DrawFn) -> tuple[pd.DataFrame, SplitConfig]:
+    """Small classes where most images are near-duplicates: groups beat quotas."""
+    sizes = draw(st.lists(st.integers(10, 120), min_size=2, max_size=4))
+    images = make_images(
+        sizes,
+        grouped_fraction=draw(st.sampled_from([0.5, 0.8, 1.0])),
+        max_group=draw(st.integers(5, 60)),
+        cross_class=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**31)),
+    )
+    config = SplitConfig(
+        ratios=draw(ratios_strategy), seed=draw(st.integers(0, 2**31)), min_per_class=10
+    )
+    return images, config
+
+
+@settings(FAST, max_examples=50)
+@given(heavily_grouped())
+def test_split_properties_with_heavy_grouping(scenario: tuple[pd.DataFrame, SplitConfig]) -> None:
+    check_guarantees(*scenario)
+
+
+def check_guarantees(images: pd.DataFrame, config: SplitConfig) -> None:
+    """Assert every guarantee of ``balanced_split`` (see its module docstring)."""
     available = images["class"].value_counts()
     kept = sorted(c for c, n in available.items() if n >= config.min_per_class)
     if len(kept) < 2:
@@ -127,7 +154,10 @@ def test_split_properties(scenario: tuple[pd.DataFrame, SplitConfig]) -> None:
         assert per_class[cls] == n
 
         counts = manifest[manifest["class"] == cls]["split"].value_counts()
-        grouped = result.grouped[cls]
+        # Sampled images of the class sharing a group with another sampled image.
+        shared = manifest["group"].map(manifest["group"].value_counts()) > 1
+        grouped = int((shared & (manifest["class"] == cls)).sum())
+        assert grouped == result.grouped[cls]
         for split in SPLITS:
             count = int(counts.get(split, 0))
             quota = result.quotas[cls][split]

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import fsspec
 import numpy as np
 import pandas as pd
 
@@ -39,6 +38,7 @@ from eyecatcher.pipelines.splitting.near_duplicates import (
     near_duplicate_components,
     perceptual_hash,
 )
+from eyecatcher.storage import read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ def usable_images(image_labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hash_one(uri: str, sha256: str, options: Mapping[str, Any], max_pixels: int) -> str:
-    with fsspec.open(uri, "rb", **dict(options)) as fh:
-        data = fh.read()
+    data = read_bytes(uri, options)
     actual = sha256_bytes(data)
     if actual != sha256:
         raise SplittingError(

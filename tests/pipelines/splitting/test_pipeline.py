@@ -151,6 +151,8 @@ def test_excluded_and_unclassed_rows_are_left_out(
         _, _, manifest, _, summary = run_nodes(labels)
     assert not manifest["sha256"].isin(labels.loc[[0, 1], "sha256"]).any()
     assert summary["usable_images"] == 38
+    assert (summary["excluded_images"], summary["included_without_class"]) == (1, 1)
+    assert any("have no class" in warning for warning in summary["warnings"])
     assert "marked included but have no class" in caplog.text
 
 

@@ -238,7 +238,12 @@ def split_dataset(
     result = balanced_split(images, config)
     manifest = result.manifest[MANIFEST_COLUMNS].reset_index(drop=True)
 
+    included = image_labels["included"].fillna(False).astype(bool)
+    without_class = int((included & image_labels["class"].isna()).sum())
     warnings: list[str] = []
+    if without_class:
+        # Already logged by usable_images; recorded here so MLflow has it too.
+        warnings.append(f"{without_class} image(s) marked included have no class: left out")
     if result.dropped:
         warnings.append(
             f"dropped {len(result.dropped)} class(es) under min_per_class="
@@ -281,6 +286,8 @@ def split_dataset(
             ),
         },
         "labelled_rows": len(image_labels),
+        "excluded_images": int((~included).sum()),
+        "included_without_class": without_class,
         "usable_images": len(usable),
         "classes": sorted(result.quotas),
         "dropped_classes": result.dropped,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
@@ -457,3 +458,49 @@ def test_pipeline_reads_every_candidate_and_writes_the_report() -> None:
     )
     assert pipeline.outputs() == {"registration_metrics"}
     assert [n.name for n in pipeline.nodes] == ["register_model", "enforce_registration_gate"]
+
+
+@pytest.mark.slow
+def test_default_run_on_the_demo_registers_a_champion_and_an_impossible_bar_keeps_it(
+    kedro_project: Path,
+) -> None:
+    """The issue's "done when": ``kedro run`` on the demo, then a re-run that must refuse."""
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=kedro_project, env="test") as session:
+        session.run()
+    # kedro-mlflow leaves its run active in this process; the next session must get its own.
+    while mlflow.active_run():
+        mlflow.end_run()
+    client = MlflowClient()
+    name = "eyecatcher-moderation"
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert set(champion.tags) >= LINEAGE_TAGS
+    served = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    jpeg = good_images()["rgb.jpg"]
+    out = served.predict(pd.DataFrame({"image": [encode_image(jpeg)], "id": ["x"]}))
+    assert out.loc[0, "error"] is None
+    assert out.loc[0, "model_version"] == str(champion.version)
+
+    # The whole block: with an env that has parameter files, Kedro's default (destructive) env
+    # merge replaces a top-level key given in runtime params instead of merging into it.
+    block = yaml.safe_load(
+        (kedro_project / "conf" / "base" / "parameters_registration.yml").read_text()
+    )["registration"]
+    block["gate"].update(min_test_accuracy=2.0, fail_run_on_failure=True)
+    impossible = {"registration": block}
+    with (
+        KedroSession.create(
+            project_path=kedro_project, env="test", runtime_params=impossible
+        ) as session,
+        pytest.raises(GateFailedError, match=r"< 2\.00"),
+    ):
+        session.run(pipeline_names=["registration"])
+    while mlflow.active_run():
+        mlflow.end_run()
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(champion.version)
+    assert len(client.search_model_versions(f"name='{name}'")) == 1
+    report = JSONDataset(
+        filepath=str(kedro_project / "data" / "08_reporting" / "registration_report.json")
+    ).load()
+    assert report["outcome"] == "rejected"

@@ -28,6 +28,9 @@ CONFIG_LOADER_ARGS = {
     # `oc.env` everywhere (not only in credentials) so that the MLflow tracking URI, the S3
     # bucket and similar deployment facts can come from the environment in any config file.
     "custom_resolvers": {"oc.env": oc.env},
+    # An environment overrides single keys (`conf/aws` changes `ingestion.sources`) and keeps
+    # the rest of the block from `conf/base`, instead of replacing the whole block.
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "catalog": ["catalog*", "catalog*/**", "**/catalog*"],

@@ -72,7 +72,18 @@ def manifest_for(folder: Path, train: int, validation: int, test: int) -> pd.Dat
 
 
 @pytest.fixture(scope="session")
-def demo_manifest(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """12 images per class of the demo: 8 train, 2 validation, 2 test."""
-    folder = copy_demo(tmp_path_factory.mktemp("training_demo"), per_class=12)
-    return manifest_for(folder, train=8, validation=2, test=2)
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of 12 images per class of the demo."""
+    return copy_demo(tmp_path_factory.mktemp("training_demo"), per_class=12)
+
+
+@pytest.fixture(scope="session")
+def demo_manifest(demo_folder: Path) -> pd.DataFrame:
+    """12 images per class: 8 train, 2 validation, 2 test."""
+    return manifest_for(demo_folder, train=8, validation=2, test=2)
+
+
+@pytest.fixture(scope="session")
+def small_manifest(demo_folder: Path) -> pd.DataFrame:
+    """6 images per class: 4 train, 1 validation, 1 test (for tests of mechanics)."""
+    return manifest_for(demo_folder, train=4, validation=1, test=1)

@@ -33,8 +33,9 @@ def _train(manifest: pd.DataFrame, cache_dir: Path, candidate: str = "test_vit",
 
 
 def test_cache_hits_on_the_second_run_and_misses_when_the_transform_changes(
-    demo_manifest: pd.DataFrame, tmp_path: Path
+    small_manifest: pd.DataFrame, tmp_path: Path
 ) -> None:
+    demo_manifest = small_manifest
     n_train = int((demo_manifest["split"] == "train").sum())
     n_val = int((demo_manifest["split"] == "validation").sum())
     cache = tmp_path / "cache"
@@ -128,9 +129,9 @@ def test_evaluation_record_is_complete_standard_json(
 
 
 def test_bundle_round_trip_rebuilds_the_same_model(
-    demo_manifest: pd.DataFrame, tmp_path: Path
+    small_manifest: pd.DataFrame, tmp_path: Path
 ) -> None:
-    bundle, _ = _train(demo_manifest, tmp_path / "cache", epochs=1)
+    bundle, _ = _train(small_manifest, tmp_path / "cache", epochs=1)
     dataset = ClassifierBundleDataset(str(tmp_path / "test_vit" / "model_bundle.pt"))
     dataset.save(bundle)
     loaded = dataset.load()
@@ -160,8 +161,9 @@ def test_an_image_changed_since_the_manifest_is_refused(demo_manifest: pd.DataFr
 
 
 def test_candidate_run_is_a_child_run_with_metrics_plots_and_head(
-    demo_manifest: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_manifest: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    demo_manifest = small_manifest
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("training-test")

@@ -262,8 +262,8 @@ def test_splitting_pipeline_in_a_kedro_session_logs_the_report(kedro_project: Pa
     usable = labels[labels["included"] & labels["class"].notna()]
     assert set(manifest["sha256"]) <= set(usable["sha256"])
     assert (manifest.groupby("group")["split"].nunique() == 1).all()
-    # The test env caps classes at 6 and keeps classes of 4 or more.
-    expected = usable["class"].value_counts().clip(upper=6)
+    # The test env keeps classes of 4 or more images (the cap of 1000 does not bind here).
+    expected = usable["class"].value_counts()
     assert manifest["class"].value_counts().to_dict() == expected[expected >= 4].to_dict()
     report = pd.read_csv(kedro_project / "data/08_reporting/split_report.csv")
     assert report["sampled"].sum() == len(manifest)
@@ -280,4 +280,4 @@ def test_splitting_pipeline_in_a_kedro_session_logs_the_report(kedro_project: Pa
         "splitting/split_summary.json",
     }
     assert run.data.metrics["splitting.sampled_images"] == len(manifest)
-    assert run.data.params["splitting.max_per_class"] == "6"
+    assert run.data.params["splitting.min_per_class"] == "4"

@@ -51,18 +51,20 @@ CLASS_LABELS: dict[str, list[tuple[str, str, int]]] = {
 
 # (base RGB colour, stripe angle in degrees, stripe period in px, number of blobs)
 CLASS_STYLE: dict[str, tuple[tuple[int, int, int], float, float, int]] = {
-    "safe": ((60, 150, 90), 0.0, 32.0, 0),
+    "safe": ((60, 150, 90), 0.0, 32.0, 4),
     "explicit_nudity": ((200, 60, 60), 45.0, 10.0, 6),
     "explicit_sexual_activity": ((150, 60, 190), 90.0, 18.0, 12),
     "non_explicit_nudity": ((220, 170, 60), 135.0, 14.0, 3),
-    "swimwear_or_underwear": ((60, 110, 210), 0.0, 8.0, 0),
+    "swimwear_or_underwear": ((60, 110, 210), 60.0, 8.0, 2),
 }
 
 
 def _pattern(cls: str, rng: np.random.Generator) -> Image.Image:
     base, angle, period, blobs = CLASS_STYLE[cls]
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    theta = np.deg2rad(angle + rng.normal(0, 8))
+    # Safe images vary most (any orientation), like the everyday photos they stand for.
+    jitter = rng.uniform(0, 180) if cls == "safe" else rng.normal(0, 8)
+    theta = np.deg2rad(angle + jitter)
     wave = np.sin(
         2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / (period * rng.uniform(0.8, 1.2))
         + rng.uniform(0, 2 * np.pi)

@@ -366,3 +366,12 @@ def test_smoke_test_failure_is_reported_then_raised(registry: TinyRegistry) -> N
         enforce_smoke_test(report)
     assert metrics["passed"]["value"] == 0.0
     assert os.environ.get("MLFLOW_TRACKING_URI") == registry.tracking_uri
+
+
+def test_foreground_mode_refuses_to_serve_a_failed_smoke_test(registry: TinyRegistry) -> None:
+    from eyecatcher.pipelines.serving.nodes import _serve_in_foreground
+
+    never_started = ModelServer(f"models:/{MODEL_NAME}/1", tracking_uri=registry.tracking_uri)
+    interim = {"passed": False, "failures": ["1 predictions differ"], "model_uri": "m"}
+    assert _serve_in_foreground(never_started, interim) == "not served: smoke test failed"
+    assert not never_started.is_running()

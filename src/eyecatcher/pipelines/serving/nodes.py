@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -403,6 +406,7 @@ def staging_smoke_test(
         [normalise_prediction(r) for r in _records(local_model.predict(frame))] if ids else []
     )
 
+    log_dir = tempfile.mkdtemp(prefix="eyecatcher-serve-")
     server = ModelServer(
         champion["model_uri"],
         tracking_uri=champion["tracking_uri"],
@@ -411,12 +415,9 @@ def staging_smoke_test(
         workers=int(params.get("workers", 1)),
         request_timeout_s=int(params.get("server_request_timeout_s", 60)),
         extra_env={str(k): str(v) for k, v in (params.get("server_env") or {}).items()},
+        log_dir=log_dir,
     )
-    latencies: list[float] = []
-    mismatches: list[dict[str, Any]] = []
-    request_errors: list[dict[str, Any]] = []
-    row_errors: list[dict[str, Any]] = []
-    probes: list[dict[str, Any]] = []
+    seen = _Observations()
     with _sigterm_as_interrupt():
         try:
             if not ids:
@@ -444,28 +445,32 @@ def staging_smoke_test(
                         server.url, body, timeout_s=timeout_s
                     )
                 except requests.RequestException as exc:
-                    request_errors.append({"id": image_id, "status": None, "error": repr(exc)})
+                    seen.request_errors.append({"id": image_id, "status": None, "error": repr(exc)})
                     continue
                 if status != 200:
-                    request_errors.append({"id": image_id, "status": status, "error": text[:500]})
+                    seen.request_errors.append(
+                        {"id": image_id, "status": status, "error": text[:500]}
+                    )
                     continue
-                latencies.append(elapsed_ms)
+                seen.latencies.append(elapsed_ms)
                 served = normalise_prediction(_served_rows(text)[0])
                 if served["error"] is not None:
-                    row_errors.append({"id": image_id, "error": served["error"]})
+                    seen.row_errors.append({"id": image_id, "error": served["error"]})
                 problems = compare_predictions(served, local_rows[position], tolerance)
                 if problems:
-                    mismatches.append({"id": image_id, "problems": problems})
+                    seen.mismatches.append({"id": image_id, "problems": problems})
             if smoke.get("bad_request_probes", True):
                 max_bytes = smoke.get("max_image_bytes") or served_image_limit(local_model)
                 for probe in bad_request_probes(max_bytes):
                     result = run_probe(server.url, probe, timeout_s)
                     # The point of the probe: the server still answers a good request after it.
                     result["server_alive_after"] = _good_request_works(server.url, timeout_s)
-                    probes.append(result)
+                    seen.probes.append(result)
             report["served_until"] = None
             if params.get("foreground", False):
-                report["served_until"] = _serve_in_foreground(server, report)
+                interim = _assemble(dict(report), seen)
+                _judge(interim, smoke, len(images))
+                report["served_until"] = _serve_in_foreground(server, interim)
         except _NothingToSend:
             logger.error("No readable test image: the scoring server was not started")
         except ServerStartError as exc:
@@ -476,26 +481,21 @@ def staging_smoke_test(
         except KeyboardInterrupt:
             report["failures"].append("interrupted before the smoke test finished")
             logger.warning("Interrupted: stopping the scoring server")
+        except Exception as exc:  # recorded as a failure so the report still gets saved
+            report["failures"].append(f"unexpected error: {type(exc).__name__}: {exc}")
+            logger.exception("The smoke test stopped on an unexpected error")
         finally:
-            report["server_exit_code"] = server.stop()
-            report["server_log_tail"] = server.log_tail(2000)
+            server.stop()
+            # MLflow's CLI prints a traceback when its uvicorn is stopped by SIGTERM: that is
+            # our stop, not a failure, so the log goes into the report only when one happened.
+            server_log = server.log_tail(4000)
+            shutil.rmtree(log_dir, ignore_errors=True)
 
-    summary = latency_summary(latencies)
-    report.update(
-        {
-            "latency_ms": summary,
-            "n_ok": len(latencies) - len(row_errors),
-            "n_request_errors": len(request_errors),
-            "n_row_errors": len(row_errors),
-            "n_errors": len(request_errors) + len(row_errors) + len(unreadable),
-            "n_mismatches": len(mismatches),
-            "request_errors": request_errors[:20],
-            "row_errors": row_errors[:20],
-            "mismatches": mismatches[:20],
-            "bad_request_probes": probes,
-        }
-    )
+    _assemble(report, seen)
+    summary = report["latency_ms"]
     _judge(report, smoke, len(images))
+    if not report["passed"]:
+        report["server_log_tail"] = server_log
     logger.info(
         "Smoke test %s: %d images, %d errors, %d mismatches, latency p50 %.1f ms, p95 %.1f ms",
         "PASSED" if report["passed"] else "FAILED",
@@ -512,12 +512,12 @@ def staging_smoke_test(
         "n_images": float(report["n_images"]),
         "n_errors": float(report["n_errors"]),
         "n_mismatches": float(report["n_mismatches"]),
-        "probes_handled": float(sum(p["handled"] and p["server_alive_after"] for p in probes)),
+        "probes_handled": float(sum(p["handled"] and p["server_alive_after"] for p in seen.probes)),
         "passed": float(report["passed"]),
     }
     metrics = {k: {"value": v, "step": 0} for k, v in metrics.items() if not math.isnan(v)}
     figure = _latency_figure(
-        latencies, summary, f"{champion['name']} v{champion['version']} served, batch 1"
+        seen.latencies, summary, f"{champion['name']} v{champion['version']} served, batch 1"
     )
     return report, metrics, figure
 
@@ -540,6 +540,38 @@ def served_image_limit(model: Any) -> int | None:
     return int(limit) if limit is not None else None
 
 
+@dataclass
+class _Observations:
+    """What the smoke test saw, request by request."""
+
+    latencies: list[float] = field(default_factory=list)
+    request_errors: list[dict[str, Any]] = field(default_factory=list)
+    row_errors: list[dict[str, Any]] = field(default_factory=list)
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _assemble(report: dict[str, Any], seen: _Observations) -> dict[str, Any]:
+    """Add the counts, latency figures and examples to ``report`` (in place) and return it."""
+    report.update(
+        {
+            "latency_ms": latency_summary(seen.latencies),
+            "n_ok": len(seen.latencies) - len(seen.row_errors),
+            "n_request_errors": len(seen.request_errors),
+            "n_row_errors": len(seen.row_errors),
+            "n_errors": len(seen.request_errors)
+            + len(seen.row_errors)
+            + len(report["unreadable_images"]),
+            "n_mismatches": len(seen.mismatches),
+            "request_errors": seen.request_errors[:20],
+            "row_errors": seen.row_errors[:20],
+            "mismatches": seen.mismatches[:20],
+            "bad_request_probes": seen.probes,
+        }
+    )
+    return report
+
+
 def _good_request_works(url: str, timeout_s: float) -> bool:
     body = json.dumps(dataframe_split_body([encode_b64(sample_jpeg(seed=7))], ["alive"])).encode()
     try:
@@ -549,16 +581,16 @@ def _good_request_works(url: str, timeout_s: float) -> bool:
         return False
 
 
-def _serve_in_foreground(server: ModelServer, report: Mapping[str, Any]) -> str:
-    if report_failures := _quick_failures(report):
-        logger.error("Not serving in the foreground: %s", "; ".join(report_failures))
+def _serve_in_foreground(server: ModelServer, interim: Mapping[str, Any]) -> str:
+    if not interim["passed"]:
+        logger.error("Not serving in the foreground: %s", "; ".join(interim["failures"]))
         return "not served: smoke test failed"
     try:
         # Logged inside the try: a Ctrl-C that lands while the message is being written is
         # still a clean stop of a server that passed its smoke test.
         logger.info(
             "Serving %s at %s (foreground mode). Press Ctrl-C to stop.",
-            report["model_uri"],
+            interim["model_uri"],
             server.url,
         )
         while server.is_running():
@@ -568,11 +600,6 @@ def _serve_in_foreground(server: ModelServer, report: Mapping[str, Any]) -> str:
         return "interrupted"
     logger.error("The scoring server exited on its own:\n%s", server.log_tail())
     return "server exited"
-
-
-def _quick_failures(report: Mapping[str, Any]) -> list[str]:
-    # Evaluated before the full report exists: only what would make serving pointless.
-    return [] if report.get("startup_s") is not None else ["server did not start"]
 
 
 def _judge(report: dict[str, Any], smoke: Mapping[str, Any], n_selected: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,21 @@ def bundles() -> dict[str, ClassifierBundle]:
     return {"test_resnet": make_bundle("test_resnet"), "test_vit": make_bundle("test_vit", 1)}
 
 
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialised, empty MLflow sqlite file: creating the schema takes seconds, copying not."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{path}", (path.parent / "artifacts").as_uri())
+    return path
+
+
 @pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> MlflowClient:
     """A sqlite registry and artefact store under ``tmp_path`` (the working directory)."""
     monkeypatch.chdir(tmp_path)
+    shutil.copy2(empty_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)

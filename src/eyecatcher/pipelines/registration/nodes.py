@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
     ErrorCode,
@@ -160,10 +161,12 @@ def _champion_version(client: MlflowClient, model_name: str) -> ModelVersion | N
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as exc:
-        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return None
-        # The sqlite store answers INVALID_PARAMETER_VALUE for a missing alias.
-        if "alias" in str(exc).lower() or "not found" in str(exc).lower():
+        # No registered model yet: RESOURCE_DOES_NOT_EXIST. A model without the alias: the SQL
+        # store answers INVALID_PARAMETER_VALUE "Registered model alias champion not found.".
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or (
+            exc.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE)
+            and f"alias {CHAMPION} not found" in exc.message
+        ):
             return None
         raise
 
@@ -398,7 +401,11 @@ def _register(
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    logged = mlflow.initialize_logged_model(name="served_model", source_run_id=run_id)
+    logged = mlflow.initialize_logged_model(
+        name="served_model",
+        source_run_id=run_id,
+        experiment_id=mlflow.get_run(run_id).info.experiment_id,
+    )
     version = client.create_model_version(
         model_name,
         source=f"models:/{logged.model_id}",

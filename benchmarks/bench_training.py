@@ -47,11 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "01_raw" / "demo"
 
 
-def demo_manifest(folder: Path = DEMO) -> pd.DataFrame:
+def demo_manifest(folder: Path = DEMO, per_class: int | None = None) -> pd.DataFrame:
     """Split the demo 80/10/10 per class (classes from the recorded Rekognition answers).
 
     Args:
         folder: A demo folder with ``images/`` and ``rekognition_responses.jsonl``.
+        per_class: Keep only the first images (by sha256) of each class, or all.
 
     Returns:
         A split manifest (``sha256, uri, class, split, group``), one row per distinct image.
@@ -67,6 +68,8 @@ def demo_manifest(folder: Path = DEMO) -> pd.DataFrame:
             if sha in classes:
                 rows.setdefault(sha, {"sha256": sha, "uri": str(path), "class": classes[sha]})
     frame = pd.DataFrame(list(rows.values())).sort_values("sha256").reset_index(drop=True)
+    if per_class is not None:
+        frame = frame[frame.groupby("class").cumcount() < per_class].reset_index(drop=True)
     rank = frame.groupby("class").cumcount()
     size = frame.groupby("class")["sha256"].transform("count")
     frame["split"] = [
@@ -115,10 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--manifest", type=Path, default=None)
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="demo images per class (default: all 40)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the random-weights warning is said once, below
 
-    manifest = pd.read_parquet(args.manifest) if args.manifest else demo_manifest()
+    manifest = (
+        pd.read_parquet(args.manifest) if args.manifest else demo_manifest(per_class=args.per_class)
+    )
     counts = manifest["split"].value_counts().to_dict()
     print(
         f"# Training benchmark: {args.architecture} at {args.image_size} px, random weights, "

@@ -88,6 +88,9 @@ def training_parameters(
         CandidateConfigError: If the configuration has no ``training`` block.
     """
     loader = _captured.get("config_loader")
+    if loader is not None and not Path(str(loader.conf_source)).is_dir():
+        # Captured from a session on a project that is gone (a test's temporary copy).
+        loader = None
     if env is not None or project_path is not None or loader is None:
         root = Path(project_path) if project_path else _find_project_root(Path.cwd())
         loader = _fresh_config_loader(root, env or os.environ.get("KEDRO_ENV"))

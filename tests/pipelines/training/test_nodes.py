@@ -184,6 +184,7 @@ def test_candidate_run_is_a_child_run_with_metrics_plots_and_head(
     assert child.data.tags["random_weights"] == "true"
     assert "RANDOM WEIGHTS" in child.data.tags["warning"]
     assert child.data.tags["weights_source"] == "random"
+    assert "safe images to calibrate on" in child.data.tags["operating_threshold_warning"]
     assert child.data.params["architecture"] == "test_resnet"
     assert child.data.metrics["test.accuracy"] == pytest.approx(evaluation["test"]["accuracy"])
     assert "model_size_mb" in child.data.metrics and "time_s.features" in child.data.metrics

@@ -578,6 +578,8 @@ def log_candidate_run(
             "RANDOM WEIGHTS: the backbone is randomly initialised; these metrics say nothing "
             "about an ImageNet-pretrained model."
         )
+    if evaluation["operating_threshold"].get("warning"):
+        tags["operating_threshold_warning"] = evaluation["operating_threshold"]["warning"]
     with mlflow.start_run(run_name=candidate, nested=parent is not None, tags=tags) as run:
         params = _flatten("", {k: v for k, v in config.items() if k != "name"}, {})
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})

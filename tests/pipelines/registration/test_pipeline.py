@@ -372,6 +372,30 @@ def test_unscorable_champion_follows_the_policy(
         assert "SKIPPED" in registry.get_model_version(MODEL, "2").tags["gate_warnings"]
 
 
+def test_failed_staging_test_leaves_a_challenger_and_no_champion(
+    registry, bundles, tmp_path, monkeypatch
+) -> None:
+    def unloadable(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise OSError("artefact store unreachable")
+
+    monkeypatch.setattr(registration_nodes, "_smoke_test", unloadable)
+    kwargs = inputs(bundles, write_manifest(tmp_path / "images"), accuracy=0.9)
+    with mlflow.start_run():
+        report, _ = register_model(**kwargs)
+    assert report["outcome"] == "smoke_test_failed"
+    assert report["aliases"] == {"challenger": "1"}
+    assert report["gate"]["summary"].startswith("failed: staging inference test failed")
+    assert {k: str(v) for k, v in registry.get_registered_model(MODEL).aliases.items()} == {
+        "challenger": "1"
+    }
+    tag = registry.get_model_version(MODEL, "1").tags["smoke_test"]
+    assert tag == "failed: OSError: artefact store unreachable"
+    strict = copy.deepcopy(kwargs["params"])
+    strict["gate"]["fail_run_on_failure"] = True
+    with pytest.raises(GateFailedError, match="smoke_test_failed"):
+        enforce_gate(report, strict)
+
+
 def test_int8_decision_serves_and_gates_the_onnx_model(registry, bundles, tmp_path) -> None:
     onnx_runtime = pytest.importorskip("eyecatcher.models.onnx_runtime")
     bundle = bundles["test_resnet"]

@@ -539,14 +539,22 @@ def register_model(
             )
             report["version"] = str(version.version)
             client.set_registered_model_alias(model_name, CHALLENGER, version.version)
-            smoke = _smoke_test(
-                f"models:/{model_name}@{CHALLENGER}",
-                version=str(version.version),
-                bundle=bundle,
-                precision=served["precision"],
-                split_manifest=split_manifest,
-                params=params,
-            )
+            try:
+                smoke = _smoke_test(
+                    f"models:/{model_name}@{CHALLENGER}",
+                    version=str(version.version),
+                    bundle=bundle,
+                    precision=served["precision"],
+                    split_manifest=split_manifest,
+                    params=params,
+                )
+            except Exception as exc:  # a challenger that cannot even load fails its test
+                smoke = {
+                    "passed": False,
+                    "images": 0,
+                    "agreement": None,
+                    "problems": [f"{type(exc).__name__}: {exc}"],
+                }
             report["smoke_test"] = smoke
             client.set_model_version_tag(
                 model_name,
@@ -577,6 +585,7 @@ def register_model(
                 report["gate"]["reasons"].append(
                     "staging inference test failed: " + "; ".join(smoke["problems"])
                 )
+                report["gate"]["summary"] = "failed: " + "; ".join(report["gate"]["reasons"])
                 logger.warning(
                     "%s v%s stays challenger, NOT champion: staging inference test failed: %s",
                     model_name,

@@ -521,7 +521,7 @@ def test_default_run_on_the_demo_registers_a_champion_and_an_impossible_bar_keep
     # The whole block: with an env that has parameter files, Kedro's default (destructive) env
     # merge replaces a top-level key given in runtime params instead of merging into it.
     block = yaml.safe_load(
-        (kedro_project / "conf" / "base" / "parameters_registration.yml").read_text()
+        (kedro_project / "conf" / "test" / "parameters_registration.yml").read_text()
     )["registration"]
     block["gate"].update(min_test_accuracy=2.0, fail_run_on_failure=True)
     impossible = {"registration": block}

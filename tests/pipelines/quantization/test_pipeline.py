@@ -155,6 +155,15 @@ def test_decision_without_int8_names_the_failure():
     assert "export: boom" in decision["reason"]
 
 
+def test_settings_apply_per_architecture_overrides():
+    params = {**PARAMS, "by_architecture": {"test_vit": {"methods": ["dynamic"], "threads": 2}}}
+    assert QuantizationSettings.from_params(params, "test_vit").methods == ("dynamic",)
+    assert QuantizationSettings.from_params(params, "test_vit").threads == 2
+    assert QuantizationSettings.from_params(params, "test_resnet").methods == ("static", "dynamic")
+    with pytest.raises(ValueError, match=r"by_architecture\.test_vit\.method"):
+        QuantizationSettings.from_params({"by_architecture": {"test_vit": {"method": "x"}}})
+
+
 def test_settings_reject_unknown_keys_and_methods():
     with pytest.raises(ValueError, match="Unknown quantization parameter"):
         QuantizationSettings.from_params({"treshold": 5})
@@ -168,7 +177,7 @@ def test_settings_reject_unknown_keys_and_methods():
 
 
 def test_build_and_benchmark_report_has_positive_sizes_and_latencies(manifest):
-    # (test_vit goes through the same nodes in the pipeline test below.)
+    # (test_vit goes through the same nodes in the KedroSession test at the end.)
     bundle = _bundle("test_resnet")
     models, attempt = build_onnx_models(bundle, manifest, PARAMS)
     assert set(models) == {"fp32", "int8_static", "int8_dynamic"}
@@ -295,18 +304,20 @@ def test_onnx_models_dataset_removes_stale_variants(tmp_path):
 
 
 def test_pipeline_runs_per_candidate_and_summarises(manifest):
-    pipeline = create_pipeline(candidates=["cnn", "vit"])
+    # Two candidates of the same tiny architecture keep this fast; the KedroSession test below
+    # runs a CNN and a ViT.
+    pipeline = create_pipeline(candidates=["cnn_a", "cnn_b"])
     catalog = DataCatalog(
         {
-            "cnn.model_bundle": MemoryDataset(_bundle("test_resnet")),
-            "vit.model_bundle": MemoryDataset(_bundle("test_vit")),
+            "cnn_a.model_bundle": MemoryDataset(_bundle("test_resnet")),
+            "cnn_b.model_bundle": MemoryDataset(_bundle("test_resnet", seed=1)),
             "split_manifest": MemoryDataset(manifest),
             "params:quantization": MemoryDataset(PARAMS),
         }
     )
     SequentialRunner().run(pipeline, catalog)
     decision = catalog.load("quantization_decision")
-    assert set(decision["candidates"]) == {"cnn", "vit"}
+    assert set(decision["candidates"]) == {"cnn_a", "cnn_b"}
     for entry in decision["candidates"].values():
         assert entry["precision"] in {"int8", "fp32"}
         assert entry["reason"]
@@ -314,7 +325,7 @@ def test_pipeline_runs_per_candidate_and_summarises(manifest):
         if entry["precision"] == "int8":
             assert entry["int8"]["latency_ms_p50"] > 0
     metrics = catalog.load("quantization_metrics")
-    assert metrics["quantization.cnn.fp32.latency_ms_p50"]["value"] > 0
+    assert metrics["cnn_a.fp32.latency_ms_p50"]["value"] > 0
     assert catalog.load("quantization_chart").axes
     markdown = catalog.load("quantization_table_markdown")
     assert markdown.count("\n") == 2 + 6  # header, rule, fp32 + two int8 per candidate
@@ -333,6 +344,63 @@ def test_summary_of_a_failed_candidate_records_the_failure(manifest, monkeypatch
     assert entry["precision"] == "fp32"
     assert entry["failure"] == {"export": "RuntimeError: no export"}
     assert entry["model_path"] is None  # fp32 stays the PyTorch bundle
-    assert metrics["quantization.broken.failures"]["value"] == 1.0
+    assert metrics["broken.failures"]["value"] == 1.0
     assert table["variant"].tolist() == ["fp32"]
     assert "| broken | fp32 | yes |" in table_markdown(table)
+
+
+# --- in a KedroSession: config, catalog, candidates and MLflow as `kedro run` uses them -----
+
+
+@pytest.fixture
+def fresh_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget any config loader captured from an earlier session in this process."""
+    from eyecatcher import candidates
+
+    monkeypatch.setattr(candidates, "_captured", {})
+
+
+@pytest.mark.slow
+def test_quantization_in_a_kedro_session_logs_to_mlflow(kedro_project, fresh_candidates):
+    import mlflow
+    from kedro.framework.session import KedroSession
+
+    from eyecatcher.models.bundle_dataset import ClassifierBundleDataset
+
+    # The upstream outputs, written where the training and splitting catalogs keep them.
+    manifest = _manifest(train_per_class=2, test_per_class=2)
+    manifest.to_parquet(kedro_project / "data" / "05_model_input" / "split_manifest.parquet")
+    for candidate in ("test_resnet", "test_vit"):
+        path = kedro_project / "data" / "06_models" / candidate / "model_bundle.pt"
+        ClassifierBundleDataset(filepath=str(path)).save(_bundle(candidate))
+    stale = kedro_project / "data" / "06_models" / "test_vit" / "onnx" / "int8_old.onnx"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"from an earlier run")
+
+    with KedroSession.create(project_path=kedro_project, env="test") as session:
+        session.run(pipeline_names=["quantization"])
+
+    reporting = kedro_project / "data" / "08_reporting"
+    decision = json.loads((reporting / "quantization_decision.json").read_text())
+    assert set(decision["candidates"]) == {"test_resnet", "test_vit"}
+    for candidate, entry in decision["candidates"].items():
+        assert entry["precision"] in {"int8", "fp32"} and entry["reason"]
+        assert Path(entry["fp32"]["path"]).is_file()
+        assert Path(entry["model_path"]).is_file()
+        assert (reporting / candidate / "quantization_report.json").is_file()
+    assert not stale.exists()
+    assert (reporting / "quantization_chart.png").stat().st_size > 0
+    table = pd.read_csv(reporting / "quantization_table.csv")
+    assert set(table["candidate"]) == {"test_resnet", "test_vit"}
+
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "quantization")}
+    assert {
+        "quantization/quantization_decision.json",
+        "quantization/quantization_table.csv",
+        "quantization/quantization_table.md",
+        "quantization/quantization_chart.png",
+    } <= artifacts
+    assert run.data.metrics["quantization.test_resnet.fp32.latency_ms_p50"] > 0
+    assert "quantization.test_vit.int8_chosen" in run.data.metrics

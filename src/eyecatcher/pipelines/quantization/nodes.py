@@ -430,13 +430,18 @@ def benchmark_candidate(
         runner = OnnxClassifier(fp32_model, threads=settings.threads, spinning=False)
         fp32_predict, fp32_runtime = runner.predict_logits, "onnxruntime"
     else:
-        torch.set_num_threads(settings.threads)
         torch_model = model_bundle.build_model()
         fp32_model = None
 
         def fp32_predict(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return torch_model(torch.from_numpy(x)).numpy()
+            # The same fixed thread count as ONNX Runtime, without changing it for later nodes.
+            previous = torch.get_num_threads()
+            torch.set_num_threads(settings.threads)
+            try:
+                with torch.inference_mode():
+                    return torch_model(torch.from_numpy(x)).numpy()
+            finally:
+                torch.set_num_threads(previous)
 
         fp32_runtime = "torch"
     fp32_predictions = predict_in_batches(fp32_predict, batch, settings.eval_batch_size).argmax(1)

@@ -248,6 +248,18 @@ def test_export_failure_keeps_fp32_and_records_it(manifest, monkeypatch, caplog)
     assert "no int8 model available" in report["reason"]
 
 
+def test_an_export_that_changes_the_logits_is_a_failure(manifest, monkeypatch):
+    class DriftingClassifier(OnnxClassifier):
+        def predict_logits(self, batch):
+            return super().predict_logits(batch) + 0.5
+
+    monkeypatch.setattr(nodes, "OnnxClassifier", DriftingClassifier)
+    models, attempt = build_onnx_models(_bundle(), manifest, PARAMS)
+    assert models == {}
+    assert attempt["failure"]["stage"] == "export"
+    assert "ONNX logits differ from PyTorch by 0.5" in attempt["failure"]["error"]
+
+
 def test_quantizer_failure_of_one_method_keeps_the_other(manifest, monkeypatch):
     real = nodes.quantize_onnx
 

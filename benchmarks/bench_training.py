@@ -92,7 +92,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def _settings(args: argparse.Namespace, epochs: int, cache: bool) -> dict[str, Any]:
     base = yaml.safe_load((ROOT / "conf" / "base" / "parameters_training.yml").read_text())
     training = copy.deepcopy(base["training"])
-    training["candidates"] = {"bench": {"architecture": args.architecture}}
+    training["candidates"] = ["bench"]
+    training["candidate_overrides"] = {"bench": {"architecture": args.architecture}}
     training["image_size"] = args.image_size
     training["epochs"] = epochs
     training["device"] = args.device

@@ -105,6 +105,11 @@ def training_parameters(
 def candidate_names(training: Mapping[str, Any]) -> list[str]:
     """Validated candidate names, in config order, from a ``training`` parameter block.
 
+    ``training.candidates`` is a **list** of names. (A list, not a mapping: parameters are
+    soft-merged across environments, and a list in ``conf/<env>`` replaces the base list
+    where a mapping would be merged into it, so an environment could never drop a base
+    candidate.) Per-candidate settings live in ``training.candidate_overrides``.
+
     Args:
         training: The ``training`` parameters.
 
@@ -117,22 +122,20 @@ def candidate_names(training: Mapping[str, Any]) -> list[str]:
     candidates = training.get("candidates")
     if not candidates:
         raise CandidateConfigError("`training.candidates` must name at least one candidate.")
-    if isinstance(candidates, Mapping):
-        names = [str(name) for name in candidates]
-    elif isinstance(candidates, list):
-        names = [str(item) for item in candidates]
-    else:
+    if not isinstance(candidates, list | tuple):
         raise CandidateConfigError(
-            "`training.candidates` must be a mapping of name -> overrides (or a list of names), "
-            f"got {type(candidates).__name__}."
+            "`training.candidates` must be a list of names (settings per candidate go under "
+            f"`training.candidate_overrides`), got {type(candidates).__name__}."
         )
+    names = [str(item) for item in candidates]
     if len(set(names)) != len(names):
         raise CandidateConfigError(f"Duplicate candidate names in {names}.")
     bad = [name for name in names if not _NAME.match(name)]
     if bad:
         raise CandidateConfigError(
             f"Candidate names {bad} are not usable as Kedro namespaces: use letters, digits "
-            "and underscores (set `architecture` for timm names with dots or dashes)."
+            "and underscores (and set `architecture` in candidate_overrides for timm names "
+            "with dots or dashes)."
         )
     return names
 
@@ -165,9 +168,9 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 def candidate_config(training: Mapping[str, Any], candidate: str) -> dict[str, Any]:
     """The effective settings of one candidate: the shared block with its overrides applied.
 
-    Every key of ``training`` except ``candidates`` is a default for all candidates; a
-    candidate's own mapping overrides any of them (nested mappings are merged key by key).
-    ``architecture`` defaults to the candidate's name.
+    Every key of ``training`` except ``candidates`` and ``candidate_overrides`` is a default
+    for all candidates; ``candidate_overrides.<name>`` overrides any of them (nested mappings
+    are merged key by key). ``architecture`` defaults to the candidate's name.
 
     Args:
         training: The ``training`` parameters.
@@ -182,10 +185,13 @@ def candidate_config(training: Mapping[str, Any], candidate: str) -> dict[str, A
     names = candidate_names(training)
     if candidate not in names:
         raise CandidateConfigError(f"Unknown candidate '{candidate}'; configured: {names}.")
-    candidates = training["candidates"]
-    overrides = candidates.get(candidate) if isinstance(candidates, Mapping) else None
-    shared = {key: value for key, value in training.items() if key != "candidates"}
-    config = _deep_merge(shared, overrides or {})
+    overrides = (training.get("candidate_overrides") or {}).get(candidate) or {}
+    shared = {
+        key: value
+        for key, value in training.items()
+        if key not in {"candidates", "candidate_overrides"}
+    }
+    config = _deep_merge(shared, overrides)
     config["name"] = candidate
     config.setdefault("architecture", candidate)
     return config

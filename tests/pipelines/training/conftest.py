@@ -15,7 +15,8 @@ from tests.conftest import copy_demo
 
 #: Tiny settings: timm's test models at 64 px, CPU, a few epochs.
 TINY_TRAINING: dict[str, Any] = {
-    "candidates": {"test_resnet": {}, "test_vit": {}},
+    "candidates": ["test_resnet", "test_vit"],
+    "candidate_overrides": {},
     "weights": "random",
     "seed": 0,
     "image_size": 64,

@@ -45,7 +45,8 @@ def test_adding_a_candidate_is_a_config_change_only(
 ) -> None:
     params_file = kedro_project / "conf" / "test" / "parameters_training.yml"
     params = yaml.safe_load(params_file.read_text())
-    params["training"]["candidates"]["convnext_tiny"] = {"epochs": 2}
+    params["training"]["candidates"].append("convnext_tiny")
+    params["training"]["candidate_overrides"] = {"convnext_tiny": {"epochs": 2}}
     params_file.write_text(yaml.safe_dump(params))
     monkeypatch.setenv("KEDRO_ENV", "test")
 
@@ -76,11 +77,13 @@ def test_adding_a_candidate_is_a_config_change_only(
     config = candidate_config(params["training"], "convnext_tiny")
     assert config["architecture"] == "convnext_tiny"
     assert config["epochs"] == 2
+    assert candidate_config(params["training"], "test_vit")["epochs"] == 3
 
 
 def test_candidate_overrides_merge_over_the_shared_settings() -> None:
     training = {
-        "candidates": {"small": {"architecture": "test_vit", "features": {"views": 1}}, "b": None},
+        "candidates": ["small", "b"],
+        "candidate_overrides": {"small": {"architecture": "test_vit", "features": {"views": 1}}},
         "epochs": 10,
         "features": {"cache": True, "views": 3},
     }
@@ -96,10 +99,10 @@ def test_candidate_overrides_merge_over_the_shared_settings() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({}, "at least one"),
-        ({"vit.base": {}}, "not usable as Kedro namespaces"),
+        ([], "at least one"),
+        (["vit.base"], "not usable as Kedro namespaces"),
         (["a", "a"], "Duplicate"),
-        ("resnet50", "must be a mapping"),
+        ({"resnet50": {}}, "must be a list"),
     ],
 )
 def test_bad_candidate_lists_are_clear_errors(value: object, message: str) -> None:

@@ -89,15 +89,23 @@ def percentiles(values_ms: list[float]) -> dict[str, float]:
 
 
 def interleaved(
-    functions: dict[str, Callable[[bytes], Any]], images: list[bytes], warmup: int
+    functions: dict[str, Callable[[bytes], Any]],
+    images: list[bytes],
+    warmup_calls: int,
+    warmup_s: float,
 ) -> dict[str, list[float]]:
     """Milliseconds per call of each function on each image, the functions taking turns.
 
-    ``warmup`` untimed rounds come first (lazy imports, allocator, first-request costs).
+    Each function is first warmed up for at least ``warmup_calls`` calls and ``warmup_s``
+    seconds: on this machine class the first seconds of torch inference in a process run several
+    times slower (allocator, oneDNN primitive caches), and a count of calls alone did not cover
+    them.
     """
-    for data in images[:warmup]:
-        for function in functions.values():
-            function(data)
+    for function in functions.values():
+        started, calls = time.perf_counter(), 0
+        while calls < warmup_calls or time.perf_counter() - started < warmup_s:
+            function(images[calls % len(images)])
+            calls += 1
     timings: dict[str, list[float]] = {name: [] for name in functions}
     for data in images:
         for name, function in functions.items():
@@ -234,7 +242,10 @@ def bench_one(
         # Interleaved, one call at a time: the idle server costs no CPU while the raw forward
         # runs, and drifting background load hits the three measurements alike.
         timed = interleaved(
-            {"raw": raw, "pyfunc": through_pyfunc, "served": served}, images, args.warmup
+            {"raw": raw, "pyfunc": through_pyfunc, "served": served},
+            images,
+            args.warmup,
+            args.warmup_s,
         )
         raw_ms, pyfunc_ms, served_ms = timed["raw"], timed["pyfunc"], timed["served"]
         concurrent_ms, wall_s, errors = concurrent_requests(
@@ -310,7 +321,8 @@ def main() -> None:
         default=None,
         help="torch intra-op threads, here and in the server (OMP_NUM_THREADS); default: torch's",
     )
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up calls, at least")
+    parser.add_argument("--warmup-s", type=float, default=10.0, help="warm-up seconds, at least")
     parser.add_argument("--calibration", type=int, default=8, help="int8 calibration images")
     parser.add_argument("--timeout", type=float, default=120.0, help="per request (s)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)

@@ -11,7 +11,9 @@ with the same settings except ``features.cache``:
   head configuration on the same data).
 
 Every row is measured in the same process, one after the other, so the ratios compare like with
-like on a noisy machine. Run from the repository root::
+like on a noisy machine; the table also gives the process CPU-time ratio (less sensitive to other
+processes on a shared machine) and the number of backbone passes each side made (the work
+ratio, which does not depend on the machine at all). Run from the repository root::
 
     .venv/bin/python benchmarks/bench_training.py                       # resnet50, 224 px
     .venv/bin/python benchmarks/bench_training.py --architecture vit_base_patch16_224
@@ -103,10 +105,12 @@ def _settings(args: argparse.Namespace, epochs: int, cache: bool) -> dict[str, A
     return training
 
 
-def _timed(manifest: pd.DataFrame, cache_dir: Path, training: dict[str, Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+def _timed(
+    manifest: pd.DataFrame, cache_dir: Path, training: dict[str, Any]
+) -> tuple[float, float, Any]:
+    start, cpu_start = time.perf_counter(), time.process_time()
     _, report = train_candidate(manifest, FeatureCache(cache_dir), training, candidate="bench")
-    return time.perf_counter() - start, report
+    return time.perf_counter() - start, time.process_time() - cpu_start, report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         "--per-class", type=int, default=None, help="demo images per class (default: all 40)"
     )
     args = parser.parse_args(argv)
+    if args.per_class is not None and args.per_class < 10:
+        parser.error("--per-class must be at least 10 (an 80/10/10 split needs validation images)")
     logging.basicConfig(level=logging.ERROR)  # the random-weights warning is said once, below
 
     manifest = (
@@ -144,12 +150,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for epochs in args.epochs:
             cold_dir = scratch / f"cache_{epochs}"
-            reference_s, reference = _timed(
+            reference_s, reference_cpu, reference = _timed(
                 manifest, scratch / "unused", _settings(args, epochs, cache=False)
             )
-            cold_s, cold = _timed(manifest, cold_dir, _settings(args, epochs, cache=True))
-            warm_s, warm = _timed(manifest, cold_dir, _settings(args, epochs, cache=True))
+            cold_s, cold_cpu, cold = _timed(manifest, cold_dir, _settings(args, epochs, cache=True))
+            warm_s, _, warm = _timed(manifest, cold_dir, _settings(args, epochs, cache=True))
             shutil.rmtree(cold_dir, ignore_errors=True)
+            n_train, n_val = reference["n_train"], reference["n_validation"]
+            reference_passes = epochs * (n_train + n_val)
             rows.append(
                 {
                     "epochs": epochs,
@@ -158,10 +166,11 @@ def main(argv: list[str] | None = None) -> None:
                     "cached_warm_s": warm_s,
                     "speed-up_cold": reference_s / cold_s,
                     "speed-up_warm": reference_s / warm_s,
-                    "val_acc_reference": reference["history"][-1]["val_accuracy"],
+                    "cpu_speed-up_cold": reference_cpu / cold_cpu,
+                    "backbone_passes_ref/cold": f"{reference_passes}/{cold['cache']['misses']}",
+                    "warm_misses": warm["cache"]["misses"],
+                    "val_acc_ref": reference["history"][-1]["val_accuracy"],
                     "val_acc_cached": cold["history"][-1]["val_accuracy"],
-                    "cold_misses": cold["cache"]["misses"],
-                    "warm_hits": warm["cache"]["hits"],
                 }
             )
             print(

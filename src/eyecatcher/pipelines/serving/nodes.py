@@ -71,7 +71,8 @@ def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``name``, ``alias``, ``version``, ``run_id``, ``model_uri`` (``models:/name/version``),
-        ``alias_uri`` (``models:/name@alias``) and the absolute ``tracking_uri``.
+        ``alias_uri`` (``models:/name@alias``), and the absolute ``tracking_uri`` and
+        ``registry_uri``.
 
     Raises:
         ChampionNotFoundError: If the model or the alias does not exist, with what to do next.
@@ -82,13 +83,15 @@ def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
     name = str(params["model_name"])
     alias = str(params.get("alias", "champion"))
     tracking_uri = absolute_tracking_uri(mlflow.get_tracking_uri())
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    # The registry is the tracking store unless kedro-mlflow's `mlflow_registry_uri` says not.
+    registry_uri = absolute_tracking_uri(mlflow.get_registry_uri() or tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         raise ChampionNotFoundError(
             f"No version of registered model '{name}' has the alias '{alias}' in the registry "
-            f"at {tracking_uri}. Run the training pipelines first (`kedro run`), which register "
+            f"at {registry_uri}. Run the training pipelines first (`kedro run`), which register "
             f"a model that passes the gate and make it '{alias}'; or set "
             f"MLFLOW_TRACKING_URI to the registry that holds it. ({exc.message})"
         ) from exc
@@ -100,6 +103,7 @@ def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
         "model_uri": f"models:/{name}/{version.version}",
         "alias_uri": f"models:/{name}@{alias}",
         "tracking_uri": tracking_uri,
+        "registry_uri": registry_uri,
     }
     logger.info("Champion: %s is version %s (run %s)", champion["alias_uri"], *_vr(champion))
     return champion
@@ -306,6 +310,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _server_env(champion: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, str]:
+    env = {str(k): str(v) for k, v in (params.get("server_env") or {}).items()}
+    registry_uri = champion.get("registry_uri")
+    if registry_uri and registry_uri != champion["tracking_uri"]:
+        env.setdefault("MLFLOW_REGISTRY_URI", str(registry_uri))
+    return env
+
+
 def _records(predictions: Any) -> list[dict[str, Any]]:
     if isinstance(predictions, pd.DataFrame):
         return predictions.to_dict(orient="records")
@@ -414,7 +426,7 @@ def staging_smoke_test(
         port=params.get("port"),
         workers=int(params.get("workers", 1)),
         request_timeout_s=int(params.get("server_request_timeout_s", 60)),
-        extra_env={str(k): str(v) for k, v in (params.get("server_env") or {}).items()},
+        extra_env=_server_env(champion, params),
         log_dir=log_dir,
     )
     seen = _Observations()

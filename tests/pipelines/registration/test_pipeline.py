@@ -307,6 +307,27 @@ def test_champion_kept_when_the_candidate_is_worse(registry, bundles, tmp_path) 
     assert len(registry.search_model_versions(f"name='{MODEL}'")) == 1
 
 
+def test_rerun_without_changes_keeps_the_champion_unregistered(registry, bundles, tmp_path) -> None:
+    manifest = write_manifest(tmp_path / "images")
+    with mlflow.start_run():
+        first, _ = register_model(**inputs(bundles, manifest, accuracy=0.8))
+    strict = inputs(bundles, manifest, accuracy=0.8, gate__fail_run_on_failure=True)
+    with mlflow.start_run():
+        again, metrics = register_model(**strict)
+    assert first["outcome"] == "registered"
+    assert again["outcome"] == "unchanged" and again["version"] is None
+    assert again["aliases"] == {"champion": "1"}
+    assert len(registry.search_model_versions(f"name='{MODEL}'")) == 1
+    assert registry.get_model_version(MODEL, "1").tags["model_fingerprint"]
+    assert metrics["registered"]["value"] == 0.0
+    enforce_gate(again, strict["params"])  # no change is not a failure, even for CI
+    # Another decision threshold is another served model.
+    changed = inputs(bundles, manifest, accuracy=0.8, decision__block_threshold=0.95)
+    with mlflow.start_run():
+        third, _ = register_model(**changed)
+    assert third["outcome"] == "registered" and third["version"] == "2"
+
+
 def test_champion_replaced_within_the_margin(registry, bundles, tmp_path) -> None:
     manifest = write_manifest(tmp_path / "images")
     with mlflow.start_run():
@@ -359,7 +380,13 @@ def test_unscorable_champion_follows_the_policy(
     new = write_manifest(tmp_path / "b", seed=9)
     with mlflow.start_run() as run:
         report, _ = register_model(
-            **inputs(bundles, new, accuracy=0.9, gate__on_unscorable_champion=policy)
+            **inputs(
+                bundles,
+                new,
+                accuracy=0.9,
+                selected="test_vit",
+                gate__on_unscorable_champion=policy,
+            )
         )
     if policy == "fail":
         assert report["outcome"] == "rejected"

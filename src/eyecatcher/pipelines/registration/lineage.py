@@ -1,11 +1,14 @@
-"""Lineage facts recorded on every registered version: code commit and data fingerprints."""
+"""Lineage facts recorded on every registered version: code commit, data and model fingerprints."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -74,3 +77,36 @@ def git_commit(path: str | Path = ".") -> tuple[str, bool | None]:
         logger.warning("No git commit for the registered version's lineage: %s", exc)
         return "unknown", None
     return commit, bool(status.strip())
+
+
+def model_fingerprint(
+    bundle_state: Mapping[str, Any], settings: Mapping[str, Any], onnx_path: str | Path | None
+) -> str:
+    """A content hash of what a registered version would serve.
+
+    Two registrations with the same weights, preprocessing, classes, precision (and ONNX file)
+    and serving settings have the same fingerprint: re-running the pipeline without a change
+    then keeps the champion instead of registering a copy of it.
+
+    Args:
+        bundle_state: ``architecture``, ``classes``, ``data_config``, ``safe_class`` and
+            ``state_dict`` of the bundle.
+        settings: Everything else frozen into the served model (precision, thresholds,
+            limits), JSON-serialisable.
+        onnx_path: The ONNX file that would be served, if any.
+
+    Returns:
+        A hex sha256.
+    """
+    digest = hashlib.sha256()
+    header = {k: v for k, v in bundle_state.items() if k != "state_dict"}
+    digest.update(json.dumps({"bundle": header, "settings": settings}, sort_keys=True).encode())
+    for name in sorted(bundle_state["state_dict"]):
+        tensor = bundle_state["state_dict"][name]
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if onnx_path is not None:
+        with Path(onnx_path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -36,7 +36,11 @@ from eyecatcher.pipelines.registration.gate import (
     GateSettings,
     decide,
 )
-from eyecatcher.pipelines.registration.lineage import git_commit, manifest_hash
+from eyecatcher.pipelines.registration.lineage import (
+    git_commit,
+    manifest_hash,
+    model_fingerprint,
+)
 from eyecatcher.preprocessing import bytes_to_batch
 from eyecatcher.serving_model.contract import DecisionThresholds, ServingConfig, encode_image
 from eyecatcher.serving_model.packaging import log_served_model
@@ -49,6 +53,7 @@ CHALLENGER = "challenger"
 #: Version tag holding the gate accuracy, reused when a later candidate has the same test split.
 ACCURACY_TAG = "test_accuracy"
 TEST_SPLIT_TAG = "test_split_hash"
+FINGERPRINT_TAG = "model_fingerprint"
 
 
 class RegistrationInputError(ValueError):
@@ -440,7 +445,9 @@ def register_model(
     current champion on the same test split; on pass, register a new version with lineage tags,
     give it the alias ``challenger``, run the staging inference test on it through the
     registry, then move ``champion`` to it (the previous champion keeps its version and loses
-    only the alias). On fail nothing is registered.
+    only the alias). On fail nothing is registered. A candidate whose fingerprint (weights,
+    preprocessing, precision, thresholds, limits) equals the champion's is not registered
+    again (outcome ``unchanged``).
 
     Args:
         candidate_selection: Training's ``candidate_selection`` (``selected``, ``metric``, ...).
@@ -477,6 +484,24 @@ def register_model(
         comparison = _compare_with_champion(
             champion, model_name, test_split_hash, split_manifest, params
         )
+        serving = dict(params.get("serving") or {})
+        fingerprint = model_fingerprint(
+            {
+                "architecture": bundle.architecture,
+                "classes": list(bundle.classes),
+                "data_config": bundle.data_config,
+                "safe_class": bundle.safe_class,
+                "model_kwargs": getattr(bundle, "model_kwargs", {}),
+                "state_dict": bundle.state_dict,
+            },
+            {
+                "precision": served["precision"],
+                "thresholds": [thresholds.review, thresholds.block],
+                "serving": serving,
+                "model_name": model_name,
+            },
+            served["onnx_path"],
+        )
         gate = decide(served["accuracy"], settings, comparison)
         gate.warnings.extend(threshold_warnings)
         report: dict[str, Any] = {
@@ -502,6 +527,16 @@ def register_model(
                 f"champion stays v{champion.version}" if champion else "there is no champion",
             )
             report["outcome"] = "rejected"
+        elif champion is not None and champion.tags.get(FINGERPRINT_TAG) == fingerprint:
+            # Nothing that would be served has changed: a copy of the champion is no news.
+            logger.info(
+                "Candidate '%s' is what champion v%s already serves (same fingerprint); "
+                "nothing registered.",
+                candidate,
+                champion.version,
+            )
+            report["outcome"] = "unchanged"
+            report["aliases"] = {CHAMPION: str(champion.version)}
         else:
             tags = _lineage_tags(
                 candidate=candidate,
@@ -517,7 +552,7 @@ def register_model(
                 training_run=training_run,
                 selection=candidate_selection,
             )
-            serving = dict(params.get("serving") or {})
+            tags[FINGERPRINT_TAG] = fingerprint
             config_values = {
                 "model_name": model_name,
                 "candidate": candidate,
@@ -609,10 +644,12 @@ def enforce_gate(registration_report: dict[str, Any], params: dict[str, Any]) ->
         params: The ``registration`` parameters.
 
     Raises:
-        GateFailedError: When the candidate was not made champion and the switch is on.
+        GateFailedError: When the gate or the staging test refused the candidate and the
+            switch is on (an unchanged champion is not a refusal).
     """
     settings = GateSettings.from_params(params["gate"])
-    if registration_report["outcome"] != "registered" and settings.fail_run_on_failure:
+    refused = registration_report["outcome"] in {"rejected", "smoke_test_failed"}
+    if refused and settings.fail_run_on_failure:
         raise GateFailedError(
             f"Registration gate failed for '{registration_report['candidate']}' "
             f"({registration_report['outcome']}): "

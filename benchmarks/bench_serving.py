@@ -234,7 +234,7 @@ def bench_one(
             raise RuntimeError(f"served request failed: {response.status_code} {response.text}")
 
     # The same intra-op thread count on both sides, or the ratio compares thread counts.
-    server_env = {} if args.threads is None else {"OMP_NUM_THREADS": str(args.threads)}
+    server_env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     with ModelServer(
         uri, tracking_uri=mlflow.get_tracking_uri(), workers=args.workers, extra_env=server_env
     ) as server:
@@ -318,8 +318,10 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="torch intra-op threads, here and in the server (OMP_NUM_THREADS); default: torch's",
+        default=1,
+        help="torch intra-op threads here and in the server (OMP_NUM_THREADS); 0: torch's "
+        "default (on a busy 2-vCPU VM the in-process 2-thread forward was erratic, see "
+        "docs/serving.md)",
     )
     parser.add_argument("--warmup", type=int, default=3, help="warm-up calls, at least")
     parser.add_argument("--warmup-s", type=float, default=10.0, help="warm-up seconds, at least")
@@ -336,7 +338,7 @@ def main() -> None:
         args.images = min(args.images, 10)
     if args.json:
         args.json = args.json.resolve()  # before the chdir below
-    if args.threads is not None:
+    if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")

@@ -9,7 +9,7 @@ PORT ?= 5000
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test lint format mlflow-ui serve demo-data benchmarks clean-outputs
+.PHONY: run test lint format mlflow-ui serve demo-data clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ format: $(VENV)/.installed-dev
 
 mlflow-ui: $(VENV)/.installed-run ## browse runs and the registry on http://127.0.0.1:$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --default-artifact-root ./mlruns --host 127.0.0.1 --port $(PORT)
+
+serve: $(VENV)/.installed-run ## serve the champion on 127.0.0.1 after a staging smoke test (Ctrl-C stops)
+	$(BIN)/kedro run --pipelines serving --params serving.foreground=true
 
 demo-data: $(VENV)/.installed-run ## regenerate the synthetic demo under data/01_raw/demo
 	$(BIN)/python scripts/make_demo_data.py

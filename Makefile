@@ -9,18 +9,21 @@ PORT ?= 5000
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test lint format mlflow-ui serve demo-data clean-outputs
+.PHONY: run test lint format mlflow-ui serve demo-data lock clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Stamps re-run the install only when pyproject.toml changes.
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e .
+CONSTRAINTS := requirements/constraints.txt
+
+# Stamps re-run the install only when the dependencies change. The constraints file pins
+# known-good versions so that pip never backtracks through releases (boto3/aiobotocore).
+$(VENV)/.installed-run: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install -e . -c $(CONSTRAINTS)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]" -c $(CONSTRAINTS)
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run ## run the whole pipeline on the embedded demo (offline)
@@ -46,6 +49,10 @@ serve: $(VENV)/.installed-run ## serve the champion on 127.0.0.1 after a staging
 
 demo-data: $(VENV)/.installed-run ## regenerate the synthetic demo under data/01_raw/demo
 	$(BIN)/python scripts/make_demo_data.py
+
+lock: $(VENV)/.installed-dev ## refresh requirements/constraints.txt from the working venv
+	{ head -3 $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable | grep -v '^eyecatcher'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean-outputs: ## delete pipeline outputs (keeps the demo inputs and the label cache)
 	find data/02_intermediate data/03_primary data/04_feature data/05_model_input data/06_models data/07_model_output data/08_reporting -type f ! -name .gitkeep -delete

@@ -153,17 +153,6 @@ def test_a_batch_that_breaks_the_model_is_rescored_row_by_row(champion: dict) ->
     assert rows[1]["error"] == "model_error: RuntimeError: kernel exploded"
 
 
-@pytest.fixture
-def moto_s3() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_s3_prefix_is_scored(moto_s3: str, champion: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -108,18 +107,6 @@ def test_metrics_for_mlflow() -> None:
     assert metrics["quarantined.truncated"] == {"value": 2.0, "step": 0}
 
 
-@pytest.fixture
-def moto_s3() -> Iterator[str]:
-    """A real S3 API (moto's server) on 127.0.0.1, on a free port."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_ingestion_from_s3_through_moto(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> None:

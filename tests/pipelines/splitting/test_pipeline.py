@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -206,18 +205,6 @@ def test_missing_label_columns_are_an_error() -> None:
         compute_perceptual_hashes(pd.DataFrame({"sha256": [], "uri": [], "class": []}), PARAMS)
 
 
-@pytest.fixture
-def moto_s3() -> Iterator[str]:
-    """A real S3 API (moto's server) on 127.0.0.1, on a free port."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_images_are_read_from_s3(

@@ -19,20 +19,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from eyecatcher.pipelines.serving.probes import encode_b64
+from eyecatcher.serving_model.contract import ID_COLUMN, OUTPUT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the verdict table, in order.
-VERDICT_COLUMNS = (
-    "path",
-    "class",
-    "probabilities",
-    "unsafe_score",
-    "decision",
-    "model_name",
-    "model_version",
-    "error",
-)
+#: Columns of the verdict table, in order: the served model's response, keyed by file path.
+VERDICT_COLUMNS = ("path", *(c for c in OUTPUT_COLUMNS if c != ID_COLUMN))
 
 
 def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:

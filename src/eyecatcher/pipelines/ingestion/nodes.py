@@ -218,7 +218,7 @@ def log_ingestion_metrics(summary: dict[str, Any]) -> dict[str, dict[str, float]
         "quarantined": summary["quarantined"],
         "duplicates": summary["duplicates"],
     }
-    # The catalog's metrics dataset prefixes every key with its own name (ingestion_metrics.).
+    # The catalog's metrics dataset adds the `ingestion.` prefix.
     for reason, count in summary["quarantined_by_reason"].items():
         metrics[f"quarantined.{reason}"] = count
     return {key: {"value": float(value), "step": 0} for key, value in metrics.items()}

@@ -77,3 +77,31 @@ def test_minimum_side_is_configurable() -> None:
     data = encode(Image.new("RGB", (100, 100)), "PNG")
     with pytest.raises(ImageRejectedError, match="too_small"):
         validate_image(data, min_side=120)
+
+
+def test_motion_photo_with_a_video_after_the_jpeg_is_complete() -> None:
+    # Google and Samsung "motion photos" append an MP4 after the JPEG's end-of-image marker:
+    # the image is intact however many bytes follow it.
+    rng = np.random.default_rng(3)
+    rgb = Image.fromarray(rng.integers(0, 255, (96, 120, 3), dtype=np.uint8), "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    jpeg = encode(rgb, "JPEG", exif=exif.tobytes())
+    video = b"\x00\x00\x00\x18ftypmp42" + rng.integers(1, 255, 200_000, dtype=np.uint8).tobytes()
+    info = validate_image(jpeg + video.replace(b"\xff\xd9", b"\xff\x00"))
+    assert (info.width, info.height, info.format) == (120, 96, "JPEG")
+    assert decode_image(jpeg + video).tobytes() == decode_image(jpeg).tobytes()
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_anywhere_before_its_end_marker_is_truncated(progressive: bool) -> None:
+    rgb = Image.fromarray(
+        np.random.default_rng(4).integers(0, 255, (96, 120, 3), dtype=np.uint8), "RGB"
+    )
+    # The embedded EXIF thumbnail ends with its own end-of-image marker; it must not count.
+    thumbnail = encode(rgb.resize((32, 24)), "JPEG")
+    jpeg = encode(rgb, "JPEG", progressive=progressive, exif=b"Exif\x00\x00" + thumbnail)
+    for cut in range(len(jpeg) // 4, len(jpeg) - 1, 97):
+        with pytest.raises(ImageRejectedError) as excinfo:
+            decode_image(jpeg[:cut])
+        assert excinfo.value.reason in {"truncated", "corrupt"}

@@ -116,6 +116,50 @@ def _load(image: Image.Image) -> None:
         raise ImageRejectedError("corrupt", str(exc) or type(exc).__name__) from exc
 
 
+def _jpeg_reaches_end_marker(data: bytes) -> bool:
+    """Whether the JPEG stream's own structure reaches its end-of-image (EOI) marker.
+
+    The segments are walked by their lengths (so the EOI of an embedded EXIF thumbnail does not
+    count) and entropy-coded data is skipped up to its next real marker. Bytes after the EOI do
+    not matter: phones append whole videos there (Google and Samsung "motion photos"), and the
+    image itself is complete.
+    """
+    size = len(data)
+    position = 2  # after SOI
+    while position < size:
+        if data[position] != 0xFF:
+            # Stray bytes between segments (libjpeg tolerates them): resynchronise.
+            position = data.find(b"\xff", position)
+            if position == -1:
+                return False
+        while position < size and data[position] == 0xFF:  # fill bytes
+            position += 1
+        if position >= size:
+            return False
+        marker = data[position]
+        position += 1
+        if marker == 0xD9:
+            return True
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            continue
+        if position + 2 > size:
+            return False
+        position += int.from_bytes(data[position : position + 2], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker
+            while True:
+                position = data.find(b"\xff", position)
+                if position == -1 or position + 1 >= size:
+                    return False
+                following = data[position + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffing, restart
+                    position += 2
+                elif following == 0xFF:
+                    position += 1
+                else:
+                    break
+    return False
+
+
 def _check_complete(data: bytes, image_format: str) -> None:
     """Reject files whose container says they were cut short, even if the pixels decoded.
 
@@ -123,7 +167,7 @@ def _check_complete(data: bytes, image_format: str) -> None:
     warns, and a PNG cut inside its last chunks still decodes; both files were truncated
     whatever the decoder says.
     """
-    if image_format in {"JPEG", "MPO"} and b"\xff\xd9" not in data[-4096:]:
+    if image_format in {"JPEG", "MPO"} and not _jpeg_reaches_end_marker(data):
         raise ImageRejectedError("truncated", "JPEG data ends without an end-of-image marker")
     if image_format == "PNG" and data.rfind(b"IEND") == -1:
         raise ImageRejectedError("truncated", "PNG data ends without an IEND chunk")

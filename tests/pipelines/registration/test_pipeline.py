@@ -561,3 +561,19 @@ def test_default_run_on_the_demo_registers_a_champion_and_an_impossible_bar_keep
         filepath=str(kedro_project / "data" / "08_reporting" / "registration_report.json")
     ).load()
     assert report["outcome"] == "rejected"
+
+
+def test_interrupted_upload_leaves_no_half_made_version(
+    registry, bundles, tmp_path, monkeypatch
+) -> None:
+    manifest = write_manifest(tmp_path / "images")
+
+    def interrupted(**kwargs: Any) -> None:
+        raise KeyboardInterrupt("Ctrl-C while the model uploads")
+
+    monkeypatch.setattr(registration_nodes, "log_served_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        register_model(**inputs(bundles, manifest, accuracy=0.9))
+    assert registry.search_model_versions(f"name='{MODEL}'") == []
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        registry.get_model_version_by_alias(MODEL, "champion")

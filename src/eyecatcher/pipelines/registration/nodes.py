@@ -423,8 +423,9 @@ def _register(
         log_served_model(
             bundle=bundle, config=config, onnx_path=served["onnx_path"], model_id=logged.model_id
         )
-    except Exception:
+    except BaseException:
         # Nobody can resolve the half-made version yet (no alias): remove it, keep the error.
+        # BaseException: a Ctrl-C while the model uploads must not leave an empty version.
         client.delete_model_version(model_name, version.version)
         mlflow.finalize_logged_model(logged.model_id, "FAILED")
         raise

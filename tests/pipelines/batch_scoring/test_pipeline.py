@@ -222,3 +222,30 @@ def test_batch_scoring_pipeline_writes_the_verdict_table(
         (kedro_project / "data/08_reporting/batch_scoring_summary.json").read_text()
     )
     assert summary["n_images"] == len(expected) and summary["model_version"] == "1"
+
+
+def test_default_extensions_cover_every_served_format_and_skips_are_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import yaml
+
+    conf = Path(__file__).resolve().parents[3] / "conf/base/parameters_batch_scoring.yml"
+    defaults = yaml.safe_load(conf.read_text())["batch_scoring"]
+    images = good_images(seed=6)
+    suffixes = {
+        "rgb.jpg": ".JPG",
+        "rgb.png": ".png",
+        "rgb.webp": ".webp",
+        "animated.gif": ".gif",
+        "rgb.bmp": ".bmp",
+        "rgb.tiff": ".tif",
+        "rgb.avif": ".avif",
+        "phone.heic": ".HEIC",
+    }
+    for index, (name, suffix) in enumerate(suffixes.items()):
+        (tmp_path / f"photo{index}{suffix}").write_bytes(images[name])
+    (tmp_path / "notes.txt").write_text("not an image")
+    with caplog.at_level("WARNING"):
+        listed = list_images_to_score({**defaults, "source": str(tmp_path)})
+    assert len(listed) == len(suffixes)
+    assert "1 of 9 files" in caplog.text and ".txt" in caplog.text

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
@@ -52,10 +53,25 @@ def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
         found = fs.find(root) if params.get("recursive", True) else fs.ls(root, detail=False)
     extensions = {str(e).lower() for e in params.get("extensions") or []}
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    kept = [
+        path for path in found if not extensions or path.lower().endswith(tuple(extensions))
+    ]
+    skipped = len(found) - len(kept)
+    if skipped:
+        # Files left out get no verdict row at all: say so, so that a folder of, say, phone
+        # photos in a format missing from `extensions` is not mistaken for a clean run.
+        examples = sorted({PurePosixPath(p).suffix.lower() or "(none)" for p in found} - {""})
+        logger.warning(
+            "Batch scoring: %d of %d files under %s skipped: their extension is not in "
+            "batch_scoring.extensions %s (extensions seen: %s)",
+            skipped,
+            len(found),
+            source,
+            sorted(extensions),
+            [e for e in examples if e not in extensions],
+        )
     paths = sorted(
-        path if protocol in {"file", "local"} else f"{protocol}://{path}"
-        for path in found
-        if not extensions or any(path.lower().endswith(ext) for ext in extensions)
+        path if protocol in {"file", "local"} else f"{protocol}://{path}" for path in kept
     )
     if not paths:
         raise ValueError(f"no files with extensions {sorted(extensions)} under {source!r} to score")

@@ -105,3 +105,25 @@ def test_a_jpeg_cut_anywhere_before_its_end_marker_is_truncated(progressive: boo
         with pytest.raises(ImageRejectedError) as excinfo:
             decode_image(jpeg[:cut])
         assert excinfo.value.reason in {"truncated", "corrupt"}
+
+
+def test_animation_cut_in_a_later_frame_is_truncated_not_a_crash() -> None:
+    # Counting the frames of a GIF cut inside its second frame raised IndexError from Pillow,
+    # which crashed a whole ingestion run instead of quarantining one file.
+    gif = good_images()["animated.gif"]
+    cut = gif[: len(gif) * 2 // 3]
+    for decode in (validate_image, decode_image):
+        with pytest.raises(ImageRejectedError) as excinfo:
+            decode(cut)
+        assert excinfo.value.reason == "truncated"
+
+
+def test_damaged_avif_is_corrupt_not_a_crash() -> None:
+    # libavif reports damage as RuntimeError, which Pillow lets through Image.open.
+    damaged = bytearray(good_images()["rgb.avif"])
+    damaged[81] = 0  # inside the item location box: "Missing or empty image item"
+    for decode in (validate_image, decode_image):
+        with pytest.raises(ImageRejectedError) as excinfo:
+            decode(bytes(damaged))
+        assert excinfo.value.reason == "corrupt"
+        assert "RuntimeError" in excinfo.value.detail

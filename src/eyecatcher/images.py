@@ -88,6 +88,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejectedError("not_an_image", "not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejectedError("corrupt", f"header could not be parsed: {exc}") from exc
+    except Exception as exc:  # any decoder failure on these bytes: see _decoder_failure
+        raise ImageRejectedError("corrupt", _decoder_failure("header", exc)) from exc
     if image.format not in SUPPORTED_FORMATS:
         raise ImageRejectedError(
             "unsupported_format",
@@ -114,6 +116,31 @@ def _load(image: Image.Image) -> None:
         raise ImageRejectedError("corrupt", message) from exc
     except (SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as exc:
         raise ImageRejectedError("corrupt", str(exc) or type(exc).__name__) from exc
+    except Exception as exc:  # any decoder failure on these bytes: see _decoder_failure
+        raise ImageRejectedError("corrupt", _decoder_failure("pixel data", exc)) from exc
+
+
+def _decoder_failure(stage: str, exc: Exception) -> str:
+    """Describe an unexpected decoder exception on damaged bytes.
+
+    Pillow's plugins do not keep to OSError/ValueError on malformed input: a damaged animated
+    GIF raises IndexError while its frames are counted, a damaged AVIF raises RuntimeError from
+    libavif. Such bytes are a corrupt file, not a reason to crash a whole ingestion run (or a
+    serving request), so they get the ``corrupt`` reason with the decoder's own words.
+    """
+    return f"{stage} could not be decoded ({type(exc).__name__}: {exc})"
+
+
+def _frame_count(image: Image.Image, data: bytes) -> int:
+    """Number of frames; counting them walks the whole file, so damage can surface here."""
+    try:
+        return int(getattr(image, "n_frames", 1))
+    except Exception as exc:  # any decoder failure on these bytes: see _decoder_failure
+        # A GIF ends with its trailer byte ";": without it, the file was cut short (an
+        # interrupted download of an animation fails here, in a later frame).
+        cut = image.format == "GIF" and not data.endswith(b";")
+        reason = "truncated" if cut else "corrupt"
+        raise ImageRejectedError(reason, _decoder_failure("frames", exc)) from exc
 
 
 def _jpeg_reaches_end_marker(data: bytes) -> bool:
@@ -201,7 +228,7 @@ def validate_image(
     image = _open(data, max_pixels)
     image_format = image.format
     mode = image.mode
-    n_frames = getattr(image, "n_frames", 1)
+    n_frames = _frame_count(image, data)
     _load(image)
     _check_complete(data, image_format)
     try:
@@ -275,7 +302,7 @@ def decode_image(
         _check_complete(data, "WEBP")
     image = _open(data, max_pixels)
     image_format = image.format
-    if getattr(image, "n_frames", 1) > 1:
+    if _frame_count(image, data) > 1:
         image.seek(0)
     if draft_min_side is not None and image_format in {"JPEG", "MPO"}:
         # libjpeg scales while decoding (DCT scaling): a 12 MP photo hashes ~4x faster.

@@ -156,3 +156,25 @@ def test_ingestion_pipeline_runs_in_a_kedro_session(kedro_project: Path) -> None
         kedro_project / "data/02_intermediate/ingestion_quarantine.parquet"
     )
     assert quarantine.empty
+
+
+def test_decoder_exceptions_outside_oserror_quarantine_instead_of_crashing(
+    tmp_path: Path,
+) -> None:
+    # Pillow raised IndexError (a GIF cut inside a later frame) and RuntimeError (damaged
+    # AVIF) here; either one used to abort the whole run and lose every other file's result.
+    root = tmp_path / "images"
+    root.mkdir()
+    animation = good_images()["animated.gif"]
+    (root / "cut_animation.gif").write_bytes(animation[: len(animation) * 2 // 3])
+    avif = bytearray(good_images()["rgb.avif"])
+    avif[81] = 0
+    (root / "damaged.avif").write_bytes(bytes(avif))
+    (root / "fine.jpg").write_bytes(good_images()["rgb.jpg"])
+    index, quarantine, summary = _run({"name": "local", "uri": str(root)})
+    reasons = dict(
+        zip(quarantine["uri"].map(lambda u: Path(u).name), quarantine["reason"], strict=True)
+    )
+    assert reasons == {"cut_animation.gif": "truncated", "damaged.avif": "corrupt"}
+    assert index["uri"].map(lambda u: Path(u).name).tolist() == ["fine.jpg"]
+    assert summary["quarantined"] == 2

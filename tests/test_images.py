@@ -127,3 +127,16 @@ def test_damaged_avif_is_corrupt_not_a_crash() -> None:
             decode(bytes(damaged))
         assert excinfo.value.reason == "corrupt"
         assert "RuntimeError" in excinfo.value.detail
+
+
+def test_sixteen_bit_grayscale_keeps_its_brightness() -> None:
+    # 16-bit samples have a fixed 0..65535 range: a dark image stays dark and a flat one stays
+    # its grey (a per-image min/max stretch made the first bright and the second black).
+    dark = np.full((100, 100), 2570, dtype=np.uint16)  # 2570 / 257 = 10
+    dark[:50] = 5140  # 20
+    pixels = np.asarray(decode_image(encode(Image.fromarray(dark), "PNG")))
+    assert pixels[0, 0].tolist() == [20, 20, 20]
+    assert pixels[-1, -1].tolist() == [10, 10, 10]
+    flat = np.full((100, 100), 32896, dtype=np.uint16)  # mid grey: 128
+    pixels = np.asarray(decode_image(encode(Image.fromarray(flat), "TIFF")))
+    assert np.all(pixels == 128)

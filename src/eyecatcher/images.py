@@ -252,9 +252,11 @@ def validate_image(
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Convert any Pillow image to 8-bit RGB the same way everywhere.
 
-    Transparent pixels are composited on ``background`` (not dropped to black), 16-bit and float
-    grayscale are rescaled to 8 bits, CMYK goes through Pillow's conversion, palettes are
-    expanded with their transparency.
+    Transparent pixels are composited on ``background`` (not dropped to black), 16-bit
+    grayscale keeps its brightness (0..65535 maps to 0..255, as image viewers show it), 32-bit
+    integer and float grayscale, whose range the file does not state, are rescaled from their
+    own minimum and maximum, CMYK goes through Pillow's conversion, palettes are expanded with
+    their transparency.
 
     Args:
         image: A decoded image in any mode.
@@ -265,7 +267,12 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     """
     if image.mode == "RGB":
         return image
-    if image.mode in {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}:
+    if image.mode in {"I;16", "I;16B", "I;16L", "I;16N"}:
+        # The range of 16-bit samples is fixed: stretching each image to its own min/max would
+        # turn a dark photo bright and a flat one black, i.e. change what the picture shows.
+        array = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.rint(array / 257.0).astype(np.uint8)).convert("RGB")
+    if image.mode in {"I", "F"}:
         array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
         scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)

@@ -577,3 +577,13 @@ def test_interrupted_upload_leaves_no_half_made_version(
     assert registry.search_model_versions(f"name='{MODEL}'") == []
     with pytest.raises(mlflow.exceptions.MlflowException):
         registry.get_model_version_by_alias(MODEL, "champion")
+
+
+def test_gate_reasons_never_print_two_equal_numbers() -> None:
+    settings = GateSettings(min_test_accuracy=0.6, max_regression_vs_champion=0.02)
+    none = ChampionComparison(None, None, "none")
+    assert decide(0.5972, settings, none).reasons == ["accuracy 0.5972 < 0.6000"]
+    champion = ChampionComparison("3", 0.9, "recorded")
+    (reason,) = decide(0.8769, settings, champion).reasons
+    assert reason.startswith("accuracy 0.88 is 0.0231 below champion v3 (0.90, recorded)")
+    assert reason.endswith("the allowed margin is 0.0200")

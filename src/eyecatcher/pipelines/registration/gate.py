@@ -108,6 +108,18 @@ class GateDecision:
         return {**asdict(self), "summary": self.summary}
 
 
+def _pair(value: float, bound: float) -> tuple[str, str]:
+    """Format two numbers with 2 decimals, or more when 2 would print them equal.
+
+    "accuracy 0.60 < 0.60" (0.5972 against 0.6) would read as a bug; more digits say why.
+    """
+    for decimals in (2, 4, 6):
+        left, right = f"{value:.{decimals}f}", f"{bound:.{decimals}f}"
+        if left != right:
+            return left, right
+    return repr(float(value)), repr(float(bound))
+
+
 def decide(accuracy: float, settings: GateSettings, champion: ChampionComparison) -> GateDecision:
     """Apply the gate to a candidate's test accuracy.
 
@@ -132,7 +144,8 @@ def decide(accuracy: float, settings: GateSettings, champion: ChampionComparison
     if accuracy is None or not math.isfinite(accuracy):
         decision.reasons.append(f"test accuracy is not a number ({accuracy})")
     elif accuracy < settings.min_test_accuracy:
-        decision.reasons.append(f"accuracy {accuracy:.2f} < {settings.min_test_accuracy:.2f}")
+        shown, bound = _pair(accuracy, settings.min_test_accuracy)
+        decision.reasons.append(f"accuracy {shown} < {bound}")
     else:
         passed_checks.append(f"accuracy {accuracy:.2f} >= {settings.min_test_accuracy:.2f}")
 
@@ -149,10 +162,14 @@ def decide(accuracy: float, settings: GateSettings, champion: ChampionComparison
         floor = champion.accuracy - settings.max_regression_vs_champion
         # A tiny epsilon so that "exactly the allowed margin" passes despite float rounding.
         if accuracy < floor - 1e-12:
+            shown, champion_shown = _pair(accuracy, champion.accuracy)
+            gap, margin = _pair(
+                champion.accuracy - accuracy, settings.max_regression_vs_champion
+            )
             decision.reasons.append(
-                f"accuracy {accuracy:.2f} is {champion.accuracy - accuracy:.2f} below champion "
-                f"v{champion.version} ({champion.accuracy:.2f}, {champion.method}) on the same "
-                f"test split; the allowed margin is {settings.max_regression_vs_champion:.2f}"
+                f"accuracy {shown} is {gap} below champion "
+                f"v{champion.version} ({champion_shown}, {champion.method}) on the same "
+                f"test split; the allowed margin is {margin}"
             )
         else:
             passed_checks.append(

@@ -416,3 +416,12 @@ def test_quantization_in_a_kedro_session_logs_to_mlflow(kedro_project, fresh_can
     } <= artifacts
     assert run.data.metrics["quantization.test_resnet.fp32.latency_ms_p50"] > 0
     assert "quantization.test_vit.int8_chosen" in run.data.metrics
+
+
+def test_reason_never_reads_as_a_drop_within_the_threshold():
+    # 5.04 points is over 5: "dropped 5.0 points > 5" would contradict itself.
+    fp32 = {"accuracy": 0.9000, "latency_ms_p50": 100.0}
+    int8 = {"static": {"accuracy": 0.8496, "latency_ms_p50": 50.0}}
+    decision = decide_precision(fp32, int8, 5.0)
+    assert decision["precision"] == "fp32"
+    assert decision["reason"] == "int8 (static) dropped 5.04 points > 5"

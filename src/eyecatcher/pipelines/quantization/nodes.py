@@ -376,11 +376,15 @@ def decide_precision(
             ),
         }
     method = min(drops, key=drops.get)
+    shown = f"{drops[method]:.1f}"
+    if float(shown) <= max_drop_points:
+        # 5.04 points shown as "5.0 points > 5" would read as a bug: show what was compared.
+        shown = f"{drops[method]:g}"
     return {
         "precision": "fp32",
         "int8_method": method,
         "accuracy_drop_points": drops[method],
-        "reason": f"int8 ({method}) dropped {drops[method]:.1f} points > {threshold}",
+        "reason": f"int8 ({method}) dropped {shown} points > {threshold}",
     }
 
 

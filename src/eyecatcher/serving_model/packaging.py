@@ -40,6 +40,8 @@ SERVED_DISTRIBUTIONS = (
     "torchvision",
     "timm",
     "pillow",
+    # images.py registers the HEIC/AVIF opener at import: the served model cannot load without.
+    "pillow-heif",
     "numpy",
     "pandas",
     "tqdm",

@@ -304,3 +304,44 @@ def test_corrupt_exif_or_odd_sizes_do_not_break_a_request(served) -> None:
     )
     assert out["error"].iloc[:2].isna().all()
     assert out["error"].iloc[2] is None or out["error"].iloc[2].startswith("corrupt: ")
+
+
+def test_pinned_requirements_cover_every_third_party_import_of_the_served_code() -> None:
+    # Which eyecatcher modules the served model really loads (int8 included), in a clean
+    # interpreter; then every third-party package they import must be pinned, or a model
+    # served with --env-manager virtualenv (or in a Docker image) fails to load.
+    import ast
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, eyecatcher.serving_model.model, eyecatcher.models.onnx_runtime;"
+            "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items())"
+            " if n.startswith('eyecatcher') and getattr(m, '__file__', None)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    imported: set[str] = set()
+    for path in loaded:
+        for node in ast.walk(ast.parse(Path(path).read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"eyecatcher", "__future__"}
+    distributions = metadata.packages_distributions()
+    pinned = {line.split("==")[0].lower() for line in pinned_requirements("int8")}
+    # A module may ship in several distributions (mlflow, mlflow-skinny): one pinned is enough.
+    unpinned = {
+        name
+        for name in third_party
+        if not {d.lower().replace("_", "-") for d in distributions[name]} & pinned
+    }
+    assert not unpinned, f"imported by the served code but not pinned: {sorted(unpinned)}"

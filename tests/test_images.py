@@ -140,3 +140,14 @@ def test_sixteen_bit_grayscale_keeps_its_brightness() -> None:
     flat = np.full((100, 100), 32896, dtype=np.uint16)  # mid grey: 128
     pixels = np.asarray(decode_image(encode(Image.fromarray(flat), "TIFF")))
     assert np.all(pixels == 128)
+
+
+@pytest.mark.parametrize("name", ["animated.gif", "rgb.avif", "phone.heic"])
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.99])
+def test_containers_cut_short_are_truncated(name: str, kept: float) -> None:
+    # An animation cut after its first frame decoded as a complete image, and cut AVIF/HEIC
+    # files were "not_an_image" (libavif) or "corrupt" (libheif): the file was truncated.
+    data = good_images()[name]
+    with pytest.raises(ImageRejectedError) as excinfo:
+        validate_image(data[: int(len(data) * kept)])
+    assert excinfo.value.reason == "truncated"

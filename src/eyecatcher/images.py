@@ -204,6 +204,43 @@ def _check_complete(data: bytes, image_format: str) -> None:
             raise ImageRejectedError(
                 "truncated", f"WebP container declares {declared} bytes, file has {len(data)}"
             )
+    if image_format == "GIF" and not data.rstrip(b"\x00").endswith(b";"):
+        # Pillow decodes only the frames it is asked for, so an animation cut after its first
+        # frame otherwise passes as a complete image.
+        raise ImageRejectedError("truncated", "GIF data ends without its trailer byte")
+
+
+def _bmff_declared_size(data: bytes) -> int:
+    """Bytes the top-level boxes of an ISO-BMFF file (AVIF, HEIF) declare, walking their sizes."""
+    position = 0
+    while position + 8 <= len(data):
+        size = int.from_bytes(data[position : position + 4], "big")
+        if size == 1:  # a 64-bit size follows the type
+            if position + 16 > len(data):
+                return position + 16
+            size = int.from_bytes(data[position + 8 : position + 16], "big")
+        elif size == 0:  # the last box runs to the end of the file
+            return len(data)
+        if size < 8:
+            return len(data)  # not a box structure we can judge; the decoder decides
+        position += size
+    return position
+
+
+def _check_container(data: bytes) -> None:
+    """Reject containers that declare more bytes than the file has, before any decoding.
+
+    Decoders report such files in their own words (libavif: "not a recognised image format",
+    libheif: "Unexpected end of file"); the container says plainly that it was cut short.
+    """
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        _check_complete(data, "WEBP")
+    if data[4:8] == b"ftyp":
+        declared = _bmff_declared_size(data)
+        if declared > len(data):
+            raise ImageRejectedError(
+                "truncated", f"AVIF/HEIF boxes declare {declared} bytes, file has {len(data)}"
+            )
 
 
 def validate_image(
@@ -223,8 +260,7 @@ def validate_image(
         ImageRejectedError: When the bytes are empty, not an image, an unsupported format,
             truncated, corrupt, too large in pixels, or too small.
     """
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        _check_complete(data, "WEBP")
+    _check_container(data)
     image = _open(data, max_pixels)
     image_format = image.format
     mode = image.mode
@@ -305,8 +341,7 @@ def decode_image(
     Raises:
         ImageRejectedError: When the bytes cannot be decoded into an image.
     """
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        _check_complete(data, "WEBP")
+    _check_container(data)
     image = _open(data, max_pixels)
     image_format = image.format
     if _frame_count(image, data) > 1:

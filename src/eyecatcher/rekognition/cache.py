@@ -75,8 +75,14 @@ def _filter_response(response: dict[str, Any], min_confidence: float) -> dict[st
     return filtered
 
 
-def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """Read every record; tolerate only a cut-off final line (a write killed midway)."""
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """Read every record; tolerate only a cut-off final line (a write killed midway).
+
+    Returns:
+        The records and the state of the file's end: ``clean`` (ends with a newline or is
+        empty), ``no_newline`` (the last record is complete but lacks its newline) or
+        ``cut_off`` (the last line is a fragment that holds no record).
+    """
     records: list[dict[str, Any]] = []
     lines = path.read_bytes().split(b"\n")
     ends_cleanly = lines[-1] == b""
@@ -94,14 +100,14 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], bool]:
                     "that one image will be asked again",
                     path,
                 )
-                return records, False
+                return records, "cut_off"
             raise CacheCorruptError(f"{path}:{number} is not a JSON record: {exc}") from exc
         if not isinstance(record, dict) or "sha256" not in record:
             raise CacheCorruptError(f"{path}:{number} is not a cache record (no sha256)")
         if ("response" in record) == ("error" in record):
             raise CacheCorruptError(f"{path}:{number} must hold exactly one of response/error")
         records.append(record)
-    return records, ends_cleanly
+    return records, "clean" if ends_cleanly else "no_newline"
 
 
 class ResponseCache:
@@ -129,7 +135,7 @@ class ResponseCache:
         self.read_only = read_only or self.path is None
         self._lock = threading.Lock()
         self._handle: Any = None
-        self._needs_newline = False
+        self._tail = "clean"
         # key -> list of (min_confidence, record, origin), in file order
         self._answers: dict[tuple[str, str], list[tuple[float, dict[str, Any], str]]] = {}
         self._errors: dict[tuple[str, str], list[tuple[float, dict[str, Any], str]]] = {}
@@ -139,13 +145,13 @@ class ResponseCache:
                 raise FileNotFoundError(f"seed cache {seed} does not exist")
             self._ingest(seed)
         if self.path is not None and self.path.exists():
-            self._needs_newline = not self._ingest(self.path)
+            self._tail = self._ingest(self.path)
 
-    def _ingest(self, path: Path) -> bool:
-        records, ends_cleanly = _read_records(path)
+    def _ingest(self, path: Path) -> str:
+        records, tail = _read_records(path)
         for record in records:
             self._index(record, str(path))
-        return ends_cleanly
+        return tail
 
     def _index(self, record: dict[str, Any], origin: str) -> None:
         key = _key(record["sha256"], record.get("project_version"))
@@ -217,9 +223,13 @@ class ResponseCache:
         with self._lock:
             if self._handle is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                if self._needs_newline:
+                if self._tail == "cut_off":
                     self._drop_cut_off_tail()
                 self._handle = self.path.open("a", encoding="utf-8")
+                if self._tail == "no_newline":
+                    # The last record is complete and paid for: end its line, keep it.
+                    self._handle.write("\n")
+                    self._tail = "clean"
             self._handle.write(line)
             self._handle.flush()
             os.fsync(self._handle.fileno())
@@ -236,7 +246,7 @@ class ResponseCache:
             handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-        self._needs_newline = False
+        self._tail = "clean"
 
     def close(self) -> None:
         """Close the writable file (appends reopen it)."""

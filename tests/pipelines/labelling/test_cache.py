@@ -122,3 +122,19 @@ def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
         thread.join()
     cache.close()
     assert ResponseCache(path).n_records == 200
+
+
+def test_a_complete_last_record_without_newline_is_kept_when_appending(tmp_path: Path) -> None:
+    # A cache whose last record lacks only its newline (hand-merged files, an editor that
+    # strips it) holds a paid answer: appending must add the newline, not cut that record off.
+    path = tmp_path / "c.jsonl"
+    first = json.dumps({"sha256": "a" * 64, "min_confidence": 50.0, "response": _answer()})
+    last = json.dumps({"sha256": "b" * 64, "min_confidence": 50.0, "response": _answer(70.0)})
+    path.write_text(first + "\n" + last)
+    cache = ResponseCache(path)
+    assert cache.n_records == 2
+    cache.append({"sha256": "c" * 64, "min_confidence": 50.0, "response": _answer()})
+    reopened = ResponseCache(path)
+    assert reopened.n_records == 3
+    assert reopened.lookup("b" * 64, 50.0).response == _answer(70.0)
+    assert reopened.lookup("c" * 64, 50.0) is not None

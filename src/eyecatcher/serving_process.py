@@ -54,6 +54,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _port_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def absolute_tracking_uri(uri: str, base_dir: str | Path | None = None) -> str:
     """Make a relative ``sqlite:///`` tracking URI absolute.
 
@@ -233,9 +242,17 @@ class ModelServer:
 
         Raises:
             RuntimeError: If this server was already started.
+            ServerStartError: If something already answers on the port: ``/ping`` would then
+                reach that other server and the smoke test would test the wrong process.
         """
         if self._process is not None:
             raise RuntimeError(f"server for {self.model_uri} already started")
+        if _port_answers(self.host, self.port):
+            raise ServerStartError(
+                f"{self.host}:{self.port} is already in use by another process (a server "
+                f"started earlier?); stop it, choose another port, or leave the port unset "
+                f"for a free one"
+            )
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._log_handle = self.log_path.open("wb")
         logger.info("Starting scoring server: %s", " ".join(self.command()))

@@ -375,3 +375,19 @@ def test_foreground_mode_refuses_to_serve_a_failed_smoke_test(registry: TinyRegi
     interim = {"passed": False, "failures": ["1 predictions differ"], "model_uri": "m"}
     assert _serve_in_foreground(never_started, interim) == "not served: smoke test failed"
     assert not never_started.is_running()
+
+
+def test_a_port_already_in_use_is_refused_before_starting() -> None:
+    # Otherwise /ping would reach the process already listening there, and the smoke test
+    # would judge that server instead of ours.
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = other.getsockname()[1]
+        server = ModelServer(f"models:/{MODEL_NAME}/1", port=port)
+        with pytest.raises(ServerStartError, match=f"127.0.0.1:{port} is already in use"):
+            server.start()
+        assert server.pid is None and not server.is_running()
+    assert server.stop() is None

@@ -178,3 +178,25 @@ def test_decoder_exceptions_outside_oserror_quarantine_instead_of_crashing(
     assert reasons == {"cut_animation.gif": "truncated", "damaged.avif": "corrupt"}
     assert index["uri"].map(lambda u: Path(u).name).tolist() == ["fine.jpg"]
     assert summary["quarantined"] == 2
+
+
+def test_symlinked_files_are_indexed_and_broken_links_quarantined(tmp_path: Path) -> None:
+    # fsspec lists local symlinks as type "other"; they used to be dropped without a word, so a
+    # dataset laid out with links (class folders pointing into a pool) indexed nothing.
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "a.jpg").write_bytes(good_images()["rgb.jpg"])
+    (pool / "b.png").write_bytes(good_images()["rgb.png"])
+    root = tmp_path / "images"
+    (root / "cats").mkdir(parents=True)
+    (root / "cats" / "a.jpg").symlink_to(pool / "a.jpg")
+    (root / "cats" / "b.png").symlink_to(pool / "b.png")
+    (root / "cats" / "gone.jpg").symlink_to(pool / "missing.jpg")
+    (root / "cats" / "loop").symlink_to(root, target_is_directory=True)
+    index, quarantine, summary = _run({"name": "local", "uri": str(root), "folder_labels": True})
+    assert sorted(index["uri"].map(lambda u: Path(u).name)) == ["a.jpg", "b.png"]
+    assert set(index["folder_label"]) == {"cats"}
+    assert quarantine[["reason"]].to_dict("records") == [{"reason": "unreadable"}]
+    assert quarantine["uri"].iloc[0].endswith("gone.jpg")
+    assert summary["linked_folders_skipped"] == 1
+    assert log_ingestion_metrics(summary)["linked_folders_skipped"]["value"] == 1.0

@@ -49,8 +49,13 @@ class _Candidate:
     storage_options: dict[str, Any]
 
 
-def _list_source(source: dict[str, Any], params: dict[str, Any]) -> tuple[list[_Candidate], int]:
-    """List the files of one source; returns the candidates and the number of hidden files."""
+def _list_source(
+    source: dict[str, Any], params: dict[str, Any]
+) -> tuple[list[_Candidate], int, int]:
+    """List the files of one source.
+
+    Returns the candidates, the number of hidden files and of symlinked folders skipped.
+    """
     name = source.get("name") or source["uri"]
     options = dict(source.get("storage_options") or {})
     fs, root = filesystem(source["uri"], options)
@@ -70,10 +75,18 @@ def _list_source(source: dict[str, Any], params: dict[str, Any]) -> tuple[list[_
     extensions = {e.lower() for e in params.get("extensions", [])}
     check_all = bool(params.get("check_all_files", True))
     candidates, hidden = [], 0
+    linked_folders = []
     for path in sorted(found):
         info = found[path]
         if info.get("type", "file") != "file":
-            continue
+            # fsspec lists a local symlink as type "other": a link to a file is an image the user
+            # put there (datasets are often laid out with links), and a broken one must be
+            # quarantined as unreadable, not vanish. Linked folders are not followed (loops).
+            if not info.get("islink"):
+                continue
+            if fs.isdir(path):
+                linked_folders.append(path)
+                continue
         relative = posixpath.relpath(path, root) if path != root else posixpath.basename(path)
         # Dotfiles (.DS_Store, ._AppleDouble, .gitkeep) are never images a user meant to add.
         if any(part.startswith(".") for part in relative.split("/")):
@@ -85,7 +98,14 @@ def _list_source(source: dict[str, Any], params: dict[str, Any]) -> tuple[list[_
         label = posixpath.basename(parent) if source.get("folder_labels") and parent else None
         uri = base_uri if path == root else f"{base_uri}/{relative}"
         candidates.append(_Candidate(name, uri, info.get("size"), label, options))
-    return candidates, hidden
+    if linked_folders:
+        logger.warning(
+            "Source '%s': %d symlinked folder(s) not followed (they may loop): %s",
+            name,
+            len(linked_folders),
+            ", ".join(linked_folders[:10]),
+        )
+    return candidates, hidden, len(linked_folders)
 
 
 def _inspect(candidate: _Candidate, params: dict[str, Any]) -> dict[str, Any]:
@@ -150,11 +170,12 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
     if not sources:
         raise ValueError("No ingestion source configured (`ingestion.sources` is empty).")
     candidates: list[_Candidate] = []
-    hidden = 0
+    hidden = linked = 0
     for source in sources:
-        found, skipped = _list_source(source, params)
+        found, skipped, linked_folders = _list_source(source, params)
         candidates += found
         hidden += skipped
+        linked += linked_folders
     workers = max(1, int(params.get("workers", 4)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(
@@ -196,6 +217,7 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
         "quarantined_by_reason": dict(Counter(quarantined["reason"])),
         "duplicates": duplicates,
         "hidden_files_skipped": hidden,
+        "linked_folders_skipped": linked,
         "sources": [s.get("name") or s["uri"] for s in sources],
     }
     line = _summary_line(summary)
@@ -217,6 +239,7 @@ def log_ingestion_metrics(summary: dict[str, Any]) -> dict[str, dict[str, float]
         "indexed": summary["indexed"],
         "quarantined": summary["quarantined"],
         "duplicates": summary["duplicates"],
+        "linked_folders_skipped": summary.get("linked_folders_skipped", 0),
     }
     # The catalog's metrics dataset adds the `ingestion.` prefix.
     for reason, count in summary["quarantined_by_reason"].items():

@@ -200,3 +200,30 @@ def test_symlinked_files_are_indexed_and_broken_links_quarantined(tmp_path: Path
     assert quarantine["uri"].iloc[0].endswith("gone.jpg")
     assert summary["linked_folders_skipped"] == 1
     assert log_ingestion_metrics(summary)["linked_folders_skipped"]["value"] == 1.0
+
+
+def test_unlisted_extensions_are_counted_and_the_base_list_covers_every_format(
+    tmp_path: Path,
+) -> None:
+    # With check_all_files: false the base list left out HEIC/AVIF (supported formats) and
+    # the files it skipped were not counted anywhere.
+    import yaml
+
+    from eyecatcher.images import SUPPORTED_FORMATS
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters_ingestion.yml"
+    listed = set(yaml.safe_load(conf.read_text())["ingestion"]["extensions"])
+    usual = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif",
+             "BMP": ".bmp", "TIFF": ".tif", "AVIF": ".avif", "HEIF": ".heic"}  # fmt: skip
+    assert {usual[f] for f in SUPPORTED_FORMATS} <= listed
+
+    root = tmp_path / "images"
+    root.mkdir()
+    for name in ("rgb.jpg", "phone.heic", "rgb.avif"):
+        (root / name).write_bytes(good_images()[name])
+    (root / "notes.txt").write_text("not an image")
+    index, _, summary = _run(
+        {"name": "local", "uri": str(root)}, check_all_files=False, extensions=sorted(listed)
+    )
+    assert len(index) == 3
+    assert summary["other_extension_skipped"] == 1

@@ -51,10 +51,11 @@ class _Candidate:
 
 def _list_source(
     source: dict[str, Any], params: dict[str, Any]
-) -> tuple[list[_Candidate], int, int]:
+) -> tuple[list[_Candidate], int, int, int]:
     """List the files of one source.
 
-    Returns the candidates, the number of hidden files and of symlinked folders skipped.
+    Returns the candidates and the numbers of hidden files, symlinked folders and files with
+    an unlisted extension (``check_all_files: false``) that were skipped.
     """
     name = source.get("name") or source["uri"]
     options = dict(source.get("storage_options") or {})
@@ -74,7 +75,7 @@ def _list_source(
         )
     extensions = {e.lower() for e in params.get("extensions", [])}
     check_all = bool(params.get("check_all_files", True))
-    candidates, hidden = [], 0
+    candidates, hidden, other_extension = [], 0, 0
     linked_folders = []
     for path in sorted(found):
         info = found[path]
@@ -93,6 +94,7 @@ def _list_source(
             hidden += 1
             continue
         if not check_all and posixpath.splitext(path)[1].lower() not in extensions:
+            other_extension += 1
             continue
         parent = posixpath.dirname(relative)
         label = posixpath.basename(parent) if source.get("folder_labels") and parent else None
@@ -105,7 +107,14 @@ def _list_source(
             len(linked_folders),
             ", ".join(linked_folders[:10]),
         )
-    return candidates, hidden, len(linked_folders)
+    if other_extension:
+        logger.warning(
+            "Source '%s': %d file(s) skipped for an extension not in `ingestion.extensions` "
+            "(check_all_files is false)",
+            name,
+            other_extension,
+        )
+    return candidates, hidden, len(linked_folders), other_extension
 
 
 def _inspect(candidate: _Candidate, params: dict[str, Any]) -> dict[str, Any]:
@@ -170,12 +179,13 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
     if not sources:
         raise ValueError("No ingestion source configured (`ingestion.sources` is empty).")
     candidates: list[_Candidate] = []
-    hidden = linked = 0
+    hidden = linked = other_extension = 0
     for source in sources:
-        found, skipped, linked_folders = _list_source(source, params)
+        found, skipped, linked_folders, unlisted = _list_source(source, params)
         candidates += found
         hidden += skipped
         linked += linked_folders
+        other_extension += unlisted
     workers = max(1, int(params.get("workers", 4)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(
@@ -218,6 +228,7 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
         "duplicates": duplicates,
         "hidden_files_skipped": hidden,
         "linked_folders_skipped": linked,
+        "other_extension_skipped": other_extension,
         "sources": [s.get("name") or s["uri"] for s in sources],
     }
     line = _summary_line(summary)
@@ -240,6 +251,7 @@ def log_ingestion_metrics(summary: dict[str, Any]) -> dict[str, dict[str, float]
         "quarantined": summary["quarantined"],
         "duplicates": summary["duplicates"],
         "linked_folders_skipped": summary.get("linked_folders_skipped", 0),
+        "other_extension_skipped": summary.get("other_extension_skipped", 0),
     }
     # The catalog's metrics dataset adds the `ingestion.` prefix.
     for reason, count in summary["quarantined_by_reason"].items():

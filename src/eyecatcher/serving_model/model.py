@@ -15,11 +15,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from eyecatcher.images import ImageRejectedError, decode_image
 from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.preprocessing import images_to_batch
+from eyecatcher.preprocessing import eval_transform
 from eyecatcher.serving_model.backends import TorchClassifier, onnx_classifier
 from eyecatcher.serving_model.contract import (
     ID_COLUMN,
@@ -101,11 +102,17 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         frame = request_frame(model_input)
         n_rows = len(frame)
         rows: list[dict[str, Any]] = [self._empty_row() for _ in range(n_rows)]
-        decoded: list[tuple[int, Any]] = []
+        # Each image becomes its model-sized tensor as soon as it is decoded: holding every
+        # full-resolution photo of a large request at once (~150 MB per 50 MP image) would
+        # exhaust the server's memory. Same transform as images_to_batch, so same numbers.
+        transform = eval_transform(self.bundle_.data_config)
+        decoded: list[tuple[int, torch.Tensor]] = []
         for position, value in enumerate(frame[IMAGE_COLUMN].tolist()):
             try:
                 data = decode_base64_image(value, max_image_bytes=self.config_.max_image_bytes)
-                decoded.append((position, decode_image(data, max_pixels=self.config_.max_pixels)))
+                image = decode_image(data, max_pixels=self.config_.max_pixels)
+                decoded.append((position, transform(image)))
+                del image, data
             except ImageRejectedError as exc:
                 rows[position]["error"] = f"{exc.reason}: {exc.detail}"
             except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -117,7 +124,7 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         starts = range(0, len(decoded), batch_size)
         for start in tqdm(starts, desc="moderating", unit="batch", disable=len(starts) <= 1):
             chunk = decoded[start : start + batch_size]
-            batch = images_to_batch([image for _, image in chunk], self.bundle_.data_config)
+            batch = torch.stack([tensor for _, tensor in chunk])
             probabilities = np.asarray(self.classifier_.predict_proba(batch), dtype=np.float64)
             if probabilities.shape != (len(chunk), len(self.config_.classes)):
                 raise ValueError(

@@ -345,3 +345,26 @@ def test_pinned_requirements_cover_every_third_party_import_of_the_served_code()
         if not {d.lower().replace("_", "-") for d in distributions[name]} & pinned
     }
     assert not unpinned, f"imported by the served code but not pinned: {sorted(unpinned)}"
+
+
+def test_a_request_holds_one_full_size_image_at_a_time(served, monkeypatch) -> None:
+    # A request of many large photos must not keep every decoded photo in memory at once.
+    import sys
+    import weakref
+
+    module = sys.modules[type(served.unwrap_python_model()).__module__]
+    original = module.decode_image
+    decoded: list[weakref.ref] = []
+    alive_at_each_decode: list[int] = []
+
+    def tracked(data: bytes, **kwargs):
+        alive_at_each_decode.append(sum(ref() is not None for ref in decoded))
+        image = original(data, **kwargs)
+        decoded.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(module, "decode_image", tracked)
+    images = list(good_images(seed=4).values())[:6]
+    out = served.predict(pd.DataFrame({"image": [encode_image(i) for i in images]}))
+    assert out["error"].isna().all()
+    assert alive_at_each_decode == [0] * len(images)

@@ -249,3 +249,30 @@ def test_default_extensions_cover_every_served_format_and_skips_are_warned(
         listed = list_images_to_score({**defaults, "source": str(tmp_path)})
     assert len(listed) == len(suffixes)
     assert "1 of 9 files" in caplog.text and ".txt" in caplog.text
+
+
+def test_a_file_over_the_model_limit_is_refused_without_reading_it_whole(
+    tmp_path: Path, champion: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eyecatcher.pipelines.batch_scoring import nodes as batch_nodes
+    from tests.pipelines.serving.tiny_champion import MAX_IMAGE_BYTES
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(good_images()["rgb.png"] + b"\0" * (MAX_IMAGE_BYTES + 10))
+    good = tmp_path / "ok.jpg"
+    good.write_bytes(good_images()["rgb.jpg"])
+    read_sizes: list[int] = []
+    original = batch_nodes._read
+
+    def recording(path: str, options: dict, limit: int | None = None) -> bytes:
+        data = original(path, options, limit)
+        read_sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(batch_nodes, "_read", recording)
+    listed = pd.DataFrame({"path": [str(huge), str(good)]})
+    table, summary = score_images(listed, champion, {**PARAMS, "source": str(tmp_path)})
+    assert table.loc[0, "error"].startswith("too_large_file:")
+    assert pd.isna(table.loc[1, "error"])
+    assert max(read_sizes) <= MAX_IMAGE_BYTES + 1
+    assert summary["errors_by_reason"] == {"too_large_file": 1}

@@ -19,6 +19,7 @@ import fsspec
 import pandas as pd
 from tqdm.auto import tqdm
 
+from eyecatcher.pipelines.serving.nodes import served_image_limit
 from eyecatcher.pipelines.serving.probes import encode_b64
 from eyecatcher.serving_model.contract import ID_COLUMN, OUTPUT_COLUMNS
 
@@ -79,9 +80,10 @@ def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame({"path": paths})
 
 
-def _read(path: str, storage_options: Mapping[str, Any]) -> bytes:
+def _read(path: str, storage_options: Mapping[str, Any], limit: int | None = None) -> bytes:
+    """The file's bytes; at most ``limit + 1`` of them, so a huge file is never read whole."""
     with fsspec.open(path, "rb", **dict(storage_options)) as handle:
-        return handle.read()
+        return handle.read() if limit is None else handle.read(limit + 1)
 
 
 def _cell(value: Any) -> Any:
@@ -162,6 +164,9 @@ def score_images(
     batch_size = max(1, int(params.get("batch_size", 16)))
     storage_options = dict(params.get("storage_options") or {})
     model = mlflow.pyfunc.load_model(champion["model_uri"])
+    # The model refuses images above its byte limit anyway; knowing the limit here means a
+    # stray multi-gigabyte file is not read (and base64-encoded) whole just to be refused.
+    limit = served_image_limit(model)
     paths = images_to_score["path"].astype(str).tolist()
     verdicts: list[dict[str, Any]] = []
     with tqdm(total=len(paths), desc="batch scoring", unit="image") as progress:
@@ -169,9 +174,18 @@ def score_images(
             batch_paths, batch_images = [], []
             for path in paths[start : start + batch_size]:
                 try:
-                    data = _read(path, storage_options)
+                    data = _read(path, storage_options, limit)
                 except OSError as exc:
                     verdicts.append(_failed(path, champion, f"unreadable: {exc}"))
+                    continue
+                if limit is not None and len(data) > limit:
+                    verdicts.append(
+                        _failed(
+                            path,
+                            champion,
+                            f"too_large_file: more than the model's limit of {limit} bytes",
+                        )
+                    )
                     continue
                 batch_paths.append(path)
                 batch_images.append(encode_b64(data))

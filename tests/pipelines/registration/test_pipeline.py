@@ -445,6 +445,8 @@ def test_int8_decision_serves_and_gates_the_onnx_model(registry, bundles, tmp_pa
     with mlflow.start_run():
         report, _ = register_model(**kwargs)
     assert report["outcome"] == "registered" and report["precision"] == "int8"
+    # The staging test compared the served int8 answers with the ONNX model in-process.
+    assert report["smoke_test"]["agreement"] == 1.0
     version = registry.get_model_version(MODEL, report["version"])
     assert version.tags["quantization_precision"] == "int8"
     assert version.tags["test_accuracy"] == "0.7"

@@ -269,8 +269,13 @@ def _smoke_test(
     precision: str,
     split_manifest: pd.DataFrame,
     params: Mapping[str, Any],
+    onnx_path: str | None = None,
 ) -> dict[str, Any]:
-    """The staging inference test: the registered challenger loads and answers correctly."""
+    """The staging inference test: the registered challenger loads and answers correctly.
+
+    Its classes must equal the in-process model's: the torch bundle for fp32, the ONNX file
+    quantization measured for int8.
+    """
     rows = _test_rows(split_manifest, int(params.get("smoke_test_images", 8)))
     storage_options = params.get("storage_options") or {}
     model = mlflow.pyfunc.load_model(model_uri)
@@ -282,10 +287,16 @@ def _smoke_test(
     if set(out["model_version"]) != {str(version)}:
         problems.append(f"model_version {set(out['model_version'])} != {version}")
     agreement = None
-    if precision == "fp32" and not problems:
-        model_torch = bundle.build_model()
-        with torch.inference_mode():
-            expected = model_torch(bytes_to_batch(images, bundle.data_config)).argmax(1).numpy()
+    if not problems:
+        batch = bytes_to_batch(images, bundle.data_config)
+        if precision == "int8":
+            from eyecatcher.models.onnx_runtime import OnnxClassifier
+
+            expected = OnnxClassifier(Path(str(onnx_path))).predict_proba(batch).argmax(1)
+        else:
+            model_torch = bundle.build_model()
+            with torch.inference_mode():
+                expected = model_torch(batch).argmax(1).numpy()
         agreement = float((out["class"].to_numpy() == np.array(bundle.classes)[expected]).mean())
         if agreement < 1.0:
             problems.append(
@@ -583,6 +594,7 @@ def register_model(
                     precision=served["precision"],
                     split_manifest=split_manifest,
                     params=params,
+                    onnx_path=served["onnx_path"],
                 )
             except Exception as exc:  # a challenger that cannot even load fails its test
                 smoke = {

@@ -395,3 +395,31 @@ def test_s3_images_go_by_reference_or_are_read_and_converted(
     assert "uploads/a/photo.jpg" in sent
     assert len(sent) == 2 and stats["n_converted"] == 1
     assert results["status"].eq("answered").all()
+
+
+def test_label_names_mlflow_refuses_become_valid_metric_names() -> None:
+    # Real v7 labels such as "Drugs & Tobacco" and "Blood & Gore" (out of scheme, ignored by
+    # default) became metric names with "&", which MLflow rejects: the run failed at the
+    # metrics, after every answer had been paid for.
+    from mlflow.utils.validation import _validate_metric_name
+
+    response = {
+        "ModerationModelVersion": "7.0",
+        "ContentTypes": [],
+        "ModerationLabels": [
+            {"Name": "Drugs & Tobacco", "ParentName": "", "Confidence": 91.0, "TaxonomyLevel": 1},
+            {"Name": "Blood & Gore", "ParentName": "Violence", "Confidence": 88.0,
+             "TaxonomyLevel": 2},
+        ],
+    }  # fmt: skip
+    results = pd.DataFrame(
+        [{"sha256": "a" * 64, "uri": "x.jpg", "status": "answered",
+          "response": json.dumps(response), "error_code": None, "label_source": "rekognition"}]
+    )  # fmt: skip
+    labels, mapping_stats = assign_classes(results, labelling_params())
+    assert labels["class"].tolist() == ["safe"]
+    _, metrics = report_label_distribution(labels, {}, mapping_stats)
+    assert mapping_stats["ignored_out_of_scheme.Drugs and Tobacco"] == 1.0
+    assert "ignored_out_of_scheme.Blood and Gore" in metrics
+    for name in metrics:
+        _validate_metric_name(f"labelling.{name}")  # raises on a name MLflow refuses

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from typing import Any
 
@@ -56,6 +57,22 @@ class LabellingDryRunError(RuntimeError):
 
 class LabellingIncompleteError(RuntimeError):
     """Some images are still unlabelled after retries; a re-run sends only those."""
+
+
+def metric_name(text: str) -> str:
+    """Make a Rekognition label or class name usable in an MLflow metric name.
+
+    MLflow accepts only alphanumerics, ``_ - . /``, spaces and colons, and real labels break that
+    rule ("Drugs & Tobacco", "Blood & Gore"): logging them as they are fails the whole run
+    after every answer has been paid for.
+
+    Args:
+        text: A label, class or reason name.
+
+    Returns:
+        The name with ``&`` spelled ``and`` and any other unsupported character as ``_``.
+    """
+    return re.sub(r"[^\w.\- ]", "_", str(text).replace("&", "and"))
 
 
 def _name_images(rows: list[tuple[str, str]]) -> str:
@@ -331,7 +348,7 @@ def assign_classes(
             dict(ignored_labels),
         )
     mapping_stats = {
-        f"ignored_out_of_scheme.{name}": float(n) for name, n in ignored_labels.items()
+        f"ignored_out_of_scheme.{metric_name(name)}": float(n) for name, n in ignored_labels.items()
     }
     mapping_stats["n_images_with_ignored_out_of_scheme"] = float(images_with_ignored)
     return labels, mapping_stats
@@ -388,7 +405,7 @@ def report_label_distribution(
         n_errors=float(image_labels["error_code"].notna().sum()),
     )
     for name, count in class_counts.items():
-        metrics[f"class_count.{name}"] = float(count)
+        metrics[f"class_count.{metric_name(name)}"] = float(count)
     for reason, count in reason_counts.items():
-        metrics[f"excluded.{reason}"] = float(count)
+        metrics[f"excluded.{metric_name(reason)}"] = float(count)
     return figure, {key: {"value": value, "step": 0} for key, value in metrics.items()}

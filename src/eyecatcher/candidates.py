@@ -19,6 +19,8 @@ The quantization pipeline uses the same function, so both always agree on the ca
 from __future__ import annotations
 
 import copy
+import difflib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -30,6 +32,20 @@ from kedro.framework.hooks import hook_impl
 
 #: Candidate names become Kedro namespaces and folder names: keep them to safe characters.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+logger = logging.getLogger(__name__)
+
+#: Per-candidate keys that have no shared default in ``training``.
+_CANDIDATE_ONLY_KEYS = frozenset({"architecture", "weights_seed"})
+
+# Each ignored-override warning once per process, not once per node that reads the config.
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
 
 _captured: dict[str, Any] = {}
 
@@ -185,12 +201,27 @@ def candidate_config(training: Mapping[str, Any], candidate: str) -> dict[str, A
     names = candidate_names(training)
     if candidate not in names:
         raise CandidateConfigError(f"Unknown candidate '{candidate}'; configured: {names}.")
-    overrides = (training.get("candidate_overrides") or {}).get(candidate) or {}
+    all_overrides = training.get("candidate_overrides") or {}
+    overrides = all_overrides.get(candidate) or {}
     shared = {
         key: value
         for key, value in training.items()
         if key not in {"candidates", "candidate_overrides"}
     }
+    # A misspelt candidate or setting name would otherwise be ignored without a word (a
+    # checkpoint path that never applies, epochs that never change).
+    for name in sorted(set(all_overrides) - set(names)):
+        close = difflib.get_close_matches(name, names, n=1)
+        _warn_once(
+            f"training.candidate_overrides.{name} is IGNORED: '{name}' is not among the "
+            f"candidates {names}" + (f" (did you mean '{close[0]}'?)" if close else "")
+        )
+    for key in sorted(set(overrides) - set(shared) - _CANDIDATE_ONLY_KEYS):
+        close = difflib.get_close_matches(key, [*shared, *_CANDIDATE_ONLY_KEYS], n=1)
+        _warn_once(
+            f"training.candidate_overrides.{candidate}.{key} is not a training setting and is "
+            "IGNORED" + (f" (did you mean '{close[0]}'?)" if close else "")
+        )
     config = _deep_merge(shared, overrides)
     config["name"] = candidate
     config.setdefault("architecture", candidate)

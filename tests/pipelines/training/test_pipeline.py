@@ -139,3 +139,25 @@ def test_ingestion_to_training_end_to_end(kedro_project: Path, fresh_candidates)
     }
     assert "test_vit/roc_curve.png" in parent_artifacts
     assert any((kedro_project / "data" / "04_feature" / "feature_cache").rglob("*.npy"))
+
+
+def test_misspelt_candidate_overrides_are_warned_not_silently_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    training = {
+        "candidates": ["resnet50", "vit"],
+        "candidate_overrides": {
+            "resnet_50": {"weights": "/models/resnet50.safetensors"},
+            "vit": {"epoch": 20, "architecture": "test_vit"},
+        },
+        "epochs": 10,
+        "weights": "imagenet",
+    }
+    with caplog.at_level("WARNING", logger="eyecatcher.candidates"):
+        assert candidate_config(training, "resnet50")["weights"] == "imagenet"
+        assert candidate_config(training, "vit")["epochs"] == 10
+    assert "candidate_overrides.resnet_50 is IGNORED" in caplog.text
+    assert "did you mean 'resnet50'?" in caplog.text
+    assert "candidate_overrides.vit.epoch is not a training setting" in caplog.text
+    assert "did you mean 'epochs'?" in caplog.text
+    assert "architecture" not in caplog.text

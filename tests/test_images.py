@@ -151,3 +151,19 @@ def test_containers_cut_short_are_truncated(name: str, kept: float) -> None:
     with pytest.raises(ImageRejectedError) as excinfo:
         validate_image(data[: int(len(data) * kept)])
     assert excinfo.value.reason == "truncated"
+
+
+def test_a_pixel_budget_above_pillows_own_limit_is_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pillow's DecompressionBombWarning (between its MAX_IMAGE_PIXELS and twice that) was made
+    # an error, so a `max_pixels` raised in config above Pillow's ~89 Mpx was silently capped.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # scaled down: same rule, tiny image
+    data = encode(Image.new("RGB", (150, 100), (10, 200, 30)), "PNG")  # 15 000 px
+    assert validate_image(data, max_pixels=20_000).width == 150
+    assert decode_image(data, max_pixels=20_000).size == (150, 100)
+    with pytest.raises(ImageRejectedError, match="decompression_bomb"):
+        validate_image(data, max_pixels=12_000)
+    huge = encode(Image.new("RGB", (250, 100)), "PNG")  # over twice Pillow's limit
+    with pytest.raises(ImageRejectedError, match="decompression_bomb"):
+        validate_image(huge, max_pixels=1_000_000)

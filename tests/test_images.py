@@ -167,3 +167,11 @@ def test_a_pixel_budget_above_pillows_own_limit_is_honoured(
     huge = encode(Image.new("RGB", (250, 100)), "PNG")  # over twice Pillow's limit
     with pytest.raises(ImageRejectedError, match="decompression_bomb"):
         validate_image(huge, max_pixels=1_000_000)
+
+
+def test_a_cut_video_is_not_called_a_truncated_image() -> None:
+    # The AVIF/HEIF box check only applies to still-image brands; an MP4 is not an image.
+    mp4 = (28).to_bytes(4, "big") + b"ftypisom" + bytes(16) + (1000).to_bytes(4, "big") + b"mdat"
+    with pytest.raises(ImageRejectedError) as excinfo:
+        validate_image(mp4)
+    assert excinfo.value.reason == "not_an_image"

@@ -215,6 +215,13 @@ def _check_complete(data: bytes, image_format: str) -> None:
         raise ImageRejectedError("truncated", "GIF data ends without its trailer byte")
 
 
+#: ISO-BMFF major brands of still images (AVIF, HEIF); videos (isom, mp42, qt) are left alone.
+_IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"mif2",
+     b"msf1", b"miaf"}
+)  # fmt: skip
+
+
 def _bmff_declared_size(data: bytes) -> int:
     """Bytes the top-level boxes of an ISO-BMFF file (AVIF, HEIF) declare, walking their sizes."""
     position = 0
@@ -240,7 +247,7 @@ def _check_container(data: bytes) -> None:
     """
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         _check_complete(data, "WEBP")
-    if data[4:8] == b"ftyp":
+    if data[4:8] == b"ftyp" and data[8:12] in _IMAGE_BRANDS:
         declared = _bmff_declared_size(data)
         if declared > len(data):
             raise ImageRejectedError(

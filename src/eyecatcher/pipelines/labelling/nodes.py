@@ -183,7 +183,7 @@ def request_moderation_labels(
         message = (
             f"DRY RUN: {len(tasks)} of {len(image_index)} images are not in the cache and would "
             f"be sent to Rekognition; estimated cost USD {estimate:.3f} (USD {price} per image, "
-            f"MinConfidence {min_confidence:g}). Nothing was called and nothing was written. "
+            f"MinConfidence {min_confidence:g}). Nothing was called; no answer, no label written. "
             f"{_credentials_note(rekognition_endpoint)}"
         )
         print(message)  # the estimate is the product of a dry run: show it even without logging

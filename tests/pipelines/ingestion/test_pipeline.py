@@ -227,3 +227,9 @@ def test_unlisted_extensions_are_counted_and_the_base_list_covers_every_format(
     )
     assert len(index) == 3
     assert summary["other_extension_skipped"] == 1
+
+
+@pytest.mark.parametrize("source", [{"name": "typo", "url": "data/x"}, "data/x", {"uri": ""}])
+def test_a_source_without_uri_is_a_clear_error(source: object) -> None:
+    with pytest.raises(ValueError, match=r"source #1 .* needs a `uri`"):
+        ingest_images({**PARAMS, "sources": [source]})

@@ -178,6 +178,14 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
     sources = params.get("sources") or []
     if not sources:
         raise ValueError("No ingestion source configured (`ingestion.sources` is empty).")
+    for number, source in enumerate(sources, start=1):
+        # Caught before any listing: a typo (`url:`) or a bare string would otherwise surface as
+        # a KeyError/TypeError from deep inside the scan.
+        if not isinstance(source, dict) or not str(source.get("uri") or "").strip():
+            raise ValueError(
+                f"Ingestion source #{number} ({source!r}) needs a `uri` (a local folder or an "
+                "s3:// prefix); see conf/base/parameters_ingestion.yml."
+            )
     candidates: list[_Candidate] = []
     hidden = linked = other_extension = 0
     for source in sources:

@@ -268,3 +268,28 @@ def test_splitting_pipeline_in_a_kedro_session_logs_the_report(kedro_project: Pa
     }
     assert run.data.metrics["splitting.sampled_images"] == len(manifest)
     assert run.data.params["splitting.min_per_class"] == "4"
+
+
+def test_an_unexpected_read_error_is_collected_with_the_others(
+    demo: tuple[Path, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader error outside OSError (botocore's NoCredentialsError is a plain Exception) used
+    # to escape at once, naming one image instead of the promised list of every failure.
+    from eyecatcher.pipelines.splitting import nodes
+
+    _, labels = demo
+    broken = {labels.loc[3, "uri"], labels.loc[4, "uri"]}
+    real_read = nodes.read_bytes
+
+    def flaky_read(uri: str, options: dict) -> bytes:
+        if uri in broken:
+            raise RuntimeError("Unable to locate credentials")
+        return real_read(uri, options)
+
+    monkeypatch.setattr(nodes, "read_bytes", flaky_read)
+    with pytest.raises(PerceptualHashError) as info:
+        compute_perceptual_hashes(labels, PARAMS)
+    message = str(info.value)
+    assert "2 of 40" in message
+    assert all(uri in message for uri in broken)
+    assert "RuntimeError: Unable to locate credentials" in message

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from eyecatcher.images import (
     DEFAULT_MAX_PIXELS,
-    ImageRejectedError,
     decode_image,
     sha256_bytes,
 )
@@ -133,7 +132,7 @@ def compute_perceptual_hashes(image_labels: pd.DataFrame, params: dict[str, Any]
         uri, sha = row
         try:
             return _hash_one(uri, sha, options, max_pixels), None
-        except (OSError, ImageRejectedError, SplittingError) as exc:
+        except Exception as exc:  # e.g. botocore's NoCredentialsError: collect, report all
             return None, f"{type(exc).__name__}: {exc}"
 
     rows = list(zip(usable["uri"], usable["sha256"], strict=True))

@@ -35,9 +35,7 @@ def _good_images(seed: int) -> dict[str, bytes]:
     frames = [_pattern(seed=seed + i) for i in range(3)]
     gif = io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
-    i16 = Image.fromarray(
-        (np.linspace(0, 65535, 96 * 120).reshape(96, 120)).astype(np.uint16)
-    )
+    i16 = Image.fromarray((np.linspace(0, 65535, 96 * 120).reshape(96, 120)).astype(np.uint16))
     return {
         "rgb.jpg": encode(rgb, "JPEG", quality=90),
         "exif_rotated.jpg": rotated,

@@ -107,8 +107,6 @@ def test_metrics_for_mlflow() -> None:
     assert metrics["quarantined.truncated"] == {"value": 2.0, "step": 0}
 
 
-
-
 def test_ingestion_from_s3_through_moto(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
 

@@ -18,6 +18,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -25,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from eyecatcher.images import DEFAULT_MAX_PIXELS, ImageRejectedError
+from eyecatcher.serving_model.decision import DecisionPolicy, DecisionThresholds
 
 #: Name of the request column with base64-encoded image bytes.
 IMAGE_COLUMN = "image"
@@ -50,38 +52,6 @@ DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 # Browsers and many clients send data URLs; the prefix is metadata, not image bytes.
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class DecisionThresholds:
-    """Unsafe-score thresholds that turn a score into ``allow`` / ``review`` / ``block``.
-
-    Comparisons are strict, as in training's calibration ("flag when unsafe_score >
-    threshold"), so the operating threshold means the same thing here as in the evaluation.
-
-    Attributes:
-        review: Scores above this (and not above ``block``) go to human review.
-        block: Scores above this are blocked.
-    """
-
-    review: float
-    block: float
-
-    def __post_init__(self) -> None:
-        """Reject thresholds that would make a decision band empty or inverted."""
-        if not 0.0 <= self.review <= self.block <= 1.0:
-            raise ValueError(
-                f"decision thresholds must satisfy 0 <= review ({self.review}) <= "
-                f"block ({self.block}) <= 1"
-            )
-
-    def decide(self, unsafe_score: float) -> str:
-        """Return ``block``, ``review`` or ``allow`` for one unsafe score."""
-        if unsafe_score > self.block:
-            return "block"
-        if unsafe_score > self.review:
-            return "review"
-        return "allow"
 
 
 def invalid_request(message: str) -> MlflowException:
@@ -174,9 +144,11 @@ class ServingConfig:
         precision: ``fp32`` (torch, from the bundle) or ``int8`` (ONNX Runtime).
         classes: Class names in output order.
         safe_class: The class meaning "nothing to moderate".
-        thresholds: Unsafe-score decision thresholds.
-        operating_threshold: The calibrated operating threshold from training's evaluation
-            (recorded so a response can be traced to it; ``None`` when there was none).
+        thresholds: The decision thresholds (review on the unsafe score, block per class),
+            calibrated at the served precision; see :mod:`eyecatcher.serving_model.decision`.
+        operating_threshold: The calibrated operating threshold (the review threshold as
+            calibrated, recorded so a response can be traced to it; ``None`` when the
+            thresholds were set by hand).
         max_pixels: Decompression-bomb guard passed to image decoding.
         max_image_bytes: Largest accepted encoded image.
         batch_size: Images per forward pass.
@@ -203,7 +175,7 @@ class ServingConfig:
             "precision": self.precision,
             "classes": list(self.classes),
             "safe_class": self.safe_class,
-            "thresholds": {"review": self.thresholds.review, "block": self.thresholds.block},
+            "thresholds": self.thresholds.to_dict(),
             "operating_threshold": self.operating_threshold,
             "max_pixels": self.max_pixels,
             "max_image_bytes": self.max_image_bytes,
@@ -215,4 +187,9 @@ class ServingConfig:
         """Rebuild a config written by :meth:`to_dict`."""
         values = dict(payload)
         thresholds = values.pop("thresholds")
-        return cls(thresholds=DecisionThresholds(**thresholds), **values)
+        return cls(thresholds=DecisionThresholds.from_dict(thresholds), **values)
+
+    @cached_property
+    def policy(self) -> DecisionPolicy:
+        """The decision policy these thresholds, classes and safe class define."""
+        return DecisionPolicy(self.classes, self.safe_class, self.thresholds)

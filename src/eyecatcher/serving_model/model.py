@@ -165,5 +165,5 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
                 name: float(p) for name, p in zip(self.config_.classes, probs, strict=True)
             },
             "unsafe_score": unsafe_score,
-            "decision": self.config_.thresholds.decide(unsafe_score),
+            "decision": self.config_.policy.decide(probs),
         }

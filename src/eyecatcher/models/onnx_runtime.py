@@ -273,3 +273,48 @@ class OnnxClassifier:
     def predict(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Index of the most probable class for each image."""
         return self.predict_logits(batch).argmax(axis=1)
+
+
+#: Prefix of the metadata keys this project writes into ONNX files.
+METADATA_PREFIX = "eyecatcher."
+
+
+def with_metadata(model: bytes, metadata: dict[str, str]) -> bytes:
+    """The serialized ONNX model with ``metadata`` added to its ``metadata_props``.
+
+    Keys are prefixed with ``eyecatcher.``; an existing key of the same name is replaced. The
+    graph and weights are untouched, so the model computes exactly what it did.
+
+    Args:
+        model: A serialized ONNX model.
+        metadata: ``{key: value}`` strings, e.g. the fingerprints of the model's inputs.
+
+    Returns:
+        The serialized model with the metadata.
+    """
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    keys = {METADATA_PREFIX + key for key in metadata}
+    kept = [entry for entry in proto.metadata_props if entry.key not in keys]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in sorted(metadata.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_PREFIX + key, str(value)
+    return proto.SerializeToString()
+
+
+def read_metadata(model: str | Path | bytes) -> dict[str, str]:
+    """The ``eyecatcher.`` metadata of an ONNX model (a file or its bytes), prefix removed."""
+    import onnx
+
+    if isinstance(model, bytes | bytearray):
+        proto = onnx.load_from_string(bytes(model))
+    else:
+        proto = onnx.load(str(model), load_external_data=False)
+    return {
+        entry.key[len(METADATA_PREFIX) :]: entry.value
+        for entry in proto.metadata_props
+        if entry.key.startswith(METADATA_PREFIX)
+    }

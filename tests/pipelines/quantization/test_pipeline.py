@@ -14,7 +14,13 @@ from kedro.runner import SequentialRunner
 
 from eyecatcher.images import sha256_bytes
 from eyecatcher.models import ClassifierBundle, create_classifier
-from eyecatcher.models.onnx_runtime import OnnxClassifier, QuantizationError
+from eyecatcher.fingerprints import StaleArtefactError
+from eyecatcher.models.onnx_runtime import (
+    OnnxClassifier,
+    QuantizationError,
+    read_metadata,
+    with_metadata,
+)
 from eyecatcher.pipelines.quantization import nodes
 from eyecatcher.pipelines.quantization.nodes import (
     QuantizationSettings,
@@ -26,6 +32,7 @@ from eyecatcher.pipelines.quantization.nodes import (
 )
 from eyecatcher.pipelines.quantization.onnx_dataset import OnnxModelsDataset
 from eyecatcher.pipelines.quantization.pipeline import create_pipeline
+from eyecatcher.pipelines.quantization.scoring import input_fingerprints, onnx_metadata
 from eyecatcher.preprocessing import data_config_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -65,12 +72,21 @@ def _demo_paths() -> dict[str, list[Path]]:
     return by_class
 
 
-def _manifest(train_per_class: int, test_per_class: int, test_classes=None) -> pd.DataFrame:
+def _manifest(
+    train_per_class: int, test_per_class: int, test_classes=None, validation_per_class: int = 1
+) -> pd.DataFrame:
+    """Demo images per class: train first, then validation, then test."""
     rows = []
     for label, paths in _demo_paths().items():
-        for i, path in enumerate(paths[: train_per_class + test_per_class]):
-            split = "train" if i < train_per_class else "test"
-            if split == "test" and test_classes is not None and label not in test_classes:
+        limits = [train_per_class, validation_per_class, test_per_class]
+        for i, path in enumerate(paths[: sum(limits)]):
+            if i < limits[0]:
+                split = "train"
+            elif i < limits[0] + limits[1]:
+                split = "validation"
+            else:
+                split = "test"
+            if split != "train" and test_classes is not None and label not in test_classes:
                 continue
             rows.append(
                 {
@@ -215,14 +231,31 @@ def test_both_sides_of_the_threshold_end_to_end():
     good = benchmark_candidate(models, bundle, manifest, attempt, params)
     assert good["fp32"]["accuracy"] == 1.0
     assert good["precision"] == "int8"
+    assert good["calibration"]["precision"] == "int8"
+    assert (
+        read_metadata(models["int8_static"])["bundle_fingerprint"]
+        == (good["fingerprints"]["bundle"])
+    )
     assert good["accuracy_drop_points"] == 0.0
 
     wrong, _ = build_onnx_models(_bundle(predict_class=1), manifest, params)
-    broken = {**models, "int8_static": wrong["fp32"]}
+    # A model built from another bundle is refused by its metadata, naming the rebuild.
+    with pytest.raises(StaleArtefactError, match="kedro run --pipelines quantization"):
+        benchmark_candidate(
+            {**models, "int8_static": wrong["fp32"]}, bundle, manifest, attempt, params
+        )
+    # Relabelled as this bundle's int8 model, it is measured and refused on validation.
+    relabelled = with_metadata(
+        wrong["fp32"], onnx_metadata(input_fingerprints(bundle, manifest, params), "int8_static")
+    )
+    broken = {**models, "int8_static": relabelled}
     bad = benchmark_candidate(broken, bundle, manifest, attempt, params)
     assert bad["precision"] == "fp32"
-    assert bad["reason"] == "int8 (static) dropped 100.0 points > 5"
+    assert bad["reason"] == "on validation: int8 (static) dropped 100.0 points > 5"
     assert bad["int8"]["static"]["agreement_with_fp32"] == 0.0
+    # The served (fp32) model's thresholds were calibrated on its own validation scores.
+    assert bad["calibration"]["precision"] == "fp32"
+    assert set(bad["test_predictions"].values()) == {"safe"}
 
 
 def test_export_failure_keeps_fp32_and_records_it(manifest, monkeypatch, caplog):
@@ -280,10 +313,12 @@ def test_quantizer_failure_of_one_method_keeps_the_other(manifest, monkeypatch):
 
 def test_unknown_class_in_the_test_split_is_a_clear_error(manifest):
     bundle = _bundle()
-    models, attempt = build_onnx_models(bundle, manifest, {**PARAMS, "methods": ["dynamic"]})
     renamed = manifest.assign(**{"class": manifest["class"].replace("safe", "benign")})
+    params = {**PARAMS, "methods": ["dynamic"]}
+    # Built without calibration images (the train split is unreadable for this model).
+    models, attempt = build_onnx_models(bundle, renamed, params)
     with pytest.raises(ValueError, match=r"class\(es\) \['benign'\]"):
-        benchmark_candidate(models, bundle, renamed, attempt, PARAMS)
+        benchmark_candidate(models, bundle, renamed, attempt, params)
 
 
 # --- the ONNX runner and the dataset -----------------------------------------------------------

@@ -1,0 +1,113 @@
+"""The quantization pipeline's settings: one frozen object, every default in one place.
+
+Unknown keys are refused with the closest known key, so a typo in ``--params`` or an
+environment's YAML is an error instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from eyecatcher.models.onnx_runtime import DEFAULT_OPSET, METHODS
+from eyecatcher.pipelines.quantization.calibration import CalibrationSettings, settings_from
+
+
+def unknown_keys_error(kind: str, unknown: Iterable[str], known: Iterable[str]) -> ValueError:
+    """A ValueError naming each unknown key with its closest known key."""
+    known = sorted(known)
+    parts = []
+    for key in sorted(unknown):
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+        parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return ValueError(f"Unknown {kind} parameter(s) {', '.join(parts)}; known: {known}.")
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """The ``quantization`` parameter block, validated (see ``parameters_quantization.yml``)."""
+
+    methods: tuple[str, ...] = ("static", "dynamic")
+    max_accuracy_drop_points: float = 5.0
+    calibration_size: int = 16
+    calibration_seed: int = 0
+    per_channel: bool = True
+    reduce_range: bool = False
+    threads: int = 2
+    opset: int = DEFAULT_OPSET
+    export_tolerance: float = 1e-3
+    eval_batch_size: int = 16
+    latency: dict[str, int] = field(default_factory=lambda: {"warmup": 3, "iterations": 20})
+    throughput: dict[str, int] = field(
+        default_factory=lambda: {"batch_size": 32, "warmup": 1, "iterations": 1}
+    )
+    by_architecture: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], architecture: str | None = None
+    ) -> QuantizationSettings:
+        """Build and validate the settings; unknown keys and bad values are clear errors.
+
+        Args:
+            params: The ``quantization`` parameter block.
+            architecture: A timm architecture whose ``by_architecture`` overrides apply (which
+                int8 method wins depends on the network, see docs/quantization.md).
+
+        Raises:
+            ValueError: For an unknown key, an unknown method, or an out-of-range value.
+        """
+        known = set(cls.__dataclass_fields__)
+        unknown = set(params) - known
+        for arch, override in dict(params.get("by_architecture") or {}).items():
+            unknown |= {f"by_architecture.{arch}.{k}" for k in set(override) - known}
+            if "by_architecture" in override:
+                unknown.add(f"by_architecture.{arch}.by_architecture")
+        if unknown:
+            raise unknown_keys_error("quantization", unknown, known)
+        calibration = dict(params.get("calibration") or {})
+        calibration_known = set(CalibrationSettings.__dataclass_fields__)
+        if set(calibration) - calibration_known:
+            raise unknown_keys_error(
+                "quantization.calibration",
+                {f"calibration.{k}" for k in set(calibration) - calibration_known},
+                calibration_known,
+            )
+        values = dict(params)
+        values["calibration"] = settings_from(calibration)
+        values["by_architecture"] = dict(values.get("by_architecture") or {})
+        values.update(values["by_architecture"].get(architecture, {}) if architecture else {})
+        if "methods" in values:
+            values["methods"] = tuple(values["methods"])
+        defaults = cls()
+        for block in ("latency", "throughput"):
+            if block in values:
+                values[block] = {**getattr(defaults, block), **dict(values[block])}
+        settings = cls(**values)
+        bad = [m for m in settings.methods if m not in METHODS]
+        if bad or not settings.methods:
+            raise ValueError(
+                f"quantization.methods must be a non-empty subset of {METHODS}, got "
+                f"{list(settings.methods)}."
+            )
+        if settings.max_accuracy_drop_points < 0:
+            raise ValueError("quantization.max_accuracy_drop_points must be >= 0.")
+        positive = {
+            "calibration_size": settings.calibration_size,
+            "threads": settings.threads,
+            "eval_batch_size": settings.eval_batch_size,
+            "latency.iterations": settings.latency["iterations"],
+            "throughput.batch_size": settings.throughput["batch_size"],
+            "throughput.iterations": settings.throughput["iterations"],
+        }
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise ValueError(f"quantization.{name} must be >= 1, got {value}.")
+        return settings
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-serialisable form, for reports."""
+        return asdict(self)

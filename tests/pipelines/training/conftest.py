@@ -38,6 +38,7 @@ TINY_TRAINING: dict[str, Any] = {
     "safe_class": "safe",
     "evaluation": {"target_fpr": 0.01},
     "selection": {"metric": "macro_f1", "greater_is_better": True},
+    "explanations": {"errors": 3, "near_threshold": 3, "correct_per_class": 1, "alpha": 0.45},
     "mlflow": {"log_full_bundle": False},
 }
 

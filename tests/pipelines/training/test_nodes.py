@@ -19,6 +19,7 @@ from eyecatcher.pipelines.training.nodes import (
     ManifestError,
     check_manifest,
     evaluate_candidate,
+    explain_candidate,
     log_candidate_run,
     plot_candidate,
     train_candidate,
@@ -80,7 +81,7 @@ def test_cached_and_reference_loops_reach_comparable_accuracy(
     training = tiny_training(**reference_settings)
     scores = {}
     for name, bundle in (("cached", cached_bundle), ("reference", reference_bundle)):
-        evaluation = evaluate_candidate(
+        evaluation, _ = evaluate_candidate(
             bundle, demo_manifest, FeatureCache(tmp_path / "eval"), training, candidate="test_vit"
         )
         scores[name] = (evaluation["validation"]["accuracy"] + evaluation["test"]["accuracy"]) / 2
@@ -96,7 +97,7 @@ def test_evaluation_record_is_complete_standard_json(
     demo_manifest: pd.DataFrame, tmp_path: Path
 ) -> None:
     bundle, report = _train(demo_manifest, tmp_path / "cache", candidate="test_resnet")
-    evaluation = evaluate_candidate(
+    evaluation, predictions = evaluate_candidate(
         bundle,
         demo_manifest,
         FeatureCache(tmp_path / "cache"),
@@ -121,6 +122,15 @@ def test_evaluation_record_is_complete_standard_json(
     assert threshold["n_safe"] == 2 and "only 2 safe images" in threshold["warning"]
     assert threshold["fpr"] == 0.0
     assert threshold["test_recall"] == evaluation["test"]["recall_at_threshold"]
+
+    # One prediction row per test image, consistent with the test metrics.
+    test_rows = demo_manifest[demo_manifest["split"] == "test"]
+    assert sorted(predictions["sha256"]) == sorted(test_rows["sha256"])
+    assert predictions["correct"].mean() == pytest.approx(evaluation["test"]["accuracy"])
+    assert predictions["flagged"].mean() == pytest.approx(
+        (predictions["unsafe_score"] > threshold["threshold"]).mean()
+    )
+    assert set(json.loads(predictions["probabilities"].iloc[0])) == set(classes)
 
     figures = plot_candidate(evaluation, report)
     assert len(figures) == 4 and all(isinstance(f, Figure) for f in figures)
@@ -171,11 +181,22 @@ def test_candidate_run_is_a_child_run_with_metrics_plots_and_head(
     bundle, report = train_candidate(
         demo_manifest, FeatureCache(tmp_path / "cache"), training, candidate="test_resnet"
     )
-    evaluation = evaluate_candidate(
+    evaluation, predictions = evaluate_candidate(
         bundle, demo_manifest, FeatureCache(tmp_path / "cache"), training, candidate="test_resnet"
     )
+    overlays, index = explain_candidate(
+        bundle, predictions, evaluation, training, candidate="test_resnet"
+    )
     with mlflow.start_run(run_name="kedro run") as parent:
-        info = log_candidate_run(bundle, report, evaluation, training, candidate="test_resnet")
+        info = log_candidate_run(
+            bundle,
+            report,
+            evaluation,
+            explanations=overlays,
+            explanations_index=index,
+            training=training,
+            candidate="test_resnet",
+        )
     assert info["parent_run_id"] == parent.info.run_id
 
     client = mlflow.MlflowClient()
@@ -196,3 +217,14 @@ def test_candidate_run_is_a_child_run_with_metrics_plots_and_head(
     }
     model_files = {a.path for a in client.list_artifacts(info["run_id"], "model")}
     assert model_files == {"model/head_state_dict.pt", "model/bundle_info.json"}
+    explanations = {a.path for a in client.list_artifacts(info["run_id"], "explanations")}
+    assert explanations == {f"explanations/{name}.png" for name in overlays} | {
+        "explanations/index.json"
+    }
+    # The head is the run's MLflow model: model views list it, with the test metrics linked.
+    logged = mlflow.get_logged_model(info["model_id"])
+    assert logged.source_run_id == info["run_id"] and logged.name == "test_resnet-head"
+    assert {m.key for m in logged.metrics} >= {"test.accuracy", "validation.macro_f1"}
+    head = mlflow.pytorch.load_model(f"models:/{info['model_id']}")
+    n_features = bundle.build_model().num_features
+    assert head(torch.zeros(2, n_features)).shape == (2, len(bundle.classes))

@@ -1,170 +1,53 @@
-"""Training nodes: train a frozen-backbone classifier per candidate, evaluate it, pick the best.
+"""Training nodes: train a frozen-backbone classifier per candidate, evaluate and explain it,
+record it in MLflow, pick the best.
 
-Each node receives the whole ``training`` parameter block and the candidate's name (bound when
-the pipeline is built, see ``pipeline.py``); :func:`eyecatcher.candidates.candidate_config`
-merges the shared settings with the candidate's overrides.
+Each node is a short recipe over the sibling modules: ``manifest`` (what a split is),
+``backbone`` (the frozen model and its cache key), ``fitting`` (the head's training),
+``report`` (the training report), ``evaluation`` (metrics and the operating threshold),
+``plots``, :mod:`eyecatcher.explain` (heatmaps), ``tracking`` (the MLflow child run) and
+``selection``. Each node receives the whole ``training`` parameter block and the candidate's
+name (bound when the pipeline is built, see ``pipeline.py``);
+:func:`eyecatcher.candidates.candidate_config` merges the shared settings with the candidate's
+overrides.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import random
-import tempfile
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
 from eyecatcher.candidates import candidate_config
-from eyecatcher.features import (
-    CLEAN_VIEW,
-    BackboneKey,
-    FeatureCache,
-    FeatureStats,
-    ViewSpec,
-    backbone_fingerprint,
-    compute_features,
-    read_image,
-    training_views,
-)
+from eyecatcher.explain import explain_examples, pick_examples
+from eyecatcher.features import FeatureCache
 from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.models.factory import create_classifier, freeze_backbone, model_kwargs_for_size
-from eyecatcher.models.head_training import (
-    HeadTrainingConfig,
-    train_head_on_features,
-    train_head_reference,
+from eyecatcher.pipelines.training import tracking
+from eyecatcher.pipelines.training.backbone import (
+    backbone_key,
+    build_frozen_model,
+    bundle_backbone_key,
+    configured_views,
+    resolve_device,
+    seed_everything,
 )
-from eyecatcher.pipelines.training import metrics, plots
-from eyecatcher.preprocessing import data_config_for
+from eyecatcher.pipelines.training.evaluation import (
+    evaluation_record,
+    predict_probabilities,
+    prediction_table,
+)
+from eyecatcher.pipelines.training.fitting import fit_head
+from eyecatcher.pipelines.training.manifest import ManifestError, check_manifest, split_items
+from eyecatcher.pipelines.training.plots import candidate_figures
+from eyecatcher.pipelines.training.report import bundle_metadata, json_safe, training_report
+from eyecatcher.pipelines.training.selection import rank_candidates
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("train", "validation", "test")
-_REQUIRED_COLUMNS = ("sha256", "uri", "class", "split")
-
-
-class ManifestError(ValueError):
-    """The split manifest cannot be trained on."""
-
-
-def check_manifest(split_manifest: pd.DataFrame, safe_class: str) -> list[str]:
-    """Check the split manifest and return the class names in logit order (sorted).
-
-    Args:
-        split_manifest: Rows ``sha256, uri, class, split[, group]``.
-        safe_class: The class that means "nothing to moderate".
-
-    Returns:
-        Sorted class names.
-
-    Raises:
-        ManifestError: On missing columns, unknown or empty splits, missing classes, an image
-            in two splits, or a missing safe class.
-    """
-    missing = [c for c in _REQUIRED_COLUMNS if c not in split_manifest.columns]
-    if missing:
-        raise ManifestError(f"split_manifest lacks columns {missing}")
-    unknown = sorted(set(split_manifest["split"]) - set(SPLITS))
-    if unknown:
-        raise ManifestError(f"split_manifest has unknown splits {unknown}; expected {SPLITS}")
-    empty = [s for s in SPLITS if not (split_manifest["split"] == s).any()]
-    if empty:
-        raise ManifestError(
-            f"split_manifest has no {empty} rows: training needs train, validation (model "
-            "selection, threshold calibration) and test (evaluation) images."
-        )
-    if split_manifest["class"].isna().any():
-        raise ManifestError("split_manifest has rows without a class")
-    duplicated = split_manifest["sha256"].duplicated(keep=False)
-    if duplicated.any():
-        shas = sorted(split_manifest.loc[duplicated, "sha256"].unique())
-        raise ManifestError(
-            f"{len(shas)} images appear more than once in split_manifest (e.g. {shas[:3]}); an "
-            "image in two splits would leak test data into training."
-        )
-    classes = sorted(str(c) for c in split_manifest["class"].unique())
-    if safe_class not in classes:
-        raise ManifestError(
-            f"safe_class '{safe_class}' is not among the classes {classes}; the moderation "
-            "metrics (unsafe score = 1 - p(safe)) need it. Set training.safe_class."
-        )
-    return classes
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _split_items(
-    manifest: pd.DataFrame, split: str, classes: list[str]
-) -> tuple[list[tuple[str, str]], np.ndarray]:
-    rows = manifest[manifest["split"] == split].sort_values("sha256")
-    images = list(zip(rows["sha256"].astype(str), rows["uri"].astype(str), strict=True))
-    index = {name: i for i, name in enumerate(classes)}
-    labels = np.array([index[str(c)] for c in rows["class"]], dtype=np.int64)
-    return images, labels
-
-
-def _build_model(
-    config: Mapping[str, Any], n_classes: int
-) -> tuple[torch.nn.Module, str, dict[str, Any], dict[str, Any]]:
-    architecture = config["architecture"]
-    image_size = config.get("image_size")
-    model_kwargs = model_kwargs_for_size(architecture, image_size)
-    # Seed right before construction: a random backbone is then the same network every run,
-    # which is what makes its cached features reusable.
-    torch.manual_seed(int(config.get("weights_seed", config.get("seed", 0))))
-    model, weights_source = create_classifier(
-        architecture, n_classes, str(config.get("weights", "imagenet")), **model_kwargs
-    )
-    freeze_backbone(model)
-    model.eval()
-    return model, weights_source, data_config_for(model, image_size), model_kwargs
-
-
-def _backbone_key(
-    model: torch.nn.Module,
-    *,
-    architecture: str,
-    weights_source: str,
-    weights_seed: int,
-    data_config: Mapping[str, Any],
-    model_kwargs: Mapping[str, Any],
-) -> BackboneKey:
-    return BackboneKey(
-        architecture=architecture,
-        weights_source=weights_source,
-        weights_seed=weights_seed,
-        fingerprint=backbone_fingerprint(model),
-        data_config=data_config,
-        model_kwargs=model_kwargs,
-    )
-
-
-def _views(config: Mapping[str, Any]) -> list[ViewSpec]:
-    features = config.get("features", {})
-    return training_views(
-        int(features.get("views", 2)),
-        dict(config.get("augmentation", {})),
-        int(features.get("augmentation_seed", config.get("seed", 0))),
-        include_clean=bool(features.get("clean_view", True)),
-    )
 
 
 def train_candidate(
@@ -191,191 +74,69 @@ def train_candidate(
         history, timings, cache statistics, model size).
     """
     config = candidate_config(training, candidate)
-    safe_class = str(config.get("safe_class", "safe"))
-    classes = check_manifest(split_manifest, safe_class)
+    classes = check_manifest(split_manifest, str(config.get("safe_class", "safe")))
     seed = int(config.get("seed", 0))
     weights_seed = int(config.get("weights_seed", seed))
     device = resolve_device(str(config.get("device", "auto")))
     if config.get("num_threads"):
         torch.set_num_threads(int(config["num_threads"]))
-    _seed_everything(seed)
+    seed_everything(seed)
     start = time.perf_counter()
-    model, weights_source, data_config, model_kwargs = _build_model(
-        {**config, "weights_seed": weights_seed}, len(classes)
-    )
-    model.to(device)
+    built = build_frozen_model(config, len(classes), weights_seed)
+    built.model.to(device)
     build_seconds = time.perf_counter() - start
-    if weights_source == "random":
+    if built.weights_source == "random":
         logger.warning(
             "Candidate %s trains on a RANDOMLY INITIALISED %s backbone (weights: random); "
             "its metrics describe the demo, not a pretrained model.",
             candidate,
             config["architecture"],
         )
-
-    train_images, train_labels = _split_items(split_manifest, "train", classes)
-    val_images, val_labels = _split_items(split_manifest, "validation", classes)
-    feature_settings = dict(config.get("features", {}))
-    use_cache = bool(feature_settings.get("cache", True))
-    batch_size = int(feature_settings.get("batch_size", 16))
-    head_config = HeadTrainingConfig.from_params(config)
-    stats = FeatureStats()
-    views = _views(config)
-    key = _backbone_key(
-        model,
+    key = backbone_key(
+        built.model,
         architecture=config["architecture"],
-        weights_source=weights_source,
+        weights_source=built.weights_source,
         weights_seed=weights_seed,
-        data_config=data_config,
-        model_kwargs=model_kwargs,
+        data_config=built.data_config,
+        model_kwargs=built.model_kwargs,
     )
-    start = time.perf_counter()
-    if use_cache:
-        train_features, train_stats = compute_features(
-            model,
-            key,
-            train_images,
-            views,
-            cache=feature_cache,
-            batch_size=batch_size,
-            device=device,
-            description=f"{candidate}: train features",
-        )
-        val_features, val_stats = compute_features(
-            model,
-            key,
-            val_images,
-            [ViewSpec(CLEAN_VIEW)],
-            cache=feature_cache,
-            batch_size=batch_size,
-            device=device,
-            description=f"{candidate}: validation features",
-        )
-        stats.add(train_stats)
-        stats.add(val_stats)
-        feature_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        history = train_head_on_features(
-            model.get_classifier(),
-            [train_features[view.name] for view in views],
-            train_labels,
-            val_features[CLEAN_VIEW],
-            val_labels,
-            config=head_config,
-            device=device,
-            description=f"{candidate}: head epochs",
-        )
-    else:
-        feature_seconds = 0.0
-        history = train_head_reference(
-            model,
-            read_image,
-            [(int(y), sha, uri) for (sha, uri), y in zip(train_images, train_labels, strict=True)],
-            [(int(y), sha, uri) for (sha, uri), y in zip(val_images, val_labels, strict=True)],
-            data_config=data_config,
-            augmentation=dict(config.get("augmentation", {})),
-            config=head_config,
-            feature_batch_size=batch_size,
-            device=device,
-            description=f"{candidate}: reference epochs",
-        )
-    training_seconds = time.perf_counter() - start
-    model.eval()
-
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    size_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    report = {
-        "candidate": candidate,
-        "architecture": config["architecture"],
-        "weights_source": weights_source,
-        "weights_seed": weights_seed if weights_source == "random" else None,
-        "random_weights": weights_source == "random",
-        "classes": classes,
-        "safe_class": safe_class,
-        "data_config": data_config,
-        "model_kwargs": model_kwargs,
-        "mode": "cached_features" if use_cache else "reference",
-        "views": [view.name for view in views] if use_cache else ["on_the_fly"],
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "n_train": len(train_images),
-        "n_validation": len(val_images),
-        "n_parameters": n_params,
-        "n_trainable_parameters": n_trainable,
-        "model_size_bytes": size_bytes,
-        "head_size_bytes": sum(
-            t.numel() * t.element_size() for t in model.get_classifier().state_dict().values()
-        ),
-        "timings_s": {
-            "model_build": build_seconds,
-            "features": feature_seconds,
-            "head_training": training_seconds,
-        },
-        "cache": {
-            "enabled": use_cache,
-            "hits": stats.hits,
-            "misses": stats.misses,
-            "key_digests": stats.digests,
-            "backbone_fingerprint": key.fingerprint,
-        },
-        "history": history,
-        "config": config,
-    }
+    train = split_items(split_manifest, "train", classes)
+    validation = split_items(split_manifest, "validation", classes)
+    fit = fit_head(
+        built.model,
+        key,
+        train,
+        validation,
+        config,
+        views=configured_views(config),
+        feature_cache=feature_cache,
+        device=device,
+        candidate=candidate,
+    )
+    built.model.eval()
+    report = training_report(
+        candidate,
+        config,
+        built=built,
+        key=key,
+        fit=fit,
+        classes=classes,
+        counts={"n_train": len(train[0]), "n_validation": len(validation[0])},
+        weights_seed=weights_seed,
+        device=device,
+        build_seconds=build_seconds,
+    )
     bundle = ClassifierBundle.from_model(
-        model.cpu(),
+        built.model.cpu(),
         architecture=config["architecture"],
         classes=classes,
-        data_config=data_config,
-        weights_source=weights_source,
-        safe_class=safe_class,
-        model_kwargs=model_kwargs,
-        metadata={
-            "candidate": candidate,
-            "seed": seed,
-            "weights_seed": weights_seed,
-            "epochs": head_config.epochs,
-            "mode": report["mode"],
-            "views": report["views"],
-            "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
-        },
+        data_config=built.data_config,
+        weights_source=built.weights_source,
+        safe_class=report["safe_class"],
+        model_kwargs=built.model_kwargs,
+        metadata=bundle_metadata(report, seed, weights_seed),
     )
-    return bundle, _json_safe(report)
-
-
-def _predict(
-    model: torch.nn.Module,
-    key: BackboneKey,
-    images: list[tuple[str, str]],
-    *,
-    cache: FeatureCache | None,
-    batch_size: int,
-    device: torch.device,
-    description: str,
-) -> np.ndarray:
-    features, _ = compute_features(
-        model,
-        key,
-        images,
-        [ViewSpec(CLEAN_VIEW)],
-        cache=cache,
-        batch_size=batch_size,
-        device=device,
-        description=description,
-    )
-    with torch.no_grad():
-        inputs = torch.as_tensor(features[CLEAN_VIEW], device=device)
-        logits = model.get_classifier()(inputs)
-    return torch.softmax(logits, dim=1).cpu().numpy()
-
-
-def _headline(classification: Mapping[str, Any], moderation: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "accuracy": classification["accuracy"],
-        "macro_f1": classification["macro_f1"],
-        "roc_auc": moderation["roc_auc"],
-        "pr_auc": moderation["pr_auc"],
-    }
+    return bundle, report
 
 
 def evaluate_candidate(
@@ -385,7 +146,7 @@ def evaluate_candidate(
     training: dict[str, Any],
     *,
     candidate: str,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Evaluate a trained candidate on the validation and test splits.
 
     The operating threshold (unsafe score ``1 - p(safe)`` above which an image is flagged) is
@@ -403,83 +164,48 @@ def evaluate_candidate(
     Returns:
         The evaluation record (see ``docs/training.md``): ``test`` and ``validation`` headline
         metrics, per-class metrics, confusion matrices, the operating threshold and rates at
-        it, curve points, timings.
+        it, curve points, timings; and the per-image test predictions.
     """
     start = time.perf_counter()
     config = candidate_config(training, candidate)
     classes = list(model_bundle.classes)
     model = model_bundle.build_model()
-    key = _backbone_key(
-        model,
-        architecture=model_bundle.architecture,
-        weights_source=model_bundle.weights_source,
-        weights_seed=int(model_bundle.metadata.get("weights_seed", 0)),
-        data_config=model_bundle.data_config,
-        model_kwargs=model_bundle.model_kwargs,
-    )
-    feature_settings = dict(config.get("features", {}))
-    cache = feature_cache if feature_settings.get("cache", True) else None
-    batch_size = int(feature_settings.get("batch_size", 16))
-    safe_index = classes.index(model_bundle.safe_class)
+    key = bundle_backbone_key(model_bundle, model)
+    features = dict(config.get("features", {}))
     device = resolve_device(str(config.get("device", "auto")))
     model.to(device)
-    target_fpr = float(config.get("evaluation", {}).get("target_fpr", 0.01))
-
-    results: dict[str, Any] = {}
+    results = {}
     for split in ("validation", "test"):
-        images, labels = _split_items(split_manifest, split, classes)
-        unknown = set(split_manifest.loc[split_manifest["split"] == split, "class"]) - set(classes)
-        if unknown:
-            raise ManifestError(f"{split} has classes {sorted(unknown)} the model never saw")
-        probabilities = _predict(
+        images, labels = split_items(split_manifest, split, classes)
+        probabilities = predict_probabilities(
             model,
             key,
             images,
-            cache=cache,
-            batch_size=batch_size,
+            cache=feature_cache if features.get("cache", True) else None,
+            batch_size=int(features.get("batch_size", 16)),
             device=device,
             description=f"{candidate}: {split} features",
         )
-        results[split] = (labels, probabilities)
-
-    evaluation: dict[str, Any] = {
+        results[split] = (labels, probabilities, images)
+    record = evaluation_record(
+        results,
+        classes,
+        model_bundle.safe_class,
+        float(config.get("evaluation", {}).get("target_fpr", 0.01)),
+        candidate=candidate,
+    )
+    evaluation = {
         "candidate": candidate,
         "architecture": model_bundle.architecture,
         "weights_source": model_bundle.weights_source,
         "classes": classes,
         "safe_class": model_bundle.safe_class,
+        **record,
+        "timings_s": {"evaluation": time.perf_counter() - start},
     }
-    val_labels, val_probs = results["validation"]
-    val_unsafe = val_labels != safe_index
-    val_scores = metrics.unsafe_scores(val_probs, safe_index)
-    calibration = metrics.calibrate_threshold(val_scores, val_unsafe, target_fpr)
-    if calibration["warning"]:
-        logger.warning("Candidate %s: %s.", candidate, calibration["warning"])
-    for split, (labels, probs) in results.items():
-        classification = metrics.classification_metrics(labels, probs.argmax(axis=1), classes)
-        is_unsafe = labels != safe_index
-        scores = metrics.unsafe_scores(probs, safe_index)
-        moderation = metrics.moderation_curves(scores, is_unsafe)
-        at_threshold = metrics.rates_at_threshold(scores, is_unsafe, calibration["threshold"])
-        evaluation[split] = {
-            **_headline(classification, moderation),
-            "recall_at_threshold": at_threshold["recall"],
-            "fpr_at_threshold": at_threshold["fpr"],
-            "n": classification["n"],
-            "per_class": classification["per_class"],
-            "confusion_matrix": classification["confusion_matrix"],
-            "curves": {"roc": moderation["roc"], "pr": moderation["pr"]},
-        }
-    evaluation["operating_threshold"] = {
-        "unsafe_score": "1 - p(safe)",
-        "rule": "flag when unsafe_score > threshold",
-        "calibrated_on": "validation",
-        **calibration,
-        "test_recall": evaluation["test"]["recall_at_threshold"],
-        "test_fpr": evaluation["test"]["fpr_at_threshold"],
-    }
-    evaluation["timings_s"] = {"evaluation": time.perf_counter() - start}
-    return _json_safe(evaluation)
+    threshold = record["operating_threshold"]["threshold"]
+    predictions = prediction_table(results["test"], classes, model_bundle.safe_class, threshold)
+    return json_safe(evaluation), predictions
 
 
 def plot_candidate(
@@ -494,7 +220,7 @@ def plot_candidate(
     Returns:
         The four figures, in that order.
     """
-    figures = _figures(evaluation, training_report)
+    figures = candidate_figures(evaluation, training_report)
     return (
         figures["confusion_matrix"],
         figures["roc_curve"],
@@ -503,145 +229,112 @@ def plot_candidate(
     )
 
 
-def _figures(evaluation: Mapping[str, Any], training_report: Mapping[str, Any]) -> dict[str, Any]:
-    name = evaluation["candidate"]
-    test = evaluation["test"]
-    operating = {
-        "fpr": test["fpr_at_threshold"],
-        "recall": test["recall_at_threshold"],
-        "threshold": evaluation["operating_threshold"]["threshold"],
+def explain_candidate(
+    model_bundle: ClassifierBundle,
+    test_predictions: pd.DataFrame,
+    evaluation: dict[str, Any],
+    training: dict[str, Any],
+    *,
+    candidate: str,
+) -> tuple[dict[str, Image.Image], dict[str, Any]]:
+    """Heatmaps of the test images a reviewer should look at, overlaid on the images.
+
+    Grad-CAM for the predicted class (:func:`eyecatcher.explain.explainer_for` picks the
+    method by architecture) on the most confident errors, the images nearest the operating
+    threshold and the most confident correct image of each class (``explanations``
+    settings).
+
+    Args:
+        model_bundle: The trained candidate.
+        test_predictions: Per-image test predictions from :func:`evaluate_candidate`.
+        evaluation: The evaluation record (operating threshold).
+        training: The ``training`` parameters.
+        candidate: Candidate name.
+
+    Returns:
+        ``{file stem: overlay image}`` and the index (method, threshold, one record per
+        image: why it was chosen, truth, prediction, scores).
+    """
+    settings = dict(candidate_config(training, candidate).get("explanations", {}))
+    threshold = evaluation["operating_threshold"]["threshold"]
+    examples = pick_examples(
+        test_predictions,
+        threshold,
+        errors=int(settings.get("errors", 3)),
+        near_threshold=int(settings.get("near_threshold", 3)),
+        correct_per_class=int(settings.get("correct_per_class", 1)),
+    )
+    overlays, records = explain_examples(
+        model_bundle, examples, alpha=float(settings.get("alpha", 0.45))
+    )
+    logger.info("Candidate %s: %d heatmaps of test images.", candidate, len(overlays))
+    index = {
+        "candidate": candidate,
+        "split": "test",
+        "method": records[0]["method"] if records else None,
+        "operating_threshold": threshold,
+        "random_weights": model_bundle.weights_source == "random",
+        "examples": records,
     }
-    moderation = {**test["curves"], "roc_auc": test["roc_auc"], "pr_auc": test["pr_auc"]}
-    return {
-        "confusion_matrix": plots.confusion_matrix_figure(
-            test["confusion_matrix"], evaluation["classes"], f"{name}: test confusion matrix"
-        ),
-        "roc_curve": plots.roc_figure(moderation, operating, f"{name}: safe vs unsafe ROC (test)"),
-        "pr_curve": plots.pr_figure(moderation, f"{name}: safe vs unsafe PR (test)"),
-        "training_curves": plots.training_curves_figure(
-            training_report["history"], f"{name}: training ({training_report['mode']})"
-        ),
-    }
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
-    else:
-        out[prefix] = value
-    return out
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return overlays, json_safe(index)
 
 
 def log_candidate_run(
     model_bundle: ClassifierBundle,
     training_report: dict[str, Any],
     evaluation: dict[str, Any],
-    training: dict[str, Any],
     *,
+    explanations: dict[str, Any],
+    explanations_index: dict[str, Any],
+    training: dict[str, Any],
     candidate: str,
 ) -> dict[str, Any]:
     """Record the candidate in its own MLflow run, nested under the ``kedro run``'s run.
 
-    kedro-mlflow opens one run per ``kedro run`` (``tracking.run.nested: true``); one child
-    run per candidate lets a reviewer compare candidates side by side in the MLflow UI. It
-    holds the candidate's settings, per-epoch metrics, validation and test metrics, plots,
-    model size, time spent, the weights source (tagged loudly when random) and the trained
-    head (``log_full_bundle: true`` adds the whole bundle).
+    One child run per candidate lets a reviewer compare candidates side by side. It holds the
+    candidate's settings, per-epoch and summary metrics, plots, heatmaps (``explanations/``),
+    the weights source (tagged loudly when random) and the trained head as an MLflow model
+    (``log_full_bundle: true`` adds the whole bundle as an artifact).
 
     Args:
         model_bundle: The trained candidate.
         training_report: Output of :func:`train_candidate`.
         evaluation: Output of :func:`evaluate_candidate`.
+        explanations: Overlays from :func:`explain_candidate` (images, or loaders of images
+            when read back from the catalog).
+        explanations_index: Their index.
         training: The ``training`` parameters.
         candidate: Candidate name.
 
     Returns:
-        ``candidate``, ``run_id``, ``experiment_id``, ``parent_run_id`` and ``artifact_uri``.
+        ``candidate``, ``run_id``, ``experiment_id``, ``parent_run_id``, ``artifact_uri`` and
+        ``model_id`` (the logged head).
     """
     config = candidate_config(training, candidate)
     parent = mlflow.active_run()
-    tags = {
-        "eyecatcher.stage": "training",
-        "candidate": candidate,
-        "architecture": model_bundle.architecture,
-        "weights_source": model_bundle.weights_source,
-        "random_weights": str(model_bundle.weights_source == "random").lower(),
-        "training_mode": training_report["mode"],
-    }
-    if model_bundle.weights_source == "random":
-        tags["warning"] = (
-            "RANDOM WEIGHTS: the backbone is randomly initialised; these metrics say nothing "
-            "about an ImageNet-pretrained model."
-        )
-    if evaluation["operating_threshold"].get("warning"):
-        tags["operating_threshold_warning"] = evaluation["operating_threshold"]["warning"]
+    tags = tracking.candidate_tags(candidate, model_bundle, training_report, evaluation)
     with mlflow.start_run(run_name=candidate, nested=parent is not None, tags=tags) as run:
-        params = _flatten("", {k: v for k, v in config.items() if k != "name"}, {})
+        params = tracking.flatten("", {k: v for k, v in config.items() if k != "name"}, {})
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        for record in training_report["history"]:
-            mlflow.log_metrics(
-                {k: v for k, v in record.items() if k != "epoch" and _finite(v)},
-                step=int(record["epoch"]),
-            )
-        summary: dict[str, float] = {}
-        for split in ("validation", "test"):
-            for name in ("accuracy", "macro_f1", "roc_auc", "pr_auc"):
-                summary[f"{split}.{name}"] = evaluation[split][name]
-            summary[f"{split}.recall_at_threshold"] = evaluation[split]["recall_at_threshold"]
-            summary[f"{split}.fpr_at_threshold"] = evaluation[split]["fpr_at_threshold"]
-            for cls, values in evaluation[split]["per_class"].items():
-                summary[f"{split}.recall.{cls}"] = values["recall"]
-                summary[f"{split}.precision.{cls}"] = values["precision"]
-        summary["operating_threshold"] = evaluation["operating_threshold"]["threshold"]
-        summary["model_size_mb"] = training_report["model_size_bytes"] / 1e6
-        summary["head_size_kb"] = training_report["head_size_bytes"] / 1e3
-        summary["n_parameters"] = training_report["n_parameters"]
-        summary["n_trainable_parameters"] = training_report["n_trainable_parameters"]
-        summary["feature_cache_hits"] = training_report["cache"]["hits"]
-        summary["feature_cache_misses"] = training_report["cache"]["misses"]
-        for name, seconds in training_report["timings_s"].items():
-            summary[f"time_s.{name}"] = seconds
-        summary["time_s.evaluation"] = evaluation["timings_s"]["evaluation"]
-        mlflow.log_metrics({k: float(v) for k, v in summary.items() if _finite(v)})
-        for name, figure in _figures(evaluation, training_report).items():
-            mlflow.log_figure(figure, f"plots/{name}.png")
+        tracking.log_history(training_report["history"])
+        model_id = tracking.log_head_model(
+            model_bundle,
+            candidate,
+            full_bundle=bool(config.get("mlflow", {}).get("log_full_bundle", False)),
+        )
+        mlflow.log_metrics(tracking.summary_metrics(training_report, evaluation), model_id=model_id)
+        tracking.log_figures(candidate_figures(evaluation, training_report))
+        tracking.log_explanations(explanations, explanations_index)
         mlflow.log_dict(evaluation, "evaluation.json")
         mlflow.log_dict(training_report, "training_report.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            head = model_bundle.build_model().get_classifier().state_dict()
-            head_path = Path(tmp) / "head_state_dict.pt"
-            torch.save(head, head_path)
-            mlflow.log_artifact(str(head_path), "model")
-            bundle_info = {
-                "architecture": model_bundle.architecture,
-                "classes": model_bundle.classes,
-                "safe_class": model_bundle.safe_class,
-                "data_config": model_bundle.data_config,
-                "weights_source": model_bundle.weights_source,
-                "model_kwargs": model_bundle.model_kwargs,
-                "metadata": model_bundle.metadata,
-            }
-            mlflow.log_dict(bundle_info, "model/bundle_info.json")
-            if config.get("mlflow", {}).get("log_full_bundle", False):
-                bundle_path = Path(tmp) / "model_bundle.pt"
-                model_bundle.save(bundle_path)
-                mlflow.log_artifact(str(bundle_path), "model")
-        info = {
+        return {
             "candidate": candidate,
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
             "parent_run_id": parent.info.run_id if parent is not None else None,
             "artifact_uri": run.info.artifact_uri,
+            "model_id": model_id,
         }
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-    return info
 
 
 def select_candidate(training: dict[str, Any], *evaluations: dict[str, Any]) -> dict[str, Any]:
@@ -665,65 +358,27 @@ def select_candidate(training: dict[str, Any], *evaluations: dict[str, Any]) -> 
     selection = dict(training.get("selection", {}))
     metric = str(selection.get("metric", "macro_f1"))
     greater = bool(selection.get("greater_is_better", True))
-    values = {e["candidate"]: e["validation"].get(metric) for e in evaluations}
-    if any(metric not in e["validation"] for e in evaluations):
-        raise ValueError(
-            f"selection.metric '{metric}' is not a validation metric; choose one of "
-            f"{sorted(k for k, v in evaluations[0]['validation'].items() if _finite(v))}"
-        )
-    usable = {name: v for name, v in values.items() if _finite(v)}
-    if not usable:
-        raise ValueError(f"No candidate has a finite validation {metric}: {values}")
-    order = list(values)
-    ranking = sorted(usable, key=lambda n: ((-usable[n] if greater else usable[n]), order.index(n)))
-    best = ranking[0]
-    tied = [n for n in ranking if usable[n] == usable[best]]
-    reason = (
-        f"highest validation {metric}" if greater else f"lowest validation {metric}"
-    ) + f" ({usable[best]:.4f}"
-    if len(ranking) > 1:
-        runner_up = next((n for n in ranking if n not in tied), None)
-        if runner_up is not None:
-            reason += f" vs {usable[runner_up]:.4f} for {runner_up}"
-    reason += ")"
-    if len(tied) > 1:
-        reason += f"; tied with {tied[1:]}, first in config order wins"
-    skipped = sorted(set(values) - set(usable))
-    if skipped:
-        reason += f"; {skipped} had no finite value and were not considered"
-        logger.warning("Candidates %s have no finite validation %s.", skipped, metric)
-    logger.info("Selected candidate %s: %s.", best, reason)
-    return _json_safe(
+    ranked = rank_candidates(evaluations, metric, greater)
+    logger.info("Selected candidate %s: %s.", ranked["selected"], ranked["reason"])
+    return json_safe(
         {
-            "selected": best,
+            "selected": ranked["selected"],
             "metric": metric,
             "split": "validation",
             "greater_is_better": greater,
-            "values": values,
+            "values": ranked["values"],
             "test_values": {e["candidate"]: e["test"].get(metric) for e in evaluations},
-            "ranking": ranking,
-            "reason": reason,
+            "ranking": ranked["ranking"],
+            "reason": ranked["reason"],
         }
     )
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become ``None`` so that the JSON files stay standard JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
 
 
 __all__ = [
     "ManifestError",
     "check_manifest",
     "evaluate_candidate",
+    "explain_candidate",
     "log_candidate_run",
     "plot_candidate",
     "select_candidate",

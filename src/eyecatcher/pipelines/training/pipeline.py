@@ -18,6 +18,7 @@ from kedro.pipeline import Node, Pipeline
 from eyecatcher.candidates import configured_candidates
 from eyecatcher.pipelines.training.nodes import (
     evaluate_candidate,
+    explain_candidate,
     log_candidate_run,
     plot_candidate,
     select_candidate,
@@ -40,7 +41,7 @@ def create_candidate_pipeline(candidate: str) -> Pipeline:
         candidate: A name from ``training.candidates``.
 
     Returns:
-        Train -> evaluate -> plot and log to MLflow, for that candidate.
+        Train -> evaluate -> plot, explain (heatmaps) and log to MLflow, for that candidate.
     """
     # The name is bound here because Kedro gives nodes no literal inputs; everything else
     # comes from `params:training`.
@@ -55,8 +56,14 @@ def create_candidate_pipeline(candidate: str) -> Pipeline:
             Node(
                 _bind(evaluate_candidate, candidate),
                 inputs=["model_bundle", "split_manifest", "feature_cache", "params:training"],
-                outputs="evaluation",
+                outputs=["evaluation", "test_predictions"],
                 name="evaluate_candidate",
+            ),
+            Node(
+                _bind(explain_candidate, candidate),
+                inputs=["model_bundle", "test_predictions", "evaluation", "params:training"],
+                outputs=["explanations", "explanations_index"],
+                name="explain_candidate",
             ),
             Node(
                 plot_candidate,
@@ -71,7 +78,14 @@ def create_candidate_pipeline(candidate: str) -> Pipeline:
             ),
             Node(
                 _bind(log_candidate_run, candidate),
-                inputs=["model_bundle", "training_report", "evaluation", "params:training"],
+                inputs={
+                    "model_bundle": "model_bundle",
+                    "training_report": "training_report",
+                    "evaluation": "evaluation",
+                    "explanations": "explanations",
+                    "explanations_index": "explanations_index",
+                    "training": "params:training",
+                },
                 outputs="mlflow_run",
                 name="log_candidate_run",
             ),

@@ -143,3 +143,27 @@ def training_curves_figure(history: Sequence[Mapping[str, float]], title: str) -
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def candidate_figures(
+    evaluation: Mapping[str, Any], training_report: Mapping[str, Any]
+) -> dict[str, Figure]:
+    """Confusion matrix, ROC and PR on test, and training curves, by artifact name."""
+    name = evaluation["candidate"]
+    test = evaluation["test"]
+    operating = {
+        "fpr": test["fpr_at_threshold"],
+        "recall": test["recall_at_threshold"],
+        "threshold": evaluation["operating_threshold"]["threshold"],
+    }
+    moderation = {**test["curves"], "roc_auc": test["roc_auc"], "pr_auc": test["pr_auc"]}
+    return {
+        "confusion_matrix": confusion_matrix_figure(
+            test["confusion_matrix"], evaluation["classes"], f"{name}: test confusion matrix"
+        ),
+        "roc_curve": roc_figure(moderation, operating, f"{name}: safe vs unsafe ROC (test)"),
+        "pr_curve": pr_figure(moderation, f"{name}: safe vs unsafe PR (test)"),
+        "training_curves": training_curves_figure(
+            training_report["history"], f"{name}: training ({training_report['mode']})"
+        ),
+    }

@@ -1,0 +1,108 @@
+"""The frozen timm model of a candidate: device, seeding, construction and its cache key."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from eyecatcher.features import BackboneKey, ViewSpec, backbone_fingerprint, training_views
+from eyecatcher.models.bundle import ClassifierBundle
+from eyecatcher.models.factory import create_classifier, freeze_backbone, model_kwargs_for_size
+from eyecatcher.preprocessing import data_config_for
+
+
+@dataclass
+class FrozenModel:
+    """A timm classifier with a frozen backbone and what it was built from."""
+
+    model: torch.nn.Module
+    weights_source: str
+    data_config: dict[str, Any]
+    model_kwargs: dict[str, Any]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (batch order, view choice, augmentation)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_frozen_model(config: Mapping[str, Any], n_classes: int, weights_seed: int) -> FrozenModel:
+    """Create the candidate's timm model (weights policy of the factory), backbone frozen.
+
+    Args:
+        config: The candidate's merged settings (``architecture``, ``image_size``, ``weights``).
+        n_classes: Number of output classes.
+        weights_seed: Seed set right before construction.
+
+    Returns:
+        The model in eval mode, its weights source, data config and creation kwargs.
+    """
+    architecture = config["architecture"]
+    image_size = config.get("image_size")
+    model_kwargs = model_kwargs_for_size(architecture, image_size)
+    # Seed right before construction: a random backbone is then the same network every run,
+    # which is what makes its cached features reusable.
+    torch.manual_seed(weights_seed)
+    model, weights_source = create_classifier(
+        architecture, n_classes, str(config.get("weights", "imagenet")), **model_kwargs
+    )
+    freeze_backbone(model)
+    model.eval()
+    return FrozenModel(model, weights_source, data_config_for(model, image_size), model_kwargs)
+
+
+def backbone_key(
+    model: torch.nn.Module,
+    *,
+    architecture: str,
+    weights_source: str,
+    weights_seed: int,
+    data_config: Mapping[str, Any],
+    model_kwargs: Mapping[str, Any],
+) -> BackboneKey:
+    """The model half of the feature cache key (see ``docs/training.md``)."""
+    return BackboneKey(
+        architecture=architecture,
+        weights_source=weights_source,
+        weights_seed=weights_seed,
+        fingerprint=backbone_fingerprint(model),
+        data_config=data_config,
+        model_kwargs=model_kwargs,
+    )
+
+
+def bundle_backbone_key(bundle: ClassifierBundle, model: torch.nn.Module) -> BackboneKey:
+    """The cache key of a trained bundle's backbone (the same entries training wrote)."""
+    return backbone_key(
+        model,
+        architecture=bundle.architecture,
+        weights_source=bundle.weights_source,
+        weights_seed=int(bundle.metadata.get("weights_seed", 0)),
+        data_config=bundle.data_config,
+        model_kwargs=bundle.model_kwargs,
+    )
+
+
+def configured_views(config: Mapping[str, Any]) -> list[ViewSpec]:
+    """The training views (clean + seeded augmentations) of ``features`` settings."""
+    features = config.get("features", {})
+    return training_views(
+        int(features.get("views", 2)),
+        dict(config.get("augmentation", {})),
+        int(features.get("augmentation_seed", config.get("seed", 0))),
+        include_clean=bool(features.get("clean_view", True)),
+    )

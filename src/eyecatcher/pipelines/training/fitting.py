@@ -1,0 +1,127 @@
+"""Fitting a candidate's head: on cached backbone features, or with the reference loop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from eyecatcher.features import (
+    CLEAN_VIEW,
+    BackboneKey,
+    FeatureCache,
+    FeatureStats,
+    ViewSpec,
+    compute_features,
+    read_image,
+)
+from eyecatcher.models.head_training import (
+    HeadTrainingConfig,
+    train_head_on_features,
+    train_head_reference,
+)
+
+
+@dataclass
+class HeadFit:
+    """What fitting produced besides the trained head (trained in place)."""
+
+    history: list[dict[str, float]]
+    mode: str
+    views: list[str]
+    stats: FeatureStats = field(default_factory=FeatureStats)
+    feature_seconds: float = 0.0
+    training_seconds: float = 0.0
+
+
+def fit_head(
+    model: torch.nn.Module,
+    key: BackboneKey,
+    train: tuple[list[tuple[str, str]], np.ndarray],
+    validation: tuple[list[tuple[str, str]], np.ndarray],
+    config: Mapping[str, Any],
+    *,
+    views: list[ViewSpec],
+    feature_cache: FeatureCache,
+    device: torch.device,
+    candidate: str,
+) -> HeadFit:
+    """Train ``model``'s head in place on the train split, validating every epoch.
+
+    With ``features.cache: true`` the backbone runs once per image and view and the head trains
+    on cached features; with ``false`` the reference loop runs the backbone on freshly
+    augmented images every epoch.
+
+    Args:
+        model: The frozen model, on ``device``.
+        key: Its backbone cache key.
+        train: ``(images, labels)`` of the train split.
+        validation: ``(images, labels)`` of the validation split.
+        config: The candidate's merged settings.
+        views: Training views (cached mode).
+        feature_cache: Handle on the feature cache.
+        device: Where to run.
+        candidate: Name, for progress bars.
+
+    Returns:
+        The per-epoch history, mode, views, cache statistics and timings.
+    """
+    features = dict(config.get("features", {}))
+    batch_size = int(features.get("batch_size", 16))
+    head_config = HeadTrainingConfig.from_params(config)
+    if not bool(features.get("cache", True)):
+        start = time.perf_counter()
+        history = train_head_reference(
+            model,
+            read_image,
+            [(int(y), sha, uri) for (sha, uri), y in zip(*train, strict=True)],
+            [(int(y), sha, uri) for (sha, uri), y in zip(*validation, strict=True)],
+            data_config=key.data_config,
+            augmentation=dict(config.get("augmentation", {})),
+            config=head_config,
+            feature_batch_size=batch_size,
+            device=device,
+            description=f"{candidate}: reference epochs",
+        )
+        return HeadFit(history, "reference", ["on_the_fly"], FeatureStats(), 0.0, _since(start))
+
+    start = time.perf_counter()
+    fit = HeadFit([], "cached_features", [view.name for view in views])
+    computed = {}
+    for split, (images, _), split_views in (
+        ("train", train, views),
+        ("validation", validation, [ViewSpec(CLEAN_VIEW)]),
+    ):
+        computed[split], stats = compute_features(
+            model,
+            key,
+            images,
+            split_views,
+            cache=feature_cache,
+            batch_size=batch_size,
+            device=device,
+            description=f"{candidate}: {split} features",
+        )
+        fit.stats.add(stats)
+    fit.feature_seconds = _since(start)
+    start = time.perf_counter()
+    fit.history = train_head_on_features(
+        model.get_classifier(),
+        [computed["train"][view.name] for view in views],
+        train[1],
+        computed["validation"][CLEAN_VIEW],
+        validation[1],
+        config=head_config,
+        device=device,
+        description=f"{candidate}: head epochs",
+    )
+    fit.training_seconds = _since(start)
+    return fit
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start

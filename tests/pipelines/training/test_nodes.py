@@ -187,6 +187,9 @@ def test_candidate_run_is_a_child_run_with_metrics_plots_and_head(
     overlays, index = explain_candidate(
         bundle, predictions, evaluation, training, candidate="test_resnet"
     )
+    assert len(overlays) >= 3 and len(index["examples"]) == len(overlays)
+    assert {e["reason"] for e in index["examples"]} >= {"correct"}
+    assert all(image.size == (128, 64 + 16) for image in overlays.values())
     with mlflow.start_run(run_name="kedro run") as parent:
         info = log_candidate_run(
             bundle,

@@ -94,3 +94,78 @@ def good_images(seed: int = 0) -> dict[str, bytes]:
 def bad_files() -> dict[str, tuple[bytes, str]]:
     """Unusable files and the quarantine reason each must get."""
     return dict(_bad_files())
+
+
+# -- hostile inputs: cheap to send, expensive to decode -----------------------------------------
+
+
+def sixteen_bit_constant_png(side: int = 7071) -> bytes:
+    """A constant 16-bit grayscale PNG (~100 kB at 7071 px) that decodes to 50 Mpx of samples."""
+    return encode(Image.new("I;16", (side, side), 4242), "PNG")
+
+
+def one_row_png(width: int = 20_000_000) -> bytes:
+    """A ``width`` x 1 PNG (~20 kB at 20 M px): an extreme aspect ratio."""
+    return encode(Image.new("L", (width, 1), 128), "PNG")
+
+
+def many_page_tiff(pages: int = 10_000, side: int = 8) -> bytes:
+    """A TIFF with ``pages`` tiny grayscale pages, built by hand.
+
+    Pillow's ``save_all`` takes minutes for 10k pages; every page here points at one shared
+    strip, so the file is ~150 bytes per page and builds in milliseconds.
+    """
+    import struct
+
+    strip = bytes(range(side * side))[: side * side]
+    header = b"II*\x00" + struct.pack("<I", 8 + len(strip))
+    # Tags: width, height, bits, compression, photometric, strip offsets, rows per strip,
+    # strip byte counts; then the offset of the next IFD (0 on the last page).
+    entry_count = 8
+    ifd_size = 2 + entry_count * 12 + 4
+    first_ifd = 8 + len(strip)
+    out = bytearray(header + strip)
+    for page in range(pages):
+        next_ifd = 0 if page == pages - 1 else first_ifd + (page + 1) * ifd_size
+        entries = [
+            (256, 3, 1, side),
+            (257, 3, 1, side),
+            (258, 3, 1, 8),
+            (259, 3, 1, 1),
+            (262, 3, 1, 1),
+            (273, 4, 1, 8),
+            (278, 3, 1, side),
+            (279, 4, 1, len(strip)),
+        ]
+        out += struct.pack("<H", entry_count)
+        for tag, kind, count, value in entries:
+            packed = struct.pack("<HI", value, 0)[:4] if kind == 3 else struct.pack("<I", value)
+            out += struct.pack("<HHI", tag, kind, count) + packed
+        out += struct.pack("<I", next_ifd)
+    return bytes(out)
+
+
+def animation_with_late_frame(
+    fmt: str = "GIF", frames: int = 12, late_index: int = 9, size: int = 96
+) -> tuple[bytes, bytes]:
+    """An animation whose frames are plain grey except one vivid frame at ``late_index``.
+
+    Returns:
+        The animation's bytes and the vivid frame alone as a PNG (what a scorer of that frame
+        alone sees), so a test can check that the late frame is the one reported.
+    """
+    rng = np.random.default_rng(11)
+    vivid = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), "RGB")
+    # Slightly different greys: identical frames are merged by the GIF encoder.
+    plain = [Image.new("RGB", (size, size), (120 + i, 120 + i, 120 + i)) for i in range(frames)]
+    sequence = [vivid if i == late_index else plain[i] for i in range(frames)]
+    buffer = io.BytesIO()
+    sequence[0].save(
+        buffer, fmt, save_all=True, append_images=sequence[1:], duration=80, loop=0
+    )
+    return buffer.getvalue(), encode(vivid, "PNG")
+
+
+def tiny_gif() -> bytes:
+    """A 1x1 GIF (~35 bytes): thousands of rows of it make a small request body."""
+    return encode(Image.new("P", (1, 1), 0), "GIF")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,13 +35,24 @@ DEFAULT_MAX_PIXELS = 50_000_000
 #: Default minimum side in pixels (Rekognition rejects images under 80 px a side).
 DEFAULT_MIN_SIDE = 80
 
+#: Default largest ratio of the longer side to the shorter (long phone screenshots are ~10).
+DEFAULT_MAX_ASPECT_RATIO = 25
+#: Default largest number of frames (pages) a file may have; more are never walked.
+DEFAULT_MAX_FRAMES = 1000
+#: Default number of frames of an animation that are scored, spread over its length.
+DEFAULT_FRAMES_TO_SCORE = 8
+#: Default decode budget of one file: pixels per frame x frames that must be decoded.
+DEFAULT_MAX_DECODE_PIXELS = 250_000_000
+
 
 class ImageRejectedError(ValueError):
     """An input that cannot be used as an image, with a machine-readable reason.
 
     Attributes:
         reason: One of ``empty_file``, ``not_an_image``, ``unsupported_format``, ``truncated``,
-            ``corrupt``, ``decompression_bomb``, ``too_small``, ``invalid_base64``.
+            ``corrupt``, ``decompression_bomb``, ``too_small``, ``invalid_base64``, and, from
+            :func:`decode_for_model`, ``extreme_aspect_ratio``, ``too_many_frames`` and
+            ``decode_budget``.
         detail: A human-readable explanation.
     """
 
@@ -297,14 +309,59 @@ def validate_image(
     return ImageInfo(width, height, image_format, mode, n_frames)
 
 
+#: Grayscale modes with more than 8 bits per sample.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_WIDE_GRAY_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
+
+#: Samples converted per step: a 50 Mpx 16-bit image never has a full-size float copy.
+_BAND_PIXELS = 1 << 20
+
+
+def _bands(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """Horizontal bands of ``image`` as arrays, each about :data:`_BAND_PIXELS` samples."""
+    rows = max(1, _BAND_PIXELS // max(1, image.width))
+    for top in range(0, image.height, rows):
+        bottom = min(image.height, top + rows)
+        yield top, np.asarray(image.crop((0, top, image.width, bottom)))
+
+
+def to_8bit_gray(image: Image.Image) -> Image.Image:
+    """Convert 16-bit, 32-bit integer or float grayscale to 8-bit ``L``, band by band.
+
+    16-bit samples keep their brightness (0..65535 maps to 0..255, rounded, as image viewers
+    show it): their range is fixed, and stretching each image to its own min/max would turn a
+    dark photo bright and a flat one black. 32-bit integer and float samples, whose range the
+    file does not state, are rescaled from their own minimum and maximum. Only one band is
+    converted at a time, so memory stays at the 8-bit result plus a small band.
+
+    Args:
+        image: An image in mode ``I;16*``, ``I`` or ``F``.
+
+    Returns:
+        An ``L`` image of the same size.
+    """
+    out = np.empty((image.height, image.width), dtype=np.uint8)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        for top, band in _bands(image):
+            # Integer form of rint(v / 257): v / 257 is never exactly half-way.
+            out[top : top + band.shape[0]] = (band.astype(np.uint32) + 128) // 257
+        return Image.fromarray(out, "L")
+    low, high = (float(v) for v in image.getextrema())
+    for top, band in _bands(image):
+        rows = slice(top, top + band.shape[0])
+        if high > low:
+            out[rows] = ((band.astype(np.float64) - low) / (high - low) * 255.0).astype(np.uint8)
+        else:
+            out[rows] = 0
+    return Image.fromarray(out, "L")
+
+
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Convert any Pillow image to 8-bit RGB the same way everywhere.
 
-    Transparent pixels are composited on ``background`` (not dropped to black), 16-bit
-    grayscale keeps its brightness (0..65535 maps to 0..255, as image viewers show it), 32-bit
-    integer and float grayscale, whose range the file does not state, are rescaled from their
-    own minimum and maximum, CMYK goes through Pillow's conversion, palettes are expanded with
-    their transparency.
+    Transparent pixels are composited on ``background`` (not dropped to black), wide grayscale
+    goes through :func:`to_8bit_gray`, CMYK through Pillow's conversion, palettes are expanded
+    with their transparency.
 
     Args:
         image: A decoded image in any mode.
@@ -315,16 +372,8 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     """
     if image.mode == "RGB":
         return image
-    if image.mode in {"I;16", "I;16B", "I;16L", "I;16N"}:
-        # The range of 16-bit samples is fixed: stretching each image to its own min/max would
-        # turn a dark photo bright and a flat one black, i.e. change what the picture shows.
-        array = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.rint(array / 257.0).astype(np.uint8)).convert("RGB")
-    if image.mode in {"I", "F"}:
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if image.mode in _WIDE_GRAY_MODES:
+        image = to_8bit_gray(image)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in {"RGBA", "LA", "La", "RGBa", "PA"}:
@@ -368,3 +417,189 @@ def decode_image(
     except Exception as exc:
         raise ImageRejectedError("corrupt", f"unreadable EXIF orientation: {exc}") from exc
     return to_rgb(image)
+
+
+# -- bounded decoding for a model ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What decoding one file for a model may cost: every bound is a per-row error beyond it.
+
+    Attributes:
+        max_pixels: Largest width x height of one frame (decompression-bomb guard).
+        max_aspect_ratio: Largest ratio of the longer side to the shorter one.
+        max_frames: Largest number of frames (pages); frames beyond it are never walked.
+        frames_to_score: Frames of an animation (or pages of a document) that are decoded,
+            spread evenly from the first to the last.
+        max_decode_pixels: Pixels per frame x frames that must be decoded to reach them (an
+            animation is decoded from its start; pages of a TIFF are read directly).
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    max_frames: int = DEFAULT_MAX_FRAMES
+    frames_to_score: int = DEFAULT_FRAMES_TO_SCORE
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+
+    def __post_init__(self) -> None:
+        """Reject limits that would refuse everything or mean nothing."""
+        if min(self.max_pixels, self.max_frames, self.frames_to_score) < 1:
+            raise ValueError(f"decode limits must be at least 1: {self}")
+        if self.max_aspect_ratio < 1 or self.max_decode_pixels < self.max_pixels:
+            raise ValueError(
+                f"max_aspect_ratio must be >= 1 and max_decode_pixels >= max_pixels: {self}"
+            )
+
+
+# Formats whose frame count is stated in a header or index (no walk over the frames).
+_COUNTED_IN_HEADER = frozenset({"WEBP", "PNG", "AVIF", "HEIF", "MPO"})
+# Formats whose frame k can only be reached by decoding frames 0..k (composited animations).
+_DECODED_FROM_START = frozenset({"GIF", "WEBP", "PNG", "AVIF"})
+# Modes Image.reduce accepts; others (palette, bilevel) are converted before shrinking.
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _bounded_frame_count(image: Image.Image, data: bytes, cap: int) -> int:
+    """Frames in the file, walking at most ``cap`` of them (``cap + 1`` means "more than cap")."""
+    try:
+        if not getattr(image, "is_animated", False):
+            return 1
+        if image.format in _COUNTED_IN_HEADER:
+            return int(image.n_frames)
+        count = 1
+        # Walking every page of a TIFF or GIF costs time in proportion (or worse) to their
+        # number: stop one past the cap.
+        while count <= cap:
+            try:
+                image.seek(count)
+            except EOFError:
+                break
+            count += 1
+        image.seek(0)
+        return count
+    except ImageRejectedError:
+        raise
+    except Exception as exc:  # any decoder failure on these bytes: see _decoder_failure
+        cut = image.format == "GIF" and not data.rstrip(b"\x00").endswith(b";")
+        raise ImageRejectedError(
+            "truncated" if cut else "corrupt", _decoder_failure("frames", exc)
+        ) from exc
+
+
+def frames_to_decode(n_frames: int, frames_to_score: int) -> list[int]:
+    """Indices of up to ``frames_to_score`` frames spread evenly over ``n_frames``.
+
+    The first and the last frame are always among them, so content shown only at the end of
+    an animation (after an innocent first frame) is seen.
+    """
+    if n_frames <= frames_to_score:
+        return list(range(n_frames))
+    if frames_to_score == 1:
+        return [0]
+    step = (n_frames - 1) / (frames_to_score - 1)
+    return sorted({round(i * step) for i in range(frames_to_score)})
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception as exc:  # a malformed EXIF block is corruption of the file, not a crash
+        raise ImageRejectedError("corrupt", f"unreadable EXIF orientation: {exc}") from exc
+
+
+def _shrunk_rgb(frame: Image.Image, orientation: int, min_side: int) -> Image.Image:
+    """One decoded frame as upright RGB, shrunk (before colour conversion) to >= ``min_side``."""
+    if frame.mode in _WIDE_GRAY_MODES:
+        frame = to_8bit_gray(frame)
+    elif frame.mode not in _REDUCIBLE_MODES:
+        frame = to_rgb(frame)
+    # An integer box reduction keeps both sides at least `min_side`: the model's own resize
+    # (antialiased) then works from at least twice its input size.
+    factor = min(frame.size) // max(1, min_side)
+    if factor >= 2:
+        frame = frame.reduce(factor)
+    if orientation in _TRANSPOSE:
+        frame = frame.transpose(_TRANSPOSE[orientation])
+    return to_rgb(frame)
+
+
+def decode_for_model(
+    data: bytes, *, min_side: int, limits: DecodeLimits | None = None
+) -> list[Image.Image]:
+    """Decode the frames a model should see, with bounded memory and CPU per file.
+
+    Unlike :func:`decode_image`, which returns the first frame at full size, this decodes up to
+    ``limits.frames_to_score`` frames spread over an animation (or a multi-page TIFF), shrinks
+    each one before any colour conversion (JPEG DCT scaling while decoding, then an integer
+    box reduction) to no less than ``min_side`` pixels a side, and refuses files whose cost is
+    out of proportion to their size: extreme aspect ratios, too many frames, or more pixels x
+    frames to decode than ``limits.max_decode_pixels``.
+
+    Args:
+        data: The encoded file contents.
+        min_side: Smallest side each returned frame keeps (twice the model's input side).
+        limits: The bounds (defaults: :class:`DecodeLimits`).
+
+    Returns:
+        Upright RGB frames, in animation order (one for a still image).
+
+    Raises:
+        ImageRejectedError: For every reason of :func:`decode_image`, and
+            ``extreme_aspect_ratio``, ``too_many_frames`` or ``decode_budget``.
+    """
+    limits = limits or DecodeLimits()
+    _check_container(data)
+    image = _open(data, limits.max_pixels)
+    image_format = image.format
+    width, height = image.size
+    if max(width, height) > limits.max_aspect_ratio * max(1, min(width, height)):
+        raise ImageRejectedError(
+            "extreme_aspect_ratio",
+            f"{width}x{height} is more than {limits.max_aspect_ratio}:1",
+        )
+    n_frames = _bounded_frame_count(image, data, limits.max_frames)
+    if n_frames > limits.max_frames:
+        raise ImageRejectedError("too_many_frames", f"more than {limits.max_frames} frames (pages)")
+    indices = frames_to_decode(n_frames, limits.frames_to_score)
+    decoded = indices[-1] + 1 if image_format in _DECODED_FROM_START else len(indices)
+    if width * height * decoded > limits.max_decode_pixels:
+        raise ImageRejectedError(
+            "decode_budget",
+            f"{width}x{height} x {decoded} frames to decode exceeds the budget of "
+            f"{limits.max_decode_pixels} pixels",
+        )
+    if image_format == "JPEG":
+        # libjpeg scales while decoding (1/2 .. 1/8): a 50 Mpx photo never exists at full size.
+        image.draft(None, (min_side, min_side))
+    frames = []
+    for index in indices:
+        if index:
+            try:
+                image.seek(index)
+            except Exception as exc:  # damaged later frames: see _decoder_failure
+                raise ImageRejectedError("corrupt", _decoder_failure("frames", exc)) from exc
+        _load(image)
+        if index == indices[0]:
+            # Read once the pixels loaded: a damaged file is reported as such first.
+            orientation = _orientation(image)
+        try:
+            frame = _shrunk_rgb(image, orientation, min_side)
+            # An RGB frame that needed no change is `image` itself, which the next seek reuses.
+            frames.append(frame.copy() if frame is image else frame)
+        except (ValueError, OSError) as exc:  # an exotic mode Pillow cannot turn into RGB
+            raise ImageRejectedError(
+                "unsupported_format", f"pixel mode {image.mode} cannot be converted: {exc}"
+            ) from exc
+    _check_complete(data, image_format)
+    return frames

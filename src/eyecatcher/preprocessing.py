@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from eyecatcher.images import decode_image
+from eyecatcher.images import DecodeLimits, decode_for_model
 
 _INTERPOLATION = {
     "nearest": transforms.InterpolationMode.NEAREST,
@@ -112,9 +112,37 @@ def images_to_batch(images: Sequence[Image.Image], data_config: Mapping[str, Any
     return torch.stack([transform(image) for image in images])
 
 
+def decode_min_side(data_config: Mapping[str, Any]) -> int:
+    """The side images are shrunk to (no less) before the model's own resize: twice its input.
+
+    Decoding for a model (:func:`eyecatcher.images.decode_for_model`) never keeps more pixels
+    than this needs, so a 50 Mpx photo costs the memory of a small one; the antialiased resize
+    to the input size then starts from at least twice that size.
+    """
+    _, height, width = data_config["input_size"]
+    return 2 * max(int(height), int(width))
+
+
 def bytes_to_batch(
     encoded: Sequence[bytes], data_config: Mapping[str, Any], *, max_pixels: int | None = None
 ) -> torch.Tensor:
-    """Decode encoded images (see :func:`eyecatcher.images.decode_image`) into one batch."""
-    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-    return images_to_batch([decode_image(data, **kwargs) for data in encoded], data_config)
+    """Decode encoded images into one batch exactly as the served model does (first frame).
+
+    Args:
+        encoded: Encoded image files.
+        data_config: The model's preprocessing config.
+        max_pixels: Decompression-bomb guard (the default of :class:`DecodeLimits` if None).
+
+    Returns:
+        The normalised NCHW batch.
+    """
+    limits = DecodeLimits(frames_to_score=1)
+    if max_pixels is not None:
+        limits = DecodeLimits(
+            max_pixels=max_pixels,
+            frames_to_score=1,
+            max_decode_pixels=max(max_pixels, limits.max_decode_pixels),
+        )
+    side = decode_min_side(data_config)
+    images = [decode_for_model(data, min_side=side, limits=limits)[0] for data in encoded]
+    return images_to_batch(images, data_config)

@@ -25,7 +25,15 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from eyecatcher.images import DEFAULT_MAX_PIXELS, ImageRejectedError
+from eyecatcher.images import (
+    DEFAULT_FRAMES_TO_SCORE,
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_DECODE_PIXELS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_PIXELS,
+    DecodeLimits,
+    ImageRejectedError,
+)
 from eyecatcher.serving_model.decision import DecisionPolicy, DecisionThresholds
 
 #: Name of the request column with base64-encoded image bytes.
@@ -48,6 +56,8 @@ DECISIONS = ("allow", "review", "block")
 
 #: Default limit on the decoded size of one image (Rekognition's own limit is 5 MB of bytes).
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+#: Default limit on rows per request: a larger request is refused whole (HTTP 400).
+DEFAULT_MAX_ROWS = 64
 
 # Browsers and many clients send data URLs; the prefix is metadata, not image bytes.
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -90,6 +100,19 @@ def request_frame(model_input: Any) -> pd.DataFrame:
     if frame.empty:
         raise invalid_request("the request has no rows: send at least one image")
     return frame.reset_index(drop=True)
+
+
+def check_row_count(frame: pd.DataFrame, max_rows: int) -> None:
+    """Refuse a request with more than ``max_rows`` rows before any image is decoded.
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400) naming the limit.
+    """
+    if len(frame) > max_rows:
+        raise invalid_request(
+            f"the request has {len(frame)} rows, more than this model's limit of {max_rows} "
+            f"images per request (max_rows): split it into requests of at most {max_rows} rows"
+        )
 
 
 def decode_base64_image(value: Any, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
@@ -151,7 +174,14 @@ class ServingConfig:
             thresholds were set by hand).
         max_pixels: Decompression-bomb guard passed to image decoding.
         max_image_bytes: Largest accepted encoded image.
-        batch_size: Images per forward pass.
+        batch_size: Images (frames) per forward pass; decoded images are held for one batch
+            at a time, whatever the request's size.
+        max_rows: Largest number of rows in one request (more: HTTP 400).
+        max_aspect_ratio: Longer side / shorter side beyond which an image is refused.
+        max_frames: Frames (pages) beyond which a file is refused without walking them.
+        frames_to_score: Frames of an animation scored, spread over it; the row reports the
+            most unsafe one.
+        max_decode_pixels: Per-image decode budget, pixels x frames decoded.
     """
 
     model_name: str
@@ -165,6 +195,11 @@ class ServingConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     batch_size: int = 16
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_aspect_ratio: int = DEFAULT_MAX_ASPECT_RATIO
+    max_frames: int = DEFAULT_MAX_FRAMES
+    frames_to_score: int = DEFAULT_FRAMES_TO_SCORE
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (the inverse of :meth:`from_dict`)."""
@@ -180,6 +215,11 @@ class ServingConfig:
             "max_pixels": self.max_pixels,
             "max_image_bytes": self.max_image_bytes,
             "batch_size": self.batch_size,
+            "max_rows": self.max_rows,
+            "max_aspect_ratio": self.max_aspect_ratio,
+            "max_frames": self.max_frames,
+            "frames_to_score": self.frames_to_score,
+            "max_decode_pixels": self.max_decode_pixels,
         }
 
     @classmethod
@@ -188,6 +228,17 @@ class ServingConfig:
         values = dict(payload)
         thresholds = values.pop("thresholds")
         return cls(thresholds=DecisionThresholds.from_dict(thresholds), **values)
+
+    @cached_property
+    def decode_limits(self) -> DecodeLimits:
+        """The per-image bounds of :func:`eyecatcher.images.decode_for_model`."""
+        return DecodeLimits(
+            max_pixels=self.max_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+            max_frames=self.max_frames,
+            frames_to_score=self.frames_to_score,
+            max_decode_pixels=max(self.max_decode_pixels, self.max_pixels),
+        )
 
     @cached_property
     def policy(self) -> DecisionPolicy:

@@ -3,12 +3,21 @@
 Logged through models-from-code (``model_code.py``), so no live object is pickled: the model is
 rebuilt at load time from its artefacts (the :class:`ClassifierBundle`, the ONNX file when the
 quantization stage chose int8, and ``serving_config.json``).
+
+Memory and CPU are bounded per request and per image, whatever a client sends: a request has
+at most ``max_rows`` rows (more is a 400), rows are decoded and scored one batch at a time and
+only their outputs are kept, and each image is decoded within the limits of
+:class:`~eyecatcher.images.DecodeLimits` (frames, aspect ratio, pixels x frames), shrunk before
+any colour conversion.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +25,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from eyecatcher.images import ImageRejectedError, decode_image
+from eyecatcher.images import ImageRejectedError, decode_for_model
 from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.preprocessing import eval_transform
+from eyecatcher.preprocessing import decode_min_side, eval_transform
 from eyecatcher.serving_model.backends import TorchClassifier, onnx_classifier
 from eyecatcher.serving_model.contract import (
     ID_COLUMN,
     IMAGE_COLUMN,
     OUTPUT_COLUMNS,
     ServingConfig,
+    check_row_count,
     decode_base64_image,
     request_frame,
 )
@@ -37,6 +46,29 @@ logger = logging.getLogger(__name__)
 BUNDLE_ARTIFACT = "bundle"
 CONFIG_ARTIFACT = "serving_config"
 ONNX_ARTIFACT = "onnx_model"
+
+#: Decisions from least to most severe: the most severe frame of an animation is reported.
+_SEVERITY = {"allow": 0, "review": 1, "block": 2}
+
+
+@dataclass
+class _Row:
+    """The verdict of one request row as its frames are scored (only outputs are kept)."""
+
+    error: str | None = None
+    probabilities: np.ndarray | None = None
+    decision: str | None = None
+    unsafe_score: float = -1.0
+    non_finite: bool = False
+    frames: int = 0
+
+
+@dataclass
+class _PendingFrames:
+    """Model-sized frames waiting for the next forward pass, with the row each belongs to."""
+
+    positions: list[int] = field(default_factory=list)
+    tensors: list[torch.Tensor] = field(default_factory=list)
 
 
 class ModerationModel(mlflow.pyfunc.PythonModel):
@@ -77,6 +109,8 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         else:
             raise ValueError(f"unknown precision {self.config_.precision!r}: fp32 or int8")
         self._safe_index = self.config_.classes.index(self.config_.safe_class)
+        self._transform = eval_transform(self.bundle_.data_config)
+        self._min_side = decode_min_side(self.bundle_.data_config)
 
     def predict(
         self,
@@ -96,48 +130,99 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             :data:`~eyecatcher.serving_model.contract.OUTPUT_COLUMNS`.
 
         Raises:
-            MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400) for an empty request or
-                one without an ``image`` column.
+            MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400) for an empty request, one
+                without an ``image`` column, or one with more than ``max_rows`` rows.
         """
         frame = request_frame(model_input)
-        n_rows = len(frame)
-        rows: list[dict[str, Any]] = [self._empty_row() for _ in range(n_rows)]
-        # Each image becomes its model-sized tensor as soon as it is decoded: holding every
-        # full-resolution photo of a large request at once (~150 MB per 50 MP image) would
-        # exhaust the server's memory. Same transform as images_to_batch, so same numbers.
-        transform = eval_transform(self.bundle_.data_config)
-        decoded: list[tuple[int, torch.Tensor]] = []
-        for position, value in enumerate(frame[IMAGE_COLUMN].tolist()):
-            try:
-                data = decode_base64_image(value, max_image_bytes=self.config_.max_image_bytes)
-                image = decode_image(data, max_pixels=self.config_.max_pixels)
-                decoded.append((position, transform(image)))
-                del image, data
-            except ImageRejectedError as exc:
-                rows[position]["error"] = f"{exc.reason}: {exc.detail}"
-            except (OSError, ValueError, SyntaxError, EOFError) as exc:
-                # Pillow can fail outside its validation paths on hostile files; one such row
-                # must not fail the request.
-                rows[position]["error"] = f"corrupt: {type(exc).__name__}: {exc}"
-
+        check_row_count(frame, int(self.config_.max_rows))
+        rows = [_Row() for _ in range(len(frame))]
+        pending = _PendingFrames()
         batch_size = max(1, int(self.config_.batch_size))
-        starts = range(0, len(decoded), batch_size)
-        for start in tqdm(starts, desc="moderating", unit="batch", disable=len(starts) <= 1):
-            chunk = decoded[start : start + batch_size]
-            batch = torch.stack([tensor for _, tensor in chunk])
-            probabilities = np.asarray(self.classifier_.predict_proba(batch), dtype=np.float64)
-            if probabilities.shape != (len(chunk), len(self.config_.classes)):
+        for position, value in enumerate(frame[IMAGE_COLUMN].tolist()):
+            for tensor in self._model_inputs(position, value, rows[position]):
+                pending.positions.append(position)
+                pending.tensors.append(tensor)
+                # Only one batch of decoded frames is ever held: a request's memory is its
+                # outputs plus one batch, whatever its number of rows or frames.
+                if len(pending.tensors) >= batch_size:
+                    self._score(pending, rows)
+        self._score(pending, rows)
+        return self._response(frame, rows)
+
+    # -- decoding --------------------------------------------------------------------------
+
+    def _model_inputs(self, position: int, value: Any, row: _Row) -> Iterator[torch.Tensor]:
+        """The model-sized tensors of one row's frames; errors go into ``row.error``."""
+        try:
+            data = decode_base64_image(value, max_image_bytes=self.config_.max_image_bytes)
+            frames = decode_for_model(
+                data, min_side=self._min_side, limits=self.config_.decode_limits
+            )
+            del data
+            tensors = [self._transform(image) for image in frames]
+        except ImageRejectedError as exc:
+            row.error = f"{exc.reason}: {exc.detail}"
+            return
+        except Exception:  # one hostile row must never fail the request
+            row.error = _internal_error(f"decoding row {position}")
+            return
+        row.frames = len(tensors)
+        yield from tensors
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def _score(self, pending: _PendingFrames, rows: list[_Row]) -> None:
+        """Run one forward pass on the pending frames and fold the outputs into their rows."""
+        if not pending.tensors:
+            return
+        positions, tensors = pending.positions, pending.tensors
+        pending.positions, pending.tensors = [], []
+        try:
+            probabilities = np.asarray(
+                self.classifier_.predict_proba(torch.stack(tensors)), dtype=np.float64
+            )
+            expected = (len(tensors), len(self.config_.classes))
+            if probabilities.shape != expected:
                 raise ValueError(
                     f"the {self.config_.precision} backend returned probabilities of shape "
-                    f"{probabilities.shape} for {len(chunk)} images and "
-                    f"{len(self.config_.classes)} classes"
+                    f"{probabilities.shape}, expected {expected}"
                 )
-            for (position, _), probs in zip(chunk, probabilities, strict=True):
-                rows[position].update(self._scored_row(probs))
+        except Exception:  # the rows of this batch fail, not the request
+            message = _internal_error(f"scoring a batch of {len(tensors)} frames")
+            for position in positions:
+                rows[position].error = message
+            return
+        del tensors
+        for position, probs in zip(positions, probabilities, strict=True):
+            self._fold(rows[position], probs)
 
+    def _fold(self, row: _Row, probs: np.ndarray) -> None:
+        """Keep the most unsafe frame of a row (by decision severity, then unsafe score)."""
+        if row.error is not None:
+            return
+        if not np.isfinite(probs).all():
+            # Fails closed, before any decision: one non-finite frame makes the row `review`.
+            row.non_finite = True
+            return
+        decision = self._decide(probs)
+        unsafe_score = float(1.0 - probs[self._safe_index])
+        if row.decision is None or (_SEVERITY[decision], unsafe_score) > (
+            _SEVERITY[row.decision],
+            row.unsafe_score,
+        ):
+            row.probabilities, row.decision, row.unsafe_score = probs, decision, unsafe_score
+
+    def _decide(self, probabilities: np.ndarray) -> str:
+        """The moderation decision for one frame's class probabilities."""
+        return self.config_.policy.decide(probabilities)
+
+    # -- the response ----------------------------------------------------------------------
+
+    def _response(self, frame: pd.DataFrame, rows: list[_Row]) -> pd.DataFrame:
+        records = [self._record(row) for row in rows]
         result = pd.DataFrame(
             {
-                column: pd.Series([row[column] for row in rows], dtype=object)
+                column: pd.Series([record[column] for record in records], dtype=object)
                 for column in OUTPUT_COLUMNS
                 if column != ID_COLUMN
             }
@@ -146,24 +231,45 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             result.insert(0, ID_COLUMN, pd.Series(frame[ID_COLUMN].tolist(), dtype=object))
         return result
 
-    def _empty_row(self) -> dict[str, Any]:
-        return {
+    def _record(self, row: _Row) -> dict[str, Any]:
+        record: dict[str, Any] = {
             "class": None,
             "probabilities": None,
             "unsafe_score": None,
             "decision": None,
             "model_name": self.config_.model_name,
             "model_version": self.config_.model_version,
-            "error": None,
+            "error": row.error,
         }
+        if row.error is not None:
+            return record
+        if row.non_finite or row.probabilities is None:
+            record["decision"] = "review"
+            record["error"] = (
+                "non_finite_score: the model returned a non-finite probability for this image; "
+                "decided review"
+            )
+            return record
+        probs = row.probabilities
+        record.update(
+            {
+                "class": self.config_.classes[int(np.argmax(probs))],
+                "probabilities": {
+                    name: float(p) for name, p in zip(self.config_.classes, probs, strict=True)
+                },
+                "unsafe_score": row.unsafe_score,
+                "decision": row.decision,
+            }
+        )
+        return record
 
-    def _scored_row(self, probs: np.ndarray) -> dict[str, Any]:
-        unsafe_score = float(1.0 - probs[self._safe_index])
-        return {
-            "class": self.config_.classes[int(np.argmax(probs))],
-            "probabilities": {
-                name: float(p) for name, p in zip(self.config_.classes, probs, strict=True)
-            },
-            "unsafe_score": unsafe_score,
-            "decision": self.config_.policy.decide(probs),
-        }
+
+def _internal_error(stage: str) -> str:
+    """Log the current exception with its traceback; the row's error gives only a reference.
+
+    The traceback names files, modules and versions of the server: it belongs in the server's
+    log, never in a response a client (or an attacker probing the endpoint) reads.
+    """
+    reference = uuid.uuid4().hex[:12]
+    logger.exception("internal_error %s while %s", reference, stage)
+    return f"internal_error: unexpected failure (reference {reference} in the server log)"

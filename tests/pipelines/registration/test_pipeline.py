@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,30 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from eyecatcher.fingerprints import StaleArtefactError, bundle_fingerprint, config_hash
+from eyecatcher.models import onnx_runtime
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier
-from eyecatcher.pipelines.registration import create_pipeline
+from eyecatcher.models.onnx_runtime import with_metadata
+from eyecatcher.pipelines.registration import create_pipeline, staging
 from eyecatcher.pipelines.registration import nodes as registration_nodes
 from eyecatcher.pipelines.registration.gate import (
     ChampionComparison,
     GateFailedError,
     GateSettings,
+    Served,
     decide,
+    mcnemar_worse_p_value,
 )
 from eyecatcher.pipelines.registration.lineage import git_commit, manifest_hash
 from eyecatcher.pipelines.registration.nodes import (
     RegistrationInputError,
-    decision_thresholds,
     enforce_gate,
     register_model,
 )
+from eyecatcher.pipelines.registration.settings import RegistrationSettings
 from eyecatcher.preprocessing import bytes_to_batch, data_config_for
 from eyecatcher.serving_model import encode_image
 from tests.image_factory import good_images
@@ -126,23 +133,65 @@ def write_manifest(folder: Path, seed: int = 0, n_test: int = 6) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def evaluation(candidate: str, accuracy: float, threshold: float | None = 0.3) -> dict[str, Any]:
+QUANTIZATION_PARAMS = {"methods": ["static"], "threads": 1}
+
+
+def evaluation(candidate: str, accuracy: float) -> dict[str, Any]:
     """An evaluation record with the fields training writes and registration reads."""
-    test = {
-        "accuracy": accuracy,
-        "macro_f1": accuracy - 0.05,
-        "roc_auc": 0.8,
-        "pr_auc": 0.7,
-        "recall_at_threshold": 0.6,
-        "fpr_at_threshold": 0.01,
-    }
+    test = {"accuracy": accuracy, "macro_f1": accuracy - 0.05, "roc_auc": 0.8, "pr_auc": 0.7}
+    return {"candidate": candidate, "classes": CLASSES, "safe_class": "safe", "test": test}
+
+
+def predictions(bundle: ClassifierBundle, manifest: pd.DataFrame) -> dict[str, str]:
+    """The bundle's in-process test predictions, as quantization records them."""
+    rows = manifest[manifest["split"] == "test"]
+    images = [Path(uri).read_bytes() for uri in rows["uri"]]
+    with torch.inference_mode():
+        predicted = bundle.build_model()(bytes_to_batch(images, bundle.data_config)).argmax(1)
+    return dict(zip(rows["sha256"], np.array(bundle.classes)[predicted.numpy()], strict=True))
+
+
+def quantization_entry(
+    bundle: ClassifierBundle,
+    manifest: pd.DataFrame,
+    *,
+    accuracy: float,
+    precision: str = "fp32",
+    onnx_path: str | None = None,
+    recall: float = 0.9,
+    fpr: float = 0.0,
+    test_predictions: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A quantization decision entry bound to ``bundle`` and ``manifest``."""
+    served = {"accuracy": accuracy, "macro_f1": accuracy - 0.05, "path": onnx_path}
     return {
-        "candidate": candidate,
-        "classes": CLASSES,
-        "safe_class": "safe",
-        "validation": dict(test),
-        "test": test,
-        "operating_threshold": {"threshold": threshold, "calibrated_on": "validation"},
+        "precision": precision,
+        "reason": f"on validation: {precision} chosen in a test",
+        "int8_method": "static" if precision == "int8" else None,
+        "fp32": {"accuracy": accuracy, "macro_f1": accuracy - 0.05, "path": None},
+        "int8": served if precision == "int8" else None,
+        "calibration": {
+            "precision": precision,
+            "calibrated_on": "validation",
+            "target_fpr": 0.01,
+            "operating_threshold": 0.3,
+            "block": {"explicit_nudity": {"threshold": 0.9}},
+            "warnings": [],
+            "test": {
+                "accuracy": accuracy,
+                "accuracy_ci": [max(0.0, accuracy - 0.2), min(1.0, accuracy + 0.1)],
+                "recall": recall,
+                "recall_ci": [0.5, 1.0],
+                "fpr": fpr,
+                "fpr_ci": [0.0, 0.3],
+            },
+        },
+        "test_predictions": test_predictions or predictions(bundle, manifest),
+        "fingerprints": {
+            "bundle": bundle_fingerprint(bundle),
+            "split_manifest": manifest_hash(manifest),
+            "quantization_config": config_hash(QUANTIZATION_PARAMS),
+        },
     }
 
 
@@ -152,25 +201,17 @@ def inputs(
     *,
     accuracy: float,
     selected: str = "test_resnet",
-    precision: str = "fp32",
-    onnx_path: str | None = None,
-    int8_accuracy: float | None = None,
+    entry: dict[str, Any] | None = None,
     **param_overrides: Any,
 ) -> dict[str, Any]:
     """Keyword arguments for :func:`register_model`."""
     params: dict[str, Any] = {
         "model_name": MODEL,
-        "gate": {
-            "min_test_accuracy": 0.6,
-            "max_regression_vs_champion": 0.02,
-            "on_unscorable_champion": "fail",
-            "fail_run_on_failure": False,
-        },
-        "decision": {"review_threshold": "operating", "block_threshold": 0.9},
+        "gate": {"min_test_accuracy": 0.6, "max_regression_vs_champion": 0.02},
         "serving": {"max_pixels": 10_000_000, "max_image_bytes": 5_000_000, "batch_size": 4},
         "smoke_test_images": 3,
         "batch_size": 4,
-        "storage_options": {},
+        "lock_wait_s": 60,
     }
     for key, value in param_overrides.items():
         section, _, name = key.partition("__")
@@ -183,13 +224,7 @@ def inputs(
         candidates[f"evaluation__{name}"] = evaluation(name, accuracy if name == selected else 0.1)
         candidates[f"bundle__{name}"] = bundle
         candidates[f"mlflow_run__{name}"] = {"run_id": f"training-run-{name}", "candidate": name}
-    entry: dict[str, Any] = {"precision": precision, "reason": f"{precision} chosen in a test"}
-    if precision == "int8":
-        entry.update(
-            int8_method="static",
-            int8={"path": onnx_path, "accuracy": int8_accuracy, "method": "static"},
-            model_path=onnx_path,
-        )
+    entry = entry or quantization_entry(bundles[selected], manifest, accuracy=accuracy)
     return {
         "candidate_selection": {
             "selected": selected,
@@ -199,6 +234,7 @@ def inputs(
         "quantization_decision": {"candidates": {selected: entry}},
         "split_manifest": manifest,
         "params": params,
+        "quantization_params": QUANTIZATION_PARAMS,
         **candidates,
     }
 
@@ -225,6 +261,7 @@ def test_first_registration_through_the_pipeline(registry, bundles, tmp_path) ->
             "quantization_decision": MemoryDataset(kwargs["quantization_decision"]),
             "split_manifest": MemoryDataset(manifest),
             "params:registration": MemoryDataset(kwargs["params"]),
+            "params:quantization": MemoryDataset(kwargs["quantization_params"]),
             **{
                 f"{name}.{kind}": MemoryDataset(kwargs[f"{key}__{name}"], copy_mode="assign")
                 for name in bundles
@@ -274,15 +311,13 @@ def test_gate_failure_registers_nothing_and_says_why(registry, bundles, tmp_path
     with mlflow.start_run() as run:
         report, metrics = register_model(**kwargs)
     assert report["outcome"] == "rejected" and report["version"] is None
-    assert report["gate"]["reasons"] == ["accuracy 0.55 < 0.60"]
+    assert report["gate"]["reasons"] == ["accuracy 0.55 < 0.60 (min_test_accuracy)"]
+    assert "It failed because: accuracy 0.55 < 0.60" in report["explanation"]
     assert "accuracy 0.55 < 0.60" in caplog.text
     assert registry.search_model_versions(f"name='{MODEL}'") == []
     tags = registry.get_run(run.info.run_id).data.tags
     assert tags["registration.gate"] == "failed"
-    assert "accuracy 0.55 < 0.60" in tags["registration.gate_summary"]
     assert metrics["gate_passed"]["value"] == 0.0
-    assert metrics["test_accuracy"]["value"] == 0.55
-    # The CI switch turns the refusal into a failed run; off, the run goes on.
     enforce_gate(report, kwargs["params"])
     strict = copy.deepcopy(kwargs["params"])
     strict["gate"]["fail_run_on_failure"] = True
@@ -290,21 +325,223 @@ def test_gate_failure_registers_nothing_and_says_why(registry, bundles, tmp_path
         enforce_gate(report, strict)
 
 
-def test_champion_kept_when_the_candidate_is_worse(registry, bundles, tmp_path) -> None:
+def test_stale_quantization_after_a_training_only_rerun_is_refused(
+    registry, bundles, tmp_path
+) -> None:
+    """Training re-ran (new bundle), quantization did not: nothing is registered."""
+    manifest = write_manifest(tmp_path / "images")
+    old_entry = quantization_entry(bundles["test_resnet"], manifest, accuracy=0.9)
+    retrained = {**bundles, "test_resnet": make_bundle("test_resnet", seed=5)}
+    kwargs = inputs(retrained, manifest, accuracy=0.9, entry=old_entry)
+    with pytest.raises(StaleArtefactError, match="kedro run --pipelines quantization") as info:
+        register_model(**kwargs)
+    assert info.value.artefact == "quantization_decision (candidate 'test_resnet')"
+    # Other quantization settings than those the thresholds were calibrated under: stale too.
+    kwargs = inputs(bundles, manifest, accuracy=0.9)
+    kwargs["quantization_params"] = {**QUANTIZATION_PARAMS, "threads": 2}
+    with pytest.raises(StaleArtefactError, match="quantization settings"):
+        register_model(**kwargs)
+    # An int8 ONNX file left by another bundle's quantization: named, refused.
+    bundle = bundles["test_resnet"]
+    onnx_path = tmp_path / "int8.onnx"
+    exported = onnx_runtime.export_onnx(
+        bundle.build_model(), bundle.data_config["input_size"], tmp_path / "fp32.onnx"
+    )
+    onnx_path.write_bytes(with_metadata(exported.read_bytes(), {"bundle_fingerprint": "0" * 64}))
+    entry = quantization_entry(
+        bundle, manifest, accuracy=0.9, precision="int8", onnx_path=str(onnx_path)
+    )
+    with pytest.raises(StaleArtefactError, match=str(onnx_path)):
+        register_model(**inputs(bundles, manifest, accuracy=0.9, entry=entry))
+    assert registry.search_registered_models() == []
+
+
+def test_int8_champion_threshold_tags_say_int8(registry, bundles, tmp_path) -> None:
+    bundle = bundles["test_resnet"]
+    manifest = write_manifest(tmp_path / "images")
+    fingerprints = quantization_entry(bundle, manifest, accuracy=0.7)["fingerprints"]
+    exported = onnx_runtime.export_onnx(
+        bundle.build_model(), bundle.data_config["input_size"], tmp_path / "fp32.onnx"
+    )
+    onnx_path = tmp_path / "int8.onnx"
+    onnx_path.write_bytes(
+        with_metadata(
+            exported.read_bytes(),
+            {
+                "bundle_fingerprint": fingerprints["bundle"],
+                "split_manifest_hash": fingerprints["split_manifest"],
+                "quantization_config_hash": fingerprints["quantization_config"],
+                "variant": "int8_static",
+            },
+        )
+    )
+    entry = quantization_entry(
+        bundle, manifest, accuracy=0.7, precision="int8", onnx_path=str(onnx_path)
+    )
+    with mlflow.start_run():
+        report, _ = register_model(**inputs(bundles, manifest, accuracy=0.7, entry=entry))
+    assert report["outcome"] == "registered" and report["precision"] == "int8"
+    assert report["smoke_test"]["agreement"] == 1.0
+    tags = registry.get_model_version(MODEL, report["version"]).tags
+    assert tags["threshold_calibrated_precision"] == "int8"
+    assert tags["quantization_precision"] == "int8"
+    assert tags["operating_threshold"] == "0.3"
+    assert tags["test_recall_ci95"] == "[0.5, 1.0]" and tags["test_fpr_at_threshold"] == "0.0"
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    assert served.unwrap_python_model().config_.thresholds.calibrated_precision == "int8"
+
+
+def test_the_ratchet_stops_at_the_floor(registry, bundles, tmp_path) -> None:
+    """0.90 -> 0.881 -> 0.862: each within 0.02 of the last, but the floor does not move down."""
+    manifest = write_manifest(tmp_path / "images")
+    outcomes = []
+    for seed, accuracy in ((0, 0.90), (1, 0.881), (2, 0.862)):
+        bundle = make_bundle("test_resnet", seed=seed)
+        # Identical answers on the paired images: the McNemar test cannot tell them apart.
+        entry = quantization_entry(
+            bundle,
+            manifest,
+            accuracy=accuracy,
+            test_predictions=predictions(bundles["test_resnet"], manifest),
+        )
+        with mlflow.start_run():
+            report, _ = register_model(
+                **inputs(
+                    {**bundles, "test_resnet": bundle}, manifest, accuracy=accuracy, entry=entry
+                )
+            )
+        outcomes.append(report)
+    assert [r["outcome"] for r in outcomes] == ["registered", "registered", "rejected"]
+    (reason,) = outcomes[2]["gate"]["reasons"]
+    assert reason.startswith("accuracy 0.86 < 0.88 (the registry's floor, set when v1")
+    assert champion_version(registry) == "2"
+    assert registry.get_registered_model(MODEL).tags["accuracy_floor"] == "0.88"
+
+
+def test_a_significantly_worse_candidate_is_refused_by_the_paired_test(
+    registry, bundles, tmp_path
+) -> None:
+    manifest = write_manifest(tmp_path / "images", n_test=12)
+    truth = dict(zip(manifest["sha256"], manifest["class"], strict=True))
+    test = manifest[manifest["split"] == "test"]
+    right = {sha: truth[sha] for sha in test["sha256"]}
+    entry = quantization_entry(
+        bundles["test_resnet"], manifest, accuracy=0.95, test_predictions=right
+    )
+    with mlflow.start_run():
+        register_model(**inputs(bundles, manifest, accuracy=0.95, entry=entry))
+    wrong = {sha: next(c for c in CLASSES if c != cls) for sha, cls in right.items()}
+    champion_right = predictions(bundles["test_resnet"], manifest)
+    entry = quantization_entry(bundles["test_vit"], manifest, accuracy=0.95, test_predictions=wrong)
+    with mlflow.start_run():
+        report, _ = register_model(
+            **inputs(bundles, manifest, accuracy=0.95, selected="test_vit", entry=entry)
+        )
+    checks = report["gate"]["checks"]
+    assert checks["champion_comparison"] == "paired" and checks["paired_images"] == 12
+    champion_wins = sum(champion_right[sha] == right[sha] for sha in right)
+    assert checks["champion_only_correct"] == champion_wins
+    if champion_wins >= 5:  # 5 of 5 discordant pairs: p = 1/32 < 0.05
+        assert report["outcome"] == "rejected"
+        assert "significantly worse than the champion" in report["gate"]["reasons"][0]
+
+
+def test_seen_images_are_excluded_from_the_champion_rescoring(registry, bundles, tmp_path) -> None:
+    first = write_manifest(tmp_path / "images")
+    with mlflow.start_run():
+        register_model(**inputs(bundles, first, accuracy=0.9))
+    # A re-split: two of the champion's training images are now in the test split.
+    resplit = first.assign(split="test")
+    with mlflow.start_run():
+        report, _ = register_model(**inputs(bundles, resplit, accuracy=0.9, selected="test_vit"))
+    checks = report["gate"]["checks"]
+    assert checks["paired_images_excluded_as_seen_by_champion"] == 2
+    assert checks["paired_images"] == len(resplit) - 2
+
+
+def test_a_class_set_change_is_not_comparable(registry, bundles, tmp_path) -> None:
     manifest = write_manifest(tmp_path / "images")
     with mlflow.start_run():
-        first, _ = register_model(**inputs(bundles, manifest, accuracy=0.80))
+        register_model(**inputs(bundles, manifest, accuracy=0.9))
+    torch.manual_seed(3)
+    model, source = create_classifier("test_vit", len(CLASSES) + 1, "random")
+    extra = ClassifierBundle.from_model(
+        model,
+        architecture="test_vit",
+        classes=[*CLASSES, "explicit_sexual_activity"],
+        data_config=data_config_for(model, 64),
+        weights_source=source,
+    )
+    changed = {**bundles, "test_vit": extra}
+    kwargs = inputs(changed, manifest, accuracy=0.9, selected="test_vit")
+    kwargs["evaluation__test_vit"]["classes"] = extra.classes
     with mlflow.start_run():
-        second, _ = register_model(**inputs(bundles, manifest, accuracy=0.70, selected="test_vit"))
-    assert first["outcome"] == "registered"
-    assert second["outcome"] == "rejected"
-    assert second["gate"]["checks"]["champion_comparison"] == "recorded"
-    assert second["gate"]["reasons"] == [
-        "accuracy 0.70 is 0.10 below champion v1 (0.80, recorded) on the same test split; "
-        "the allowed margin is 0.02"
-    ]
-    assert champion_version(registry) == "1"
-    assert len(registry.search_model_versions(f"name='{MODEL}'")) == 1
+        report, _ = register_model(**kwargs)
+    assert report["outcome"] == "not_comparable"
+    assert "class sets differ (added ['explicit_sexual_activity']" in report["gate"]["reasons"][0]
+    approved = inputs(
+        changed,
+        manifest,
+        accuracy=0.9,
+        selected="test_vit",
+        gate__on_class_change="require_approval",
+        gate__approve_class_change=True,
+    )
+    approved["evaluation__test_vit"]["classes"] = extra.classes
+    with mlflow.start_run():
+        report, _ = register_model(**approved)
+    assert report["outcome"] == "registered"
+    assert registry.get_model_version(MODEL, "2").tags["class_change_approved"] == "true"
+
+
+def test_two_concurrent_registrations_move_the_champion_once(
+    registry, bundles, tmp_path, monkeypatch
+) -> None:
+    from eyecatcher.pipelines.registration.registry import Registry
+
+    manifest = write_manifest(tmp_path / "images")
+    with mlflow.start_run():
+        register_model(**inputs(bundles, manifest, accuracy=0.8))
+    # Both runs read the champion before either moves it: the race the lock must resolve.
+    barrier = threading.Barrier(2, timeout=60)
+    original = Registry.champion
+    first_read = threading.local()
+
+    def champion(self):
+        version = original(self)
+        if not getattr(first_read, "done", False):
+            first_read.done = True
+            barrier.wait()
+        return version
+
+    monkeypatch.setattr(Registry, "champion", champion)
+    reports: dict[str, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, seed: int) -> None:
+        try:
+            bundle = make_bundle("test_resnet", seed=seed)
+            with mlflow.start_run(run_name=name):
+                reports[name], _ = register_model(
+                    **inputs({**bundles, "test_resnet": bundle}, manifest, accuracy=0.8)
+                )
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"run{i}", 10 + i)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    outcomes = sorted(r["outcome"] for r in reports.values())
+    assert outcomes == ["champion_changed", "registered"]
+    (stopped,) = [r for r in reports.values() if r["outcome"] == "champion_changed"]
+    assert "the champion moved from v1 to v" in stopped["stopped"]
+    (winner,) = [r for r in reports.values() if r["outcome"] == "registered"]
+    assert champion_version(registry) == winner["version"]
+    assert "not promoted" in registry.get_model_version(MODEL, stopped["version"]).tags["promotion"]
+    assert [m.name for m in registry.search_registered_models()] == [MODEL]
 
 
 def test_rerun_without_changes_keeps_the_champion_unregistered(registry, bundles, tmp_path) -> None:
@@ -316,73 +553,23 @@ def test_rerun_without_changes_keeps_the_champion_unregistered(registry, bundles
         again, metrics = register_model(**strict)
     assert first["outcome"] == "registered"
     assert again["outcome"] == "unchanged" and again["version"] is None
-    assert again["aliases"] == {"champion": "1"}
     assert len(registry.search_model_versions(f"name='{MODEL}'")) == 1
-    assert registry.get_model_version(MODEL, "1").tags["model_fingerprint"]
     assert metrics["registered"]["value"] == 0.0
     enforce_gate(again, strict["params"])  # no change is not a failure, even for CI
-    # Another decision threshold is another served model.
-    changed = inputs(bundles, manifest, accuracy=0.8, decision__block_threshold=0.95)
-    with mlflow.start_run():
-        third, _ = register_model(**changed)
-    assert third["outcome"] == "registered" and third["version"] == "2"
-
-
-def test_champion_replaced_within_the_margin(registry, bundles, tmp_path) -> None:
-    manifest = write_manifest(tmp_path / "images")
-    with mlflow.start_run():
-        register_model(**inputs(bundles, manifest, accuracy=0.80))
-    with mlflow.start_run():
-        report, _ = register_model(**inputs(bundles, manifest, accuracy=0.79, selected="test_vit"))
-    assert report["outcome"] == "registered"
-    assert report["version"] == "2" and report["previous_champion"] == "1"
-    assert champion_version(registry) == "2"
-    old = registry.get_model_version(MODEL, "1")
-    assert old.aliases == [] and old.tags["candidate"] == "test_resnet"
-    new = registry.get_model_version(MODEL, "2")
-    assert new.tags["candidate"] == "test_vit"
-    assert new.tags["gate_champion_version"] == "1"
-    out = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(
-        pd.DataFrame({"image": [encode_image(good_images()["rgb.png"])]})
-    )
-    assert out.loc[0, "model_version"] == "2"
-
-
-def test_champion_is_rescored_on_a_new_test_split(registry, bundles, tmp_path) -> None:
-    first_manifest = write_manifest(tmp_path / "first", seed=0)
-    new_manifest = write_manifest(tmp_path / "second", seed=7)
-    assert manifest_hash(first_manifest, "test") != manifest_hash(new_manifest, "test")
-    with mlflow.start_run():
-        register_model(**inputs(bundles, first_manifest, accuracy=0.9))
-    with mlflow.start_run():
-        report, _ = register_model(
-            **inputs(bundles, new_manifest, accuracy=1.0, selected="test_vit")
-        )
-    checks = report["gate"]["checks"]
-    assert checks["champion_comparison"] == "rescored"
-    assert checks["champion_accuracy"] == pytest.approx(
-        in_process_accuracy(bundles["test_resnet"], new_manifest)
-    )
-    assert report["outcome"] == "registered"
 
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])
-def test_unscorable_champion_follows_the_policy(
-    registry, bundles, tmp_path, monkeypatch, policy
-) -> None:
+def test_unscorable_champion_follows_the_policy(registry, bundles, tmp_path, policy) -> None:
+    manifest = write_manifest(tmp_path / "a")
     with mlflow.start_run():
-        register_model(**inputs(bundles, write_manifest(tmp_path / "a", seed=0), accuracy=0.9))
-
-    def broken(*args: Any, **kwargs: Any) -> float:
-        raise OSError("artefacts deleted")
-
-    monkeypatch.setattr(registration_nodes, "score_on_test_split", broken)
-    new = write_manifest(tmp_path / "b", seed=9)
+        register_model(**inputs(bundles, manifest, accuracy=0.9))
+    # The champion's record of its training images is gone: it cannot be compared honestly.
+    registry.delete_model_version_tag(MODEL, "1", "seen_images_uri")
     with mlflow.start_run() as run:
         report, _ = register_model(
             **inputs(
                 bundles,
-                new,
+                manifest,
                 accuracy=0.9,
                 selected="test_vit",
                 gate__on_unscorable_champion=policy,
@@ -395,62 +582,25 @@ def test_unscorable_champion_follows_the_policy(
     else:
         assert report["outcome"] == "registered" and champion_version(registry) == "2"
         assert "SKIPPED" in registry.get_run(run.info.run_id).data.tags["registration.warnings"]
-        assert "SKIPPED" in registry.get_model_version(MODEL, "2").tags["gate_warnings"]
 
 
 def test_failed_staging_test_leaves_a_challenger_and_no_champion(
     registry, bundles, tmp_path, monkeypatch
 ) -> None:
-    def unloadable(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    def unreadable(uri: str, storage_options: Any = None) -> bytes:
         raise OSError("artefact store unreachable")
 
-    monkeypatch.setattr(registration_nodes, "_smoke_test", unloadable)
     kwargs = inputs(bundles, write_manifest(tmp_path / "images"), accuracy=0.9)
+    monkeypatch.setattr(staging, "read_bytes", unreadable)
     with mlflow.start_run():
         report, _ = register_model(**kwargs)
     assert report["outcome"] == "smoke_test_failed"
     assert report["aliases"] == {"challenger": "1"}
     assert report["gate"]["summary"].startswith("failed: staging inference test failed")
-    assert {k: str(v) for k, v in registry.get_registered_model(MODEL).aliases.items()} == {
-        "challenger": "1"
-    }
     tag = registry.get_model_version(MODEL, "1").tags["smoke_test"]
     assert tag == "failed: OSError: artefact store unreachable"
-    strict = copy.deepcopy(kwargs["params"])
-    strict["gate"]["fail_run_on_failure"] = True
-    with pytest.raises(GateFailedError, match="smoke_test_failed"):
-        enforce_gate(report, strict)
-
-
-def test_int8_decision_serves_and_gates_the_onnx_model(registry, bundles, tmp_path) -> None:
-    onnx_runtime = pytest.importorskip("eyecatcher.models.onnx_runtime")
-    bundle = bundles["test_resnet"]
-    onnx_path = onnx_runtime.export_onnx(
-        bundle.build_model(), bundle.data_config["input_size"], tmp_path / "int8.onnx"
-    )
-    manifest = write_manifest(tmp_path / "images")
-    kwargs = inputs(
-        bundles,
-        manifest,
-        accuracy=0.9,
-        precision="int8",
-        onnx_path=str(onnx_path),
-        int8_accuracy=0.5,
-    )
-    with mlflow.start_run():
-        rejected, _ = register_model(**kwargs)
-    # The int8 model is what would be served, so its accuracy is the one gated.
-    assert rejected["gate"]["reasons"] == ["accuracy 0.50 < 0.60"]
-    kwargs["quantization_decision"]["candidates"]["test_resnet"]["int8"]["accuracy"] = 0.7
-    with mlflow.start_run():
-        report, _ = register_model(**kwargs)
-    assert report["outcome"] == "registered" and report["precision"] == "int8"
-    # The staging test compared the served int8 answers with the ONNX model in-process.
-    assert report["smoke_test"]["agreement"] == 1.0
-    version = registry.get_model_version(MODEL, report["version"])
-    assert version.tags["quantization_precision"] == "int8"
-    assert version.tags["test_accuracy"] == "0.7"
-    assert version.tags["test_accuracy_fp32"] == "0.9"
+    with pytest.raises(MlflowException):
+        registry.get_model_version_by_alias(MODEL, "champion")
 
 
 def test_inconsistent_inputs_are_clear_errors(registry, bundles, tmp_path) -> None:
@@ -459,43 +609,35 @@ def test_inconsistent_inputs_are_clear_errors(registry, bundles, tmp_path) -> No
     kwargs["candidate_selection"]["selected"] = "resnet50"
     with pytest.raises(RegistrationInputError, match="not among the pipeline's candidates"):
         register_model(**kwargs)
-    kwargs = inputs(bundles, manifest, accuracy=0.9, precision="int8", onnx_path="missing.onnx")
-    with pytest.raises(RegistrationInputError, match="ONNX file"):
-        register_model(**kwargs)
     kwargs = inputs(bundles, manifest, accuracy=0.9)
-    kwargs["evaluation__test_resnet"]["operating_threshold"]["threshold"] = None
-    with pytest.raises(RegistrationInputError, match="operating threshold"):
+    kwargs["params"]["gate"]["min_test_acuracy"] = 0.5
+    with pytest.raises(ValueError, match="did you mean 'min_test_accuracy'"):
         register_model(**kwargs)
     assert registry.search_registered_models() == []
 
 
 def test_gate_rules() -> None:
-    settings = GateSettings(min_test_accuracy=0.6, max_regression_vs_champion=0.02)
-    none = ChampionComparison(None, None, "none")
-    assert decide(0.6, settings, none).passed
-    assert decide(0.59, settings, none).reasons == ["accuracy 0.59 < 0.60"]
-    champion = ChampionComparison("3", 0.75, "recorded")
-    assert decide(0.73, settings, champion).passed  # exactly the allowed margin
-    assert not decide(0.72, settings, champion).passed
-    assert not decide(float("nan"), settings, none).passed
+    settings = GateSettings(min_test_accuracy=0.6, min_unsafe_recall=0.8, fpr_tolerance=0.02)
+    none = ChampionComparison(None, "none")
+
+    def served(accuracy: float = 0.7, recall: float = 0.9, fpr: float = 0.01) -> Served:
+        return Served(accuracy, recall, fpr, target_fpr=0.01, precision="fp32")
+
+    assert decide(served(), settings, none).passed
+    assert decide(served(0.59), settings, none).reasons == [
+        "accuracy 0.59 < 0.60 (min_test_accuracy)"
+    ]
+    assert "unsafe recall" in decide(served(recall=0.5), settings, none).reasons[0]
+    assert "test FPR 0.05" in decide(served(fpr=0.05), settings, none).reasons[0]
+    assert not decide(served(float("nan")), settings, none).passed
+    assert mcnemar_worse_p_value(0, 5) == pytest.approx(1 / 32)
+    assert mcnemar_worse_p_value(3, 3) > 0.5
     with pytest.raises(ValueError, match="on_unscorable_champion"):
-        GateSettings(0.5, 0.02, on_unscorable_champion="ignore")
+        GateSettings(on_unscorable_champion="ignore")
     with pytest.raises(ValueError, match="fraction"):
-        GateSettings(0.5, 2.0)
-
-
-def test_decision_thresholds_use_the_calibrated_threshold() -> None:
-    thresholds, warnings = decision_thresholds(
-        {"review_threshold": "operating", "block_threshold": 0.9}, 0.35
-    )
-    assert (thresholds.review, thresholds.block) == (0.35, 0.9) and warnings == []
-    thresholds, warnings = decision_thresholds(
-        {"review_threshold": "operating", "block_threshold": 0.9}, 0.95
-    )
-    assert (thresholds.review, thresholds.block) == (0.95, 0.95)
-    assert "block raised" in warnings[0]
-    with pytest.raises(RegistrationInputError):
-        decision_thresholds({"review_threshold": "operating", "block_threshold": 0.9}, None)
+        GateSettings(max_regression_vs_champion=2.0)
+    with pytest.raises(ValueError, match="did you mean 'gate'"):
+        RegistrationSettings.from_params({"gaet": {}})
 
 
 def test_lineage_helpers() -> None:
@@ -582,10 +724,7 @@ def test_interrupted_upload_leaves_no_half_made_version(
 
 
 def test_gate_reasons_never_print_two_equal_numbers() -> None:
-    settings = GateSettings(min_test_accuracy=0.6, max_regression_vs_champion=0.02)
-    none = ChampionComparison(None, None, "none")
-    assert decide(0.5972, settings, none).reasons == ["accuracy 0.5972 < 0.6000"]
-    champion = ChampionComparison("3", 0.9, "recorded")
-    (reason,) = decide(0.8769, settings, champion).reasons
-    assert reason.startswith("accuracy 0.88 is 0.0231 below champion v3 (0.90, recorded)")
-    assert reason.endswith("the allowed margin is 0.0200")
+    settings = GateSettings(min_test_accuracy=0.6)
+    served = Served(0.5972, 1.0, 0.0, target_fpr=0.01, precision="fp32")
+    reasons = decide(served, settings, ChampionComparison(None, "none")).reasons
+    assert reasons == ["accuracy 0.5972 < 0.6000 (min_test_accuracy)"]

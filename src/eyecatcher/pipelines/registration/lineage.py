@@ -10,40 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from eyecatcher.fingerprints import manifest_hash
 
 logger = logging.getLogger(__name__)
 
-#: Columns that define a split: which image, which label, which split.
-_MANIFEST_KEY = ["sha256", "class", "split"]
-
-
-def manifest_hash(split_manifest: pd.DataFrame, split: str | None = None) -> str:
-    """A fingerprint of the split manifest (or of one split), independent of row order.
-
-    Two manifests with the same images, labels and split assignment have the same hash; this
-    is how the gate knows that two models were tested on the same test split.
-
-    Args:
-        split_manifest: The ``split_manifest`` (``sha256``, ``class``, ``split``, ...).
-        split: Restrict to one split (``test``), or ``None`` for the whole manifest.
-
-    Returns:
-        A hex sha256.
-
-    Raises:
-        ValueError: If a required column is missing or the selection is empty.
-    """
-    missing = [c for c in _MANIFEST_KEY if c not in split_manifest.columns]
-    if missing:
-        raise ValueError(f"split_manifest lacks columns {missing}")
-    rows = split_manifest[_MANIFEST_KEY]
-    if split is not None:
-        rows = rows[rows["split"] == split]
-    if rows.empty:
-        raise ValueError(f"split_manifest has no rows for split={split!r}")
-    lines = sorted("\t".join(str(v) for v in row) for row in rows.itertuples(index=False))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+__all__ = ["git_commit", "manifest_hash", "model_fingerprint"]
 
 
 def git_commit(path: str | Path = ".") -> tuple[str, bool | None]:

@@ -45,6 +45,7 @@ def create_pipeline(candidates: Sequence[str] | None = None, **kwargs: Any) -> P
                     "quantization_decision": "quantization_decision",
                     "split_manifest": "split_manifest",
                     "params": "params:registration",
+                    "quantization_params": "params:quantization",
                     **per_candidate,
                 },
                 outputs=["registration_report", "registration_metrics"],

@@ -1,0 +1,89 @@
+"""The registration pipeline's settings: one frozen object, every default in one place.
+
+Unknown keys (a typo in YAML or ``--params``) are refused with the closest known key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from eyecatcher.images import DEFAULT_MAX_PIXELS
+from eyecatcher.pipelines.registration.gate import GateSettings
+from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES
+
+
+def _refuse_unknown(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ValueError(f"Unknown {kind} parameter(s) {', '.join(parts)}; known: {known}.")
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """The served model's limits, frozen into each registered version."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        """Every limit is a positive integer."""
+        for item in fields(self):
+            if int(getattr(self, item.name)) < 1:
+                raise ValueError(f"registration.serving.{item.name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """The ``registration`` parameter block, validated.
+
+    Attributes:
+        model_name: Registered model name (serve ``models:/<name>@champion``).
+        gate: The gate's thresholds and policies.
+        serving: The served model's limits.
+        smoke_test_images: Test images sent through the new version before it is champion.
+        batch_size: Images per batch when the champion is re-scored.
+        storage_options: fsspec options for ``s3://`` image URIs.
+        lock_wait_s: How long to wait for another registration's promotion lock.
+        lock_stale_s: Age after which a promotion lock is taken as abandoned (a crashed run).
+    """
+
+    model_name: str = "eyecatcher-moderation"
+    gate: GateSettings = field(default_factory=GateSettings)
+    serving: ServingLimits = field(default_factory=ServingLimits)
+    smoke_test_images: int = 8
+    batch_size: int = 16
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    lock_wait_s: float = 120.0
+    lock_stale_s: float = 900.0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RegistrationSettings:
+        """Build from the ``registration`` parameters; unknown keys are errors.
+
+        Raises:
+            ValueError: For an unknown key (with the closest known one) or a bad value.
+        """
+        _refuse_unknown("registration", params, [f.name for f in fields(cls)])
+        gate = dict(params.get("gate") or {})
+        _refuse_unknown("registration.gate", gate, [f.name for f in fields(GateSettings)])
+        serving = dict(params.get("serving") or {})
+        _refuse_unknown("registration.serving", serving, [f.name for f in fields(ServingLimits)])
+        values = {k: v for k, v in params.items() if k not in {"gate", "serving"}}
+        settings = cls(
+            gate=GateSettings(**gate),
+            serving=ServingLimits(**{k: int(v) for k, v in serving.items()}),
+            **values,
+        )
+        if settings.smoke_test_images < 1 or settings.batch_size < 1:
+            raise ValueError("registration.smoke_test_images and batch_size must be >= 1")
+        return settings

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "data" / "01_raw" / "demo"
 SIZE = 128
 PER_CLASS = 40
-MIN_CONFIDENCE = 50.0
+# The MinConfidence of the labelling pipeline's requests (conf/base/parameters_labelling.yml):
+# low, so that near misses are part of the answers.
+MIN_CONFIDENCE = 20.0
 
 # Rekognition taxonomy v7 chains (top level first) that the synthetic answers use per class.
 CLASS_LABELS: dict[str, list[tuple[str, str, int]]] = {
@@ -99,7 +101,20 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _response(cls: str, rng: np.random.Generator, index: int) -> dict:
+def _expected_class(cls: str, index: int) -> str | None:
+    """The class the default labelling gives an answer drawn by :func:`_response` (None: excluded).
+
+    Illustrated explicit images are excluded (``taxonomy.illustrated``) and a safe image with a
+    near miss is not provably safe (``taxonomy.thresholds``).
+    """
+    if cls in {"explicit_nudity", "explicit_sexual_activity"} and index % 10 == 3:
+        return None
+    if cls == "safe" and index % 8 == 4:
+        return None
+    return cls
+
+
+def _response(cls: str, rng: np.random.Generator, index: int, seed: int, number: int) -> dict:
     labels = []
     for name, parent, level in CLASS_LABELS[cls]:
         labels.append(
@@ -129,6 +144,19 @@ def _response(cls: str, rng: np.random.Generator, index: int) -> dict:
                 "TaxonomyLevel": 1,
             }
         ]
+    # Near misses, drawn from their own generator so that the images (drawn from `rng`) stay
+    # byte-for-byte what they were. A safe image with a weak Swimwear label is not provably
+    # safe (excluded); a weak, milder label does not change a non-explicit-nudity image.
+    near = np.random.default_rng([seed, number])
+    if (cls == "safe" and index % 8 == 4) or (cls == "non_explicit_nudity" and index % 6 == 1):
+        labels.append(
+            {
+                "Confidence": round(float(near.uniform(MIN_CONFIDENCE + 2, 45)), 4),
+                "Name": "Swimwear or Underwear",
+                "ParentName": "",
+                "TaxonomyLevel": 1,
+            }
+        )
     content_types = []
     if index % 10 == 3:
         content_types.append(
@@ -180,7 +208,9 @@ def generate(out: Path, per_class: int = PER_CLASS, seed: int = 7) -> dict[str, 
                     "demo_class": cls,
                     "source": "synthetic-demo",
                     "received_at": "2026-11-22T00:00:00+00:00",
-                    "response": _response(cls, rng, i),
+                    # What the default labelling should make of the answer (None: excluded).
+                    "demo_expected_class": _expected_class(cls, i),
+                    "response": _response(cls, rng, i, seed, number),
                 }
             )
             counts[cls] = counts.get(cls, 0) + 1

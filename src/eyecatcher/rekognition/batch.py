@@ -45,12 +45,14 @@ class ImageTask:
         uri: Where to read it (local path or ``s3://``).
         image_format: Pillow format from ingestion.
         size_bytes: File size from ingestion.
+        etag: The S3 object's ETag from ingestion, when it recorded one.
     """
 
     sha256: str
     uri: str
     image_format: str | None = None
     size_bytes: int | None = None
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Outcome:
         error_message: Human-readable detail.
         payload_kind: ``bytes`` or ``s3object`` when a request was built.
         prepared: ``as_is``, ``converted`` or ``downscaled`` when a request was built.
+        converted_from: Why the original was converted (``JPEG CMYK``, ``WEBP``, ...).
     """
 
     task: ImageTask
@@ -76,6 +79,7 @@ class Outcome:
     error_message: str | None = None
     payload_kind: str | None = None
     prepared: str | None = None
+    converted_from: str | None = None
 
 
 @dataclass
@@ -106,7 +110,7 @@ class RequestSettings:
         project_version: Custom-moderation adapter ARN, or ``None``.
         price_per_image_usd: Price of one answered image, for the running estimate.
         limits: Payload limits.
-        storage_options: fsspec options for reading remote images.
+        storage_options: fsspec options for reading remote images (never credentials).
     """
 
     min_confidence: float = 50.0
@@ -121,11 +125,26 @@ def _label_one(
 ) -> Outcome:
     try:
         payload = build_payload(
-            task.uri, task.image_format, task.size_bytes, settings.limits, settings.storage_options
+            task.uri,
+            task.image_format,
+            task.size_bytes,
+            settings.limits,
+            settings.storage_options,
+            sha256=task.sha256,
+            etag=task.etag,
         )
     except PayloadError as exc:
         return Outcome(
             task, "prepare_error", error_code=f"prepare:{exc.reason}", error_message=str(exc)
+        )
+    except Exception as exc:
+        # One odd image (a decoder limit, an s3fs NoCredentialsError) must not stop the batch
+        # on every re-run: it is this image's error, and nothing was sent for it.
+        return Outcome(
+            task,
+            "prepare_error",
+            error_code="prepare:error",
+            error_message=f"{type(exc).__name__}: {exc}",
         )
     request: dict[str, Any] = {"Image": payload.image, "MinConfidence": settings.min_confidence}
     if settings.project_version:
@@ -136,9 +155,20 @@ def _label_one(
         "project_version": settings.project_version,
         "source": "rekognition",
         "uri": task.uri,
-        "request": {"image": payload.kind, "prepared": payload.prepared},
+        "request": {
+            "image": payload.kind,
+            "prepared": payload.prepared,
+            "converted_from": payload.converted_from,
+            # Sent under the format check: an InvalidImageFormatException is then final.
+            "format_checked": True,
+            **({"s3_object": payload.s3_object} if payload.s3_object else {}),
+        },
     }
-    kind = {"payload_kind": payload.kind, "prepared": payload.prepared}
+    kind = {
+        "payload_kind": payload.kind,
+        "prepared": payload.prepared,
+        "converted_from": payload.converted_from,
+    }
     try:
         response = client.detect_moderation_labels(**request)
     except botocore.exceptions.ClientError as exc:
@@ -176,7 +206,7 @@ def send_images(
         tasks: The images to send (already known to be missing from the cache).
         client: A Rekognition client (thread-safe; see
             :meth:`~eyecatcher.rekognition.client.RekognitionEndpoint.client`).
-        cache: Where each answer is written as it arrives.
+        cache: Where each answer is written as it arrives; its write lock is held throughout.
         settings: Request settings and the price for the running cost estimate.
         workers: Maximum concurrent requests.
         max_consecutive_failures: Stop after this many failures in a row (any status but
@@ -189,6 +219,9 @@ def send_images(
         RekognitionCredentialsError: When the API rejects the credentials.
         LabellingAbortedError: After ``max_consecutive_failures`` failures in a row.
         KeyboardInterrupt: Propagated after in-flight requests finish and are cached.
+        CacheLockedError: When another process is writing the cache (nothing is sent).
+        CacheWriteError: When the cache cannot be written: sending stops, the answers in
+            flight are spilled to a side file that the next load merges.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -209,6 +242,7 @@ def send_images(
             pending.add(pool.submit(_label_one, task, client, cache, settings))
 
     with (
+        cache.exclusive(),
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rekognition") as pool,
         tqdm(total=len(tasks), unit="img", desc="Rekognition", mininterval=0.5) as bar,
     ):

@@ -1,10 +1,10 @@
-"""The response cache: every paid Rekognition answer, kept verbatim, never lost.
+"""The response cache: every paid Rekognition answer, kept verbatim, never lost or poisoned.
 
 The cache is a JSON Lines file, one record per answered request, appended and ``fsync``-ed as
 each answer arrives, so an interrupted run (Ctrl-C, crash, ``kill -9``) keeps every response it
 had received. A record looks like::
 
-    {"sha256": "...", "min_confidence": 50.0, "project_version": null,
+    {"sha256": "...", "min_confidence": 20.0, "project_version": null,
      "source": "rekognition", "received_at": "2026-11-22T01:02:03+00:00",
      "request": {"image": "bytes", "prepared": "as_is"},
      "response": {... the API's answer, verbatim ...}}
@@ -14,6 +14,15 @@ cached too, as ``{"error": {"code": ..., "message": ...}}`` instead of ``respons
 history of what was asked is complete; see :meth:`ResponseCache.lookup` for when they are
 re-sent.
 
+Writing happens only inside :meth:`ResponseCache.exclusive`, which holds an inter-process lock
+(``flock`` on ``<cache>.lock``, holding the holder's pid, host and start time), so two runs never
+pay for the same images and one run's repair never touches another's records. Around the file:
+
+- ``<cache>.spill-<pid>-<time>.jsonl``: answers that could not be written to the cache (disk
+  full, I/O error). Every load reads them; the next writer merges them into the cache.
+- ``<cache>.quarantine.jsonl``: lines that are not records (a cut-off write, damage), moved
+  out of the cache by the next writer with a warning, never silently dropped.
+
 What changes an answer is the image (``sha256``), ``MinConfidence`` and the custom-moderation
 ``ProjectVersion``. An answer obtained at a lower ``MinConfidence`` also answers a request at a
 higher one (the API returns every label at or above the threshold), so it is reused with the
@@ -22,25 +31,40 @@ weaker labels filtered out.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
+import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
+#: Opens the cache file for appending (binary). A seam for tests that simulate a full disk.
+Opener = Callable[[Path], IO[bytes]]
+
 
 class CacheCorruptError(ValueError):
-    """A cache file holds a line that is not a record (other than a cut-off last line)."""
+    """A cache file cannot be repaired (its damaged lines could not be quarantined)."""
 
 
 class ReadOnlyCacheError(RuntimeError):
     """An answer was about to be written to a cache opened read-only."""
+
+
+class CacheLockedError(RuntimeError):
+    """Another process holds the cache's write lock."""
+
+
+class CacheWriteError(OSError):
+    """Writing an answer failed; it was spilled to a side file and sending must stop."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +77,17 @@ class CachedAnswer:
             for an error record.
         error_code: The API error code for an error record, else ``None``.
         origin: The file the record came from.
+        min_confidence: The ``MinConfidence`` the answer was requested with.
+        above_requested: The answer was requested at a higher ``MinConfidence`` than asked
+            now, so it lacks the weaker labels a request now would return.
     """
 
     record: dict[str, Any]
     response: dict[str, Any] | None
     error_code: str | None
     origin: str
+    min_confidence: float = 50.0
+    above_requested: bool = False
 
 
 def _key(sha256: str, project_version: str | None) -> tuple[str, str]:
@@ -75,39 +104,67 @@ def _filter_response(response: dict[str, Any], min_confidence: float) -> dict[st
     return filtered
 
 
-def _read_records(path: Path) -> tuple[list[dict[str, Any]], str]:
-    """Read every record; tolerate only a cut-off final line (a write killed midway).
+def _format_error_before_conversion(record: dict[str, Any]) -> bool:
+    # Answers recorded before payloads were format-checked sent CMYK JPEG, 16-bit PNG, WebP...
+    # as they were; converted now, they may well be accepted, so that error is not final.
+    request = record.get("request") or {}
+    return record["error"]["code"] == "InvalidImageFormatException" and not request.get(
+        "format_checked"
+    )
 
-    Returns:
-        The records and the state of the file's end: ``clean`` (ends with a newline or is
-        empty), ``no_newline`` (the last record is complete but lacks its newline) or
-        ``cut_off`` (the last line is a fragment that holds no record).
-    """
-    records: list[dict[str, Any]] = []
-    lines = path.read_bytes().split(b"\n")
-    ends_cleanly = lines[-1] == b""
-    if ends_cleanly:
+
+def _parse(raw: bytes) -> dict[str, Any] | str:
+    """A record, or why the line is not one."""
+    try:
+        record = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(record, dict) or "sha256" not in record:
+        return "not a cache record (no sha256)"
+    if ("response" in record) == ("error" in record):
+        return "must hold exactly one of response/error"
+    return record
+
+
+@dataclass
+class _Scan:
+    """One cache file, read line by line."""
+
+    records: list[dict[str, Any]]
+    good_lines: list[bytes]
+    bad_lines: list[tuple[int, bytes, str]]  # (line number, raw bytes, why)
+    ends_with_newline: bool
+
+
+def _scan(path: Path) -> _Scan:
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    ends = lines[-1] == b""
+    if ends:
         lines = lines[:-1]
+    scan = _Scan([], [], [], ends or not data)
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not ends_cleanly:
-                logger.warning(
-                    "%s: the last line was cut off (a run killed while writing it); "
-                    "that one image will be asked again",
-                    path,
-                )
-                return records, "cut_off"
-            raise CacheCorruptError(f"{path}:{number} is not a JSON record: {exc}") from exc
-        if not isinstance(record, dict) or "sha256" not in record:
-            raise CacheCorruptError(f"{path}:{number} is not a cache record (no sha256)")
-        if ("response" in record) == ("error" in record):
-            raise CacheCorruptError(f"{path}:{number} must hold exactly one of response/error")
-        records.append(record)
-    return records, "clean" if ends_cleanly else "no_newline"
+        parsed = _parse(raw)
+        if isinstance(parsed, str):
+            scan.bad_lines.append((number, raw, parsed))
+        else:
+            scan.records.append(parsed)
+            scan.good_lines.append(raw)
+    return scan
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append_open(path: Path) -> IO[bytes]:
+    return path.open("ab")
 
 
 class ResponseCache:
@@ -118,6 +175,7 @@ class ResponseCache:
             that only reads ``seed_paths``.
         seed_paths: Read-only JSONL files consulted as well (e.g. the committed demo answers).
         read_only: Never write, even to ``path`` (the offline demo).
+        opener: Opens ``path`` for binary appending; tests pass one that fails like a full disk.
 
     Thread-safe: workers append concurrently; each append is one ``write`` + ``flush`` +
     ``fsync`` under a lock, so records never interleave.
@@ -129,29 +187,60 @@ class ResponseCache:
         seed_paths: Iterable[str | os.PathLike[str]] = (),
         *,
         read_only: bool = False,
+        opener: Opener = _append_open,
     ) -> None:
         self.path = Path(path) if path is not None else None
         self.seed_paths = [Path(p) for p in seed_paths]
         self.read_only = read_only or self.path is None
+        self._opener = opener
         self._lock = threading.Lock()
-        self._handle: Any = None
-        self._tail = "clean"
+        self._handle: IO[bytes] | None = None
+        self._lock_handle: IO[str] | None = None
+        self._good_size = 0
+        self._failed: OSError | None = None
+        self._spill: Path | None = None
+        self.n_spilled = 0
+        for seed in self.seed_paths:
+            if not seed.exists():
+                raise FileNotFoundError(f"seed cache {seed} does not exist")
+        self._load()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _load(self) -> None:
         # key -> list of (min_confidence, record, origin), in file order
         self._answers: dict[tuple[str, str], list[tuple[float, dict[str, Any], str]]] = {}
         self._errors: dict[tuple[str, str], list[tuple[float, dict[str, Any], str]]] = {}
         self.n_records = 0
-        for seed in self.seed_paths:
-            if not seed.exists():
-                raise FileNotFoundError(f"seed cache {seed} does not exist")
-            self._ingest(seed)
-        if self.path is not None and self.path.exists():
-            self._tail = self._ingest(self.path)
+        self.n_skipped_lines = 0
+        for path in [*self.seed_paths, *self._own_files()]:
+            scan = _scan(path)
+            for number, _, why in scan.bad_lines:
+                self.n_skipped_lines += 1
+                logger.warning(
+                    "%s:%d is %s; skipped (a writer moves it to %s)",
+                    path,
+                    number,
+                    why,
+                    self._quarantine_path() if path == self.path else "quarantine",
+                )
+            for record in scan.records:
+                self._index(record, str(path))
 
-    def _ingest(self, path: Path) -> str:
-        records, tail = _read_records(path)
-        for record in records:
-            self._index(record, str(path))
-        return tail
+    def _own_files(self) -> list[Path]:
+        if self.path is None:
+            return []
+        files = [self.path] if self.path.exists() else []
+        return files + self._spill_files()
+
+    def _spill_files(self) -> list[Path]:
+        assert self.path is not None
+        return sorted(self.path.parent.glob(f"{self.path.name}.spill-*.jsonl"))
+
+    def _quarantine_path(self) -> Path | None:
+        return (
+            None if self.path is None else self.path.with_name(self.path.name + ".quarantine.jsonl")
+        )
 
     def _index(self, record: dict[str, Any], origin: str) -> None:
         key = _key(record["sha256"], record.get("project_version"))
@@ -167,42 +256,183 @@ class ResponseCache:
         min_confidence: float,
         project_version: str | None = None,
         resend_error_codes: Iterable[str] = (),
+        *,
+        accept_higher: bool = False,
     ) -> CachedAnswer | None:
         """Find what the cache knows about a request, if anything.
 
         An answer at ``min_confidence`` or below wins (the latest such record, labels below
-        ``min_confidence`` filtered out). Otherwise an error record for the same settings is
-        returned unless its code is in ``resend_error_codes`` (errors that depend on state that
-        may have been fixed since, such as S3 permissions).
+        ``min_confidence`` filtered out). Otherwise, with ``accept_higher``, the answer
+        requested at the lowest ``MinConfidence`` above it (``above_requested`` is true: it
+        lacks the weaker labels). Otherwise an error record for the same settings is returned
+        unless its code is in ``resend_error_codes`` (errors that depend on state that may have
+        been fixed since, such as S3 permissions).
 
         Args:
             sha256: The image's identity.
             min_confidence: The requested ``MinConfidence``.
             project_version: The custom-moderation adapter, or ``None``.
             resend_error_codes: Error codes that do not count as an answer.
+            accept_higher: Also return answers requested at a higher ``MinConfidence``.
 
         Returns:
             The cached answer, or ``None`` when the request must be sent.
         """
         key = _key(sha256, project_version)
-        usable = [item for item in self._answers.get(key, []) if item[0] <= min_confidence + 1e-9]
+        answers = list(enumerate(self._answers.get(key, [])))
+        usable = [pair for pair in answers if pair[1][0] <= min_confidence + 1e-9]
         if usable:
             # Closest threshold first (fewest labels to drop), then the latest record.
-            best = max(enumerate(usable), key=lambda pair: (pair[1][0], pair[0]))[1]
-            _, record, origin = best
+            _, (threshold, record, origin) = max(usable, key=lambda p: (p[1][0], p[0]))
             return CachedAnswer(
-                record, _filter_response(record["response"], min_confidence), None, origin
+                record,
+                _filter_response(record["response"], min_confidence),
+                None,
+                origin,
+                threshold,
+            )
+        if accept_higher and answers:
+            _, (threshold, record, origin) = min(answers, key=lambda p: (p[1][0], -p[0]))
+            return CachedAnswer(
+                record, dict(record["response"]), None, origin, threshold, above_requested=True
             )
         resend = set(resend_error_codes)
         errors = [
             item
             for item in self._errors.get(key, [])
-            if abs(item[0] - min_confidence) < 1e-9 and item[1]["error"]["code"] not in resend
+            if abs(item[0] - min_confidence) < 1e-9
+            and item[1]["error"]["code"] not in resend
+            and not _format_error_before_conversion(item[1])
         ]
         if errors:
-            _, record, origin = errors[-1]
-            return CachedAnswer(record, None, record["error"]["code"], origin)
+            threshold, record, origin = errors[-1]
+            return CachedAnswer(record, None, record["error"]["code"], origin, threshold)
         return None
+
+    # -- writing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[ResponseCache]:
+        """Hold the inter-process write lock (re-entrant); appends are allowed only inside.
+
+        On entry the cache is brought up to date with what other runs wrote, damaged lines are
+        quarantined, and spilled answers are merged into the cache file.
+
+        Raises:
+            ReadOnlyCacheError: When the cache is read-only.
+            CacheLockedError: At once, when another process holds the lock (naming it).
+        """
+        if self.read_only or self.path is None:
+            raise ReadOnlyCacheError(
+                "this response cache is read-only (offline mode); refusing to record an answer"
+            )
+        if self._lock_handle is not None:  # already held by this object: re-entrant
+            yield self
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = lock_path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown holder"
+            handle.close()
+            raise CacheLockedError(
+                f"{self.path} is being written by another labelling run ({holder}); wait for "
+                "it to finish. The lock is released when that process ends; "
+                f"{lock_path} only notes who holds it."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+        )
+        handle.flush()
+        self._lock_handle = handle
+        try:
+            self._repair_and_merge()
+            self._load()
+            yield self
+        finally:
+            self._close_handle()
+            self._lock_handle = None
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+
+    def _repair_and_merge(self) -> None:
+        assert self.path is not None
+        if self.path.exists():
+            scan = _scan(self.path)
+            if scan.bad_lines:
+                self._quarantine(scan)
+            elif not scan.ends_with_newline:
+                # The last record is complete and paid for: end its line, keep it.
+                with self.path.open("ab") as handle:
+                    handle.write(b"\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        known = set(_scan(self.path).good_lines) if self.path.exists() else set()
+        for spill in self._spill_files():
+            scan = _scan(spill)
+            new = [line for line in scan.good_lines if line not in known]
+            if new:
+                with self.path.open("ab") as handle:
+                    handle.write(b"".join(line + b"\n" for line in new))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                known.update(new)
+            if scan.bad_lines:
+                self._write_quarantine(spill, scan.bad_lines)
+            logger.warning("merged %d spilled answers from %s into %s", len(new), spill, self.path)
+            spill.unlink()
+        self._good_size = self.path.stat().st_size if self.path.exists() else 0
+
+    def _write_quarantine(self, source: Path, bad: list[tuple[int, bytes, str]]) -> None:
+        quarantine = self._quarantine_path()
+        assert quarantine is not None
+        moved_at = datetime.now(UTC).isoformat(timespec="seconds")
+        with quarantine.open("a", encoding="utf-8") as handle:
+            for number, raw, why in bad:
+                entry = {
+                    "source": str(source),
+                    "line": number,
+                    "why": why,
+                    "moved_at": moved_at,
+                    "raw": raw.decode("utf-8", errors="backslashreplace"),
+                }
+                handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _quarantine(self, scan: _Scan) -> None:
+        assert self.path is not None
+        self._write_quarantine(self.path, scan.bad_lines)
+        for number, _, why in scan.bad_lines:
+            logger.warning(
+                "%s:%d is %s; moved to %s", self.path, number, why, self._quarantine_path()
+            )
+        # Rewrite without the bad lines, atomically: a crash leaves the old or the new file.
+        tmp = self.path.with_name(self.path.name + ".rewrite")
+        try:
+            with tmp.open("wb") as handle:
+                handle.write(b"".join(line + b"\n" for line in scan.good_lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CacheCorruptError(
+                f"{self.path}: could not rewrite the cache without its {len(scan.bad_lines)} "
+                f"damaged lines ({exc}); they are copied to {self._quarantine_path()}"
+            ) from exc
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (flushed and fsync-ed before returning).
@@ -212,48 +442,87 @@ class ResponseCache:
                 ``received_at`` is added when missing.
 
         Raises:
-            ReadOnlyCacheError: When the cache was opened read-only.
+            ReadOnlyCacheError: When the cache is read-only or the write lock is not held.
+            CacheWriteError: When the write failed: the file is cut back to its last complete
+                record and the answer is spilled to a side file that the next load merges.
         """
-        if self.read_only or self.path is None:
+        if self.read_only or self.path is None or self._lock_handle is None:
             raise ReadOnlyCacheError(
-                "this response cache is read-only (offline mode); refusing to record an answer"
+                "refusing to record an answer: the cache is read-only or its write lock is not "
+                "held (use `with cache.exclusive():`)"
             )
         record = {"received_at": datetime.now(UTC).isoformat(timespec="seconds"), **record}
-        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
         with self._lock:
-            if self._handle is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                if self._tail == "cut_off":
-                    self._drop_cut_off_tail()
-                self._handle = self.path.open("a", encoding="utf-8")
-                if self._tail == "no_newline":
-                    # The last record is complete and paid for: end its line, keep it.
-                    self._handle.write("\n")
-                    self._tail = "clean"
-            self._handle.write(line)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._index(record, str(self.path))
+            if self._failed is None:
+                try:
+                    self._write(line)
+                except OSError as exc:
+                    self._failed = exc
+                    self._cut_back()
+                else:
+                    self._index(record, str(self.path))
+                    return
+            self._spill_line(line)
+            self._index(record, str(self._spill or "memory"))
+            raise CacheWriteError(
+                self._failed.errno or errno.EIO,
+                f"writing to {self.path} failed ({self._failed}); this answer and any later "
+                f"one are kept in {self._spill or 'the log'} and merged by the next run",
+            )
 
-    def _drop_cut_off_tail(self) -> None:
-        # The fragment of a record a killed run left half-written holds no usable answer
-        # (that image is simply asked again); cut it so the next record starts a clean line.
+    def _write(self, line: bytes) -> None:
+        if self._handle is None:
+            assert self.path is not None
+            self._handle = self._opener(self.path)
+        self._handle.write(line)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._good_size += len(line)
+
+    def _cut_back(self) -> None:
+        # A failed write may have left part of a line; the next append would glue onto it.
         assert self.path is not None
-        data = self.path.read_bytes()
-        keep = data.rfind(b"\n") + 1
-        logger.warning("%s: removing a %d-byte cut-off last line", self.path, len(data) - keep)
-        with self.path.open("r+b") as handle:
-            handle.truncate(keep)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._tail = "clean"
+        self._close_handle()
+        try:
+            with self.path.open("r+b") as handle:
+                handle.truncate(self._good_size)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            # The fragment then stays; the next writer quarantines it.
+            logger.error("could not cut %s back to its last complete record: %s", self.path, exc)
+
+    def _spill_line(self, line: bytes) -> None:
+        assert self.path is not None
+        if self._spill is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            self._spill = self.path.with_name(f"{self.path.name}.spill-{os.getpid()}-{stamp}.jsonl")
+        try:
+            with self._spill.open("ab") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.n_spilled += 1
+            logger.error("answer spilled to %s (the cache file cannot be written)", self._spill)
+        except OSError as exc:
+            # Last resort: the answer goes to the log, where a person can recover it.
+            logger.error(
+                "could not spill an answer either (%s); the answer is: %s",
+                exc,
+                line.decode().strip(),
+            )
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._handle.close()
+            self._handle = None
 
     def close(self) -> None:
         """Close the writable file (appends reopen it)."""
         with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            self._close_handle()
 
     def __repr__(self) -> str:
         return (

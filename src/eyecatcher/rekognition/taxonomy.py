@@ -1,36 +1,45 @@
 """From Rekognition moderation labels to one training class per image, as configured in YAML.
 
-A *scheme* (one per taxonomy version) lists the classes, each with a ``severity`` and the label
-names that indicate it, plus the labels that are too coarse to decide a class (``ambiguous``)
-and the ones deliberately ignored. Every other label is *out of scheme* (Violence, Alcohol,
-...). See ``docs/labelling.md`` and ``conf/base/parameters_labelling.yml``.
+A *scheme* (one per taxonomy version) lists the classes, each with a distinct ``severity`` and
+the label names that indicate it, plus the labels that say "something here" without deciding a
+class (``ambiguous``) and the ones deliberately ignored. Every other label is *out of scheme*
+(Violence, Alcohol, ...). See ``docs/labelling.md`` and ``conf/base/parameters_labelling.yml``.
 
-The rule for an image, in order:
+Two confidence thresholds split every label into *positive* (at or above ``positive``: it may
+decide a class), *uncertain* (between ``safe_below`` and ``positive``) and *negligible* (under
+``safe_below``). The rule for an image, in order:
 
-1. A ``ContentTypes`` entry listed in ``exclude_content_types`` (at or above its threshold)
-   excludes the image.
-2. Out-of-scheme labels follow ``out_of_scheme``: ``ignore`` (kept in the table only),
-   ``exclude`` (the image is excluded) or ``own_class`` (they indicate ``class_name`` with
-   ``severity``); set per label name (or its parent) under ``per_label``, else ``default``.
-3. Among the classes indicated, the most severe wins; equal severities go to the higher
-   confidence (the best label supporting each class), then the name, so the result is
-   deterministic.
-4. No class but an ambiguous label that none of the image's other labels explains as a child
-   (e.g. only the top-level ``Explicit``): the image is excluded (``ambiguous_policy: exclude``)
-   or treated as safe (``ambiguous_policy: safe``), never silently.
-5. Otherwise the image is ``safe_class``.
+1. A ``ContentTypes`` entry listed in ``exclude_content_types`` (matched case-insensitively, at
+   or above its threshold) excludes the image. Version-6 answers have no ``ContentTypes``: their
+   illustrated label (``Illustrated Explicit Nudity``) counts as the content type ``Illustrated``.
+2. A positive out-of-scheme label whose policy is ``exclude`` excludes the image.
+3. Among the classes that positive labels indicate, the most severe wins (severities are
+   distinct, so confidence never decides). The image is excluded instead when an uncertain label
+   indicates a more severe class (it may be worse than its class says), or when the class is
+   explicit and the image is illustrated/animated and ``illustrated.policy`` is ``exclude``.
+4. No class: a positive ambiguous label that no other label of the image explains as a child
+   excludes the image (or makes it safe with ``ambiguous_policy: safe``, said in the reason); a
+   positive out-of-scheme label with policy ``not_safe`` (Violence, ... by default) excludes it.
+5. ``safe`` needs proof: any uncertain deciding label excludes the image, and so does an answer
+   requested at a ``MinConfidence`` above ``safe_below`` (it cannot show the labels that would
+   make the image uncertain).
 
-A label whose name the scheme does not know inherits what its ``ParentName`` means, so a new
-sub-label AWS adds under a mapped parent is not lost.
+A label whose name the scheme does not know inherits what its nearest known ancestor means (the
+chain comes from the ``ParentName`` of the labels in the same answer), so a new sub-label AWS
+adds under a mapped parent is not lost.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-OUT_OF_SCHEME_POLICIES = frozenset({"ignore", "exclude", "own_class"})
+#: ``ignore``: no effect; ``not_safe``: the image cannot be ``safe`` (but keeps a positive
+#: class); ``exclude``: the image is dropped; ``own_class``: the label indicates ``class_name``.
+OUT_OF_SCHEME_POLICIES = frozenset({"ignore", "not_safe", "exclude", "own_class"})
 AMBIGUOUS_POLICIES = frozenset({"exclude", "safe"})
+ILLUSTRATED_POLICIES = frozenset({"exclude", "as_labelled"})
 
 
 class TaxonomyConfigError(ValueError):
@@ -47,7 +56,7 @@ class ClassRule:
 
     Attributes:
         name: Class name used downstream.
-        severity: Higher wins when an image indicates several classes.
+        severity: Higher wins when an image indicates several classes; distinct within a scheme.
         labels: Rekognition label names (any level) that indicate the class.
     """
 
@@ -64,7 +73,7 @@ class Scheme:
         name: Scheme name (``v7``, ``v6``, ...).
         classes: The class rules.
         ambiguous: Labels that indicate moderation content but no single class.
-        ignored: Known labels that never decide a class (e.g. ``Kissing on the Lips``).
+        ignored: Known labels that never decide a class.
         ambiguous_policy: ``exclude`` or ``safe``.
     """
 
@@ -80,6 +89,15 @@ class Scheme:
             raise TaxonomyConfigError(
                 f"scheme {self.name}: ambiguous_policy must be one of {sorted(AMBIGUOUS_POLICIES)}"
             )
+        by_severity: dict[int, str] = {}
+        for rule in self.classes:
+            if rule.severity in by_severity:
+                # Equal severities would let confidence jitter decide between two classes.
+                raise TaxonomyConfigError(
+                    f"scheme {self.name}: classes {by_severity[rule.severity]} and {rule.name} "
+                    f"share severity {rule.severity}; severities must be distinct"
+                )
+            by_severity[rule.severity] = rule.name
         seen: dict[str, str] = {}
         for rule in self.classes:
             for label in rule.labels:
@@ -98,18 +116,17 @@ class Scheme:
                 f"{sorted(overlap)}"
             )
 
-    def resolve(self, name: str, parent: str) -> tuple[str, ClassRule | None]:
+    def resolve(self, chain: Sequence[str]) -> tuple[str, ClassRule | None]:
         """Say what one label means under this scheme.
 
         Args:
-            name: The label's ``Name``.
-            parent: Its ``ParentName`` (``""`` at the top level).
+            chain: The label's name, then its ancestors' names, nearest first.
 
         Returns:
             ``("class", rule)``, ``("ambiguous", None)``, ``("ignored", None)`` or
-            ``("out_of_scheme", None)``.
+            ``("out_of_scheme", None)``, from the first name in ``chain`` the scheme knows.
         """
-        for candidate in (name, parent):
+        for candidate in chain:
             if not candidate:
                 continue
             if candidate in self._by_label:
@@ -124,7 +141,12 @@ class Scheme:
     @property
     def class_names(self) -> list[str]:
         """The scheme's class names, most severe first."""
-        return [r.name for r in sorted(self.classes, key=lambda r: (-r.severity, r.name))]
+        return [r.name for r in sorted(self.classes, key=lambda r: -r.severity)]
+
+    @property
+    def max_severity(self) -> int:
+        """The severity of the scheme's most severe class."""
+        return max((rule.severity for rule in self.classes), default=0)
 
 
 @dataclass(frozen=True)
@@ -135,8 +157,9 @@ class Decision:
         label_class: The class, or ``None`` when the image is excluded.
         included: Whether the image may be used for training.
         reason: ``<code>: <detail>``; codes: ``labelled``, ``safe``, ``out_of_scheme_class``,
-            ``excluded_out_of_scheme``, ``excluded_ambiguous``, ``ambiguous_as_safe``,
-            ``excluded_content_type``.
+            ``ambiguous_as_safe``, ``excluded_content_type``, ``excluded_out_of_scheme``,
+            ``excluded_not_safe``, ``excluded_ambiguous``, ``excluded_uncertain``,
+            ``excluded_illustrated``, ``excluded_unproven_safe``.
         ignored_out_of_scheme: Names of out-of-scheme labels that were ignored.
     """
 
@@ -150,6 +173,69 @@ def _fmt(label: dict[str, Any]) -> str:
     return f"{label.get('Name')} ({float(label.get('Confidence', 0.0)):.1f})"
 
 
+def _confidence(item: dict[str, Any]) -> float:
+    return float(item.get("Confidence", 0.0))
+
+
+@dataclass(frozen=True)
+class IllustratedPolicy:
+    """How illustrated or animated explicit content is treated, identically in v6 and v7.
+
+    Attributes:
+        content_types: ``ContentTypes`` names that mark illustrated content (lower case).
+        v6_labels: Version-6 labels that carry the same signal (``Illustrated Explicit Nudity``);
+            they also count as the content type ``Illustrated``.
+        min_confidence: Content types under this confidence are not considered.
+        explicit_classes: Classes the policy applies to.
+        policy: ``exclude`` (drop illustrated explicit images) or ``as_labelled``.
+    """
+
+    content_types: frozenset[str] = frozenset({"animated", "illustrated"})
+    v6_labels: frozenset[str] = frozenset({"Illustrated Explicit Nudity"})
+    min_confidence: float = 50.0
+    explicit_classes: frozenset[str] = frozenset()
+    policy: str = "exclude"
+
+    def __post_init__(self) -> None:
+        if self.policy not in ILLUSTRATED_POLICIES:
+            raise TaxonomyConfigError(
+                f"illustrated.policy {self.policy!r} is not one of {sorted(ILLUSTRATED_POLICIES)}"
+            )
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> IllustratedPolicy:
+        """Build the policy from the ``taxonomy.illustrated`` block."""
+        raw = dict(params or {})
+        unknown = set(raw) - {
+            "content_types",
+            "v6_labels",
+            "min_confidence",
+            "explicit_classes",
+            "policy",
+        }
+        if unknown:
+            raise TaxonomyConfigError(f"taxonomy.illustrated: unknown keys {sorted(unknown)}")
+        return cls(
+            content_types=frozenset(
+                str(n).lower() for n in raw.get("content_types", ["Animated", "Illustrated"])
+            ),
+            v6_labels=frozenset(raw.get("v6_labels", ["Illustrated Explicit Nudity"])),
+            min_confidence=float(raw.get("min_confidence", 50.0)),
+            explicit_classes=frozenset(raw.get("explicit_classes", [])),
+            policy=str(raw.get("policy", "exclude")),
+        )
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """One label of an answer, resolved under a scheme."""
+
+    label: dict[str, Any]
+    kind: str  # class, ambiguous, ignored, or the out-of-scheme policy
+    rule: ClassRule | None
+    band: str  # positive, uncertain, negligible
+
+
 @dataclass(frozen=True)
 class TaxonomyMapping:
     """The whole mapping configuration (``labelling.taxonomy``).
@@ -158,23 +244,29 @@ class TaxonomyMapping:
         schemes: Scheme per name.
         scheme_by_model_version: Major model version (``"7"``) to scheme name.
         safe_class: Class of an image with no deciding label.
+        positive_min_confidence: A label at or above this may decide a class.
+        safe_below: An image is safe only if every deciding label is under this.
         out_of_scheme_default: Policy for out-of-scheme labels.
-        out_of_scheme_per_label: Policy per label name (or parent name).
+        out_of_scheme_per_label: Policy per label name (or ancestor name).
         out_of_scheme_class: Class used by ``own_class``.
-        out_of_scheme_severity: Its severity.
-        exclude_content_types: ``ContentTypes`` names that exclude an image.
+        out_of_scheme_severity: Its severity (distinct from every class it competes with).
+        exclude_content_types: ``ContentTypes`` names (lower case) that exclude an image.
         content_type_min_confidence: Threshold for ``exclude_content_types``.
+        illustrated: How illustrated explicit content is treated.
     """
 
     schemes: dict[str, Scheme]
     scheme_by_model_version: dict[str, str]
     safe_class: str = "safe"
-    out_of_scheme_default: str = "ignore"
+    positive_min_confidence: float = 50.0
+    safe_below: float = 20.0
+    out_of_scheme_default: str = "not_safe"
     out_of_scheme_per_label: dict[str, str] = field(default_factory=dict)
     out_of_scheme_class: str = "other_moderated"
     out_of_scheme_severity: int = 0
     exclude_content_types: frozenset[str] = frozenset()
     content_type_min_confidence: float = 50.0
+    illustrated: IllustratedPolicy = field(default_factory=IllustratedPolicy)
 
     def __post_init__(self) -> None:
         for policy in [self.out_of_scheme_default, *self.out_of_scheme_per_label.values()]:
@@ -189,6 +281,23 @@ class TaxonomyMapping:
                     f"model version {version} maps to unknown scheme {scheme!r}; "
                     f"known: {sorted(self.schemes)}"
                 )
+        if not 0.0 <= self.safe_below <= self.positive_min_confidence <= 100.0:
+            raise TaxonomyConfigError(
+                f"thresholds must satisfy 0 <= safe_below ({self.safe_below:g}) <= positive "
+                f"({self.positive_min_confidence:g}) <= 100"
+            )
+        if self._uses_own_class():
+            for name in set(self.scheme_by_model_version.values()):
+                clash = [
+                    r.name
+                    for r in self.schemes[name].classes
+                    if r.severity == self.out_of_scheme_severity
+                ]
+                if clash:
+                    raise TaxonomyConfigError(
+                        f"out_of_scheme.severity {self.out_of_scheme_severity} equals the "
+                        f"severity of {clash[0]} in scheme {name}; severities must be distinct"
+                    )
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TaxonomyMapping:
@@ -213,22 +322,31 @@ class TaxonomyMapping:
                 name=name,
                 classes=classes,
                 ambiguous=frozenset(raw.get("ambiguous", [])),
-                ignored=frozenset(raw.get("ignored", [])),
+                ignored=frozenset(raw.get("ignored", []) or []),
                 ambiguous_policy=raw.get("ambiguous_policy", "exclude"),
             )
         out = params.get("out_of_scheme", {}) or {}
+        thresholds = params.get("thresholds", {}) or {}
+        unknown = set(thresholds) - {"positive", "safe_below"}
+        if unknown:
+            raise TaxonomyConfigError(f"taxonomy.thresholds: unknown keys {sorted(unknown)}")
         return cls(
             schemes=schemes,
             scheme_by_model_version={
                 str(k): v for k, v in params["scheme_by_model_version"].items()
             },
             safe_class=params.get("safe_class", "safe"),
-            out_of_scheme_default=out.get("default", "ignore"),
+            positive_min_confidence=float(thresholds.get("positive", 50.0)),
+            safe_below=float(thresholds.get("safe_below", 20.0)),
+            out_of_scheme_default=out.get("default", "not_safe"),
             out_of_scheme_per_label=dict(out.get("per_label", {}) or {}),
             out_of_scheme_class=out.get("class_name", "other_moderated"),
             out_of_scheme_severity=int(out.get("severity", 0)),
-            exclude_content_types=frozenset(params.get("exclude_content_types", []) or []),
+            exclude_content_types=frozenset(
+                str(n).lower() for n in params.get("exclude_content_types", []) or []
+            ),
             content_type_min_confidence=float(params.get("content_type_min_confidence", 50.0)),
+            illustrated=IllustratedPolicy.from_params(params.get("illustrated")),
         )
 
     def scheme_for(self, model_version: str | None) -> Scheme:
@@ -245,18 +363,64 @@ class TaxonomyMapping:
             )
         return self.schemes[self.scheme_by_model_version[major]]
 
-    def _out_of_scheme_policy(self, label: dict[str, Any]) -> str:
-        for key in (label.get("Name", ""), label.get("ParentName", "")):
-            if key and key in self.out_of_scheme_per_label:
-                return self.out_of_scheme_per_label[key]
-        return self.out_of_scheme_default
+    def _uses_own_class(self) -> bool:
+        return self.out_of_scheme_default == "own_class" or (
+            "own_class" in self.out_of_scheme_per_label.values()
+        )
 
-    def decide(self, response: dict[str, Any]) -> Decision:
-        """Choose the class of one image from its (threshold-filtered) response.
+    def content_types(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        """The answer's content types, with v6's illustrated label counted as ``Illustrated``.
 
         Args:
-            response: A ``DetectModerationLabels`` response whose labels are all at or above the
-                requested ``MinConfidence``.
+            response: A ``DetectModerationLabels`` response.
+
+        Returns:
+            ``[{"Name", "Confidence"}]``; names as the API spells them.
+        """
+        found = [dict(c) for c in response.get("ContentTypes", []) or []]
+        for label in response.get("ModerationLabels", []) or []:
+            if label.get("Name") in self.illustrated.v6_labels:
+                found.append({"Name": "Illustrated", "Confidence": _confidence(label)})
+        return found
+
+    def _band(self, confidence: float) -> str:
+        if confidence >= self.positive_min_confidence:
+            return "positive"
+        return "uncertain" if confidence >= self.safe_below else "negligible"
+
+    def _policy(self, chain: Sequence[str]) -> str:
+        for name in chain:
+            if name and name in self.out_of_scheme_per_label:
+                return self.out_of_scheme_per_label[name]
+        return self.out_of_scheme_default
+
+    def _evidence(self, scheme: Scheme, labels: list[dict[str, Any]]) -> list[_Evidence]:
+        parent_of = {str(lb.get("Name", "")): str(lb.get("ParentName", "") or "") for lb in labels}
+        evidence = []
+        for label in labels:
+            chain = [str(label.get("Name", "")), str(label.get("ParentName", "") or "")]
+            while chain[-1] in parent_of and parent_of[chain[-1]] not in chain and len(chain) < 8:
+                chain.append(parent_of[chain[-1]])
+            kind, rule = scheme.resolve(chain)
+            if kind == "out_of_scheme":
+                kind = self._policy(chain)
+                if kind == "own_class":
+                    rule = ClassRule(
+                        self.out_of_scheme_class, self.out_of_scheme_severity, frozenset()
+                    )
+            band = self._band(_confidence(label))
+            evidence.append(_Evidence(label, kind, rule, band))
+        return evidence
+
+    def decide(
+        self, response: dict[str, Any], answer_min_confidence: float | None = None
+    ) -> Decision:
+        """Choose the class of one image from its answer.
+
+        Args:
+            response: A ``DetectModerationLabels`` response.
+            answer_min_confidence: The ``MinConfidence`` the answer was requested with; above
+                ``safe_below`` it cannot prove an image safe. ``None`` means "low enough".
 
         Returns:
             The class decision.
@@ -265,60 +429,134 @@ class TaxonomyMapping:
             UnknownModelVersionError: When the response's model version has no scheme.
         """
         scheme = self.scheme_for(response.get("ModerationModelVersion"))
-        for content in response.get("ContentTypes", []) or []:
+        content_types = self.content_types(response)
+        for content in content_types:
             if (
-                content.get("Name") in self.exclude_content_types
-                and float(content.get("Confidence", 0.0)) >= self.content_type_min_confidence
+                str(content.get("Name", "")).lower() in self.exclude_content_types
+                and _confidence(content) >= self.content_type_min_confidence
             ):
                 return Decision(None, False, f"excluded_content_type: {_fmt(content)}")
+        labels = list(response.get("ModerationLabels", []) or [])
+        evidence = self._evidence(scheme, labels)
+        ignored = tuple(str(e.label.get("Name")) for e in evidence if e.kind == "ignore")
+        for item in evidence:
+            if item.kind == "exclude" and item.band == "positive":
+                return Decision(None, False, f"excluded_out_of_scheme: {_fmt(item.label)}")
+        positives = [e for e in evidence if e.rule is not None and e.band == "positive"]
+        if positives:
+            return self._decide_class(positives, evidence, content_types, ignored)
+        return self._decide_safe(scheme, labels, evidence, answer_min_confidence, ignored)
 
-        # class -> (severity, best confidence, every supporting label)
-        candidates: dict[str, tuple[int, float, list[dict[str, Any]]]] = {}
-        ambiguous: list[dict[str, Any]] = []
-        ignored_oos: list[str] = []
-
-        def consider(name: str, severity: int, label: dict[str, Any]) -> None:
-            confidence = float(label.get("Confidence", 0.0))
-            _, best, supporting = candidates.get(name, (severity, -1.0, []))
-            candidates[name] = (severity, max(best, confidence), [*supporting, label])
-
-        for label in response.get("ModerationLabels", []) or []:
-            kind, rule = scheme.resolve(label.get("Name", ""), label.get("ParentName", ""))
-            if kind == "class" and rule is not None:
-                consider(rule.name, rule.severity, label)
-            elif kind == "ambiguous":
-                ambiguous.append(label)
-            elif kind == "out_of_scheme":
-                policy = self._out_of_scheme_policy(label)
-                if policy == "exclude":
-                    return Decision(None, False, f"excluded_out_of_scheme: {_fmt(label)}")
-                if policy == "own_class":
-                    consider(self.out_of_scheme_class, self.out_of_scheme_severity, label)
-                else:
-                    ignored_oos.append(str(label.get("Name")))
-        ignored = tuple(ignored_oos)
-        if candidates:
-            name, (severity, _, supporting) = max(
-                candidates.items(), key=lambda item: (item[1][0], item[1][1], item[0])
+    def _decide_class(
+        self,
+        positives: list[_Evidence],
+        evidence: list[_Evidence],
+        content_types: list[dict[str, Any]],
+        ignored: tuple[str, ...],
+    ) -> Decision:
+        winner = max(positives, key=lambda e: e.rule.severity if e.rule else 0).rule
+        assert winner is not None
+        supporting = [e.label for e in positives if e.rule and e.rule.name == winner.name]
+        others = sorted({e.rule.name for e in positives if e.rule} - {winner.name})
+        worse = [
+            e.label
+            for e in evidence
+            if e.rule is not None and e.band == "uncertain" and e.rule.severity > winner.severity
+        ]
+        if worse:
+            names = ", ".join(map(_fmt, worse))
+            return Decision(
+                None,
+                False,
+                f"excluded_uncertain: {winner.name} from {', '.join(map(_fmt, supporting))}, "
+                f"but {names} is between {self.safe_below:g} and "
+                f"{self.positive_min_confidence:g} and would be more severe",
+                ignored,
             )
-            code = "out_of_scheme_class" if name == self.out_of_scheme_class else "labelled"
-            others = sorted(set(candidates) - {name})
-            detail = f"{name} from {', '.join(map(_fmt, supporting))}; severity {severity}"
-            if others:
-                detail += f", over {', '.join(others)}"
-            return Decision(name, True, f"{code}: {detail}", ignored)
+        illustrated = [
+            c
+            for c in content_types
+            if str(c.get("Name", "")).lower() in self.illustrated.content_types
+            and _confidence(c) >= self.illustrated.min_confidence
+        ]
+        if (
+            illustrated
+            and winner.name in self.illustrated.explicit_classes
+            and self.illustrated.policy == "exclude"
+        ):
+            return Decision(
+                None,
+                False,
+                f"excluded_illustrated: {winner.name} in illustrated/animated content "
+                f"({', '.join(map(_fmt, illustrated))})",
+                ignored,
+            )
+        code = "out_of_scheme_class" if winner.name == self.out_of_scheme_class else "labelled"
+        detail = (
+            f"{winner.name} from {', '.join(map(_fmt, supporting))}; severity {winner.severity}"
+        )
+        if others:
+            detail += f", over {', '.join(others)}"
+        return Decision(winner.name, True, f"{code}: {detail}", ignored)
+
+    def _decide_safe(
+        self,
+        scheme: Scheme,
+        labels: list[dict[str, Any]],
+        evidence: list[_Evidence],
+        answer_min_confidence: float | None,
+        ignored: tuple[str, ...],
+    ) -> Decision:
         # A parent returned with one of its children is explained by that child (Rekognition
-        # returns the whole chain): only a parent whose children all fell under the threshold
-        # leaves the class open.
-        parents_present = {
-            label.get("ParentName") for label in response.get("ModerationLabels", []) or []
-        }
-        ambiguous = [label for label in ambiguous if label.get("Name") not in parents_present]
+        # returns the whole chain): only a parent whose children all fell under the request's
+        # threshold leaves the class open.
+        parents_present = {label.get("ParentName") for label in labels}
+        ambiguous = [
+            e.label
+            for e in evidence
+            if e.kind == "ambiguous"
+            and e.band == "positive"
+            and e.label.get("Name") not in parents_present
+        ]
+        ambiguous_as_safe = None
         if ambiguous:
-            names = ", ".join(_fmt(label) for label in ambiguous)
-            if scheme.ambiguous_policy == "safe":
-                return Decision(self.safe_class, True, f"ambiguous_as_safe: {names}", ignored)
-            return Decision(None, False, f"excluded_ambiguous: {names}", ignored)
+            names = ", ".join(map(_fmt, ambiguous))
+            if scheme.ambiguous_policy != "safe":
+                return Decision(None, False, f"excluded_ambiguous: {names}", ignored)
+            ambiguous_as_safe = names
+        not_safe = [e.label for e in evidence if e.kind == "not_safe" and e.band == "positive"]
+        if not_safe:
+            return Decision(
+                None, False, f"excluded_not_safe: {', '.join(map(_fmt, not_safe))}", ignored
+            )
+        uncertain = [
+            e.label
+            for e in evidence
+            if e.band == "uncertain"
+            and e.kind not in {"ignore", "ignored"}
+            and not (ambiguous_as_safe and e.kind == "ambiguous")
+        ]
+        if uncertain:
+            return Decision(
+                None,
+                False,
+                f"excluded_uncertain: {', '.join(map(_fmt, uncertain))} between "
+                f"{self.safe_below:g} and {self.positive_min_confidence:g}",
+                ignored,
+            )
+        if answer_min_confidence is not None and answer_min_confidence > self.safe_below + 1e-9:
+            return Decision(
+                None,
+                False,
+                f"excluded_unproven_safe: answer requested at MinConfidence "
+                f"{answer_min_confidence:g} cannot show labels under it (safe needs every label "
+                f"under {self.safe_below:g})",
+                ignored,
+            )
+        if ambiguous_as_safe:
+            return Decision(
+                self.safe_class, True, f"ambiguous_as_safe: {ambiguous_as_safe}", ignored
+            )
         detail = "no deciding moderation label"
         if ignored:
             detail += f" (ignored: {', '.join(ignored)})"
@@ -331,10 +569,7 @@ class TaxonomyMapping:
             for name in self.schemes[scheme_name].class_names:
                 if name not in names:
                     names.append(name)
-        uses_own = self.out_of_scheme_default == "own_class" or (
-            "own_class" in self.out_of_scheme_per_label.values()
-        )
-        if uses_own and self.out_of_scheme_class not in names:
+        if self._uses_own_class() and self.out_of_scheme_class not in names:
             names.append(self.out_of_scheme_class)
         if self.safe_class not in names:
             names.append(self.safe_class)
@@ -365,6 +600,7 @@ def normalise_labels(labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
 __all__ = [
     "ClassRule",
     "Decision",
+    "IllustratedPolicy",
     "Scheme",
     "TaxonomyConfigError",
     "TaxonomyMapping",

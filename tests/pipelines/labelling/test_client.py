@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,14 @@ from eyecatcher.rekognition.client import (
     RekognitionEndpoint,
 )
 from eyecatcher.rekognition.local_endpoint import LocalRekognition, ScriptedBehaviour
-from eyecatcher.rekognition.payload import PayloadError, PayloadLimits, build_payload
+from eyecatcher.rekognition.payload import (
+    PayloadError,
+    PayloadLimits,
+    build_payload,
+    conversion_needed,
+    fit_bytes,
+)
+from tests.pipelines.labelling.conftest import index_rows
 
 FAKE_KEYS = {"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "secret"}
 
@@ -283,7 +291,8 @@ def _jpeg(size: tuple[int, int], quality: int = 95) -> bytes:
 
 def test_payload_kinds(tmp_path: Path, small_images: list[Path]) -> None:
     limits = PayloadLimits()
-    s3 = build_payload("s3://bucket/a/b.jpg", "JPEG", 10 * 2**20, limits)
+    unverified = PayloadLimits(verify_s3_object=False)
+    s3 = build_payload("s3://bucket/a/b.jpg", "JPEG", 10 * 2**20, unverified)
     assert (s3.kind, s3.image) == (
         "s3object",
         {"S3Object": {"Bucket": "bucket", "Name": "a/b.jpg"}},
@@ -308,6 +317,101 @@ def test_oversized_images_are_downscaled_not_below_min_side(tmp_path: Path) -> N
     # An S3 object above 15 MB cannot go by reference; it is read and shrunk like any other.
     with pytest.raises(PayloadError, match="too_large"):
         build_payload(str(path), "JPEG", size, PayloadLimits(max_bytes=2000))
+
+
+def _encoded(mode: str, fmt: str, size: tuple[int, int] = (120, 100), **save: Any) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 200 if mode.startswith("I") else None).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (_encoded("RGB", "JPEG"), None),
+        (_encoded("L", "JPEG"), None),
+        (_encoded("RGB", "PNG"), None),
+        (_encoded("RGBA", "PNG"), None),
+        (_encoded("CMYK", "JPEG"), "JPEG CMYK"),
+        (_encoded("RGB", "JPEG", progressive=True), "progressive JPEG"),
+        (_encoded("I;16", "PNG"), "16-bit PNG"),
+        (_encoded("RGB", "WEBP"), "WEBP"),
+        (_encoded("RGB", "BMP"), "BMP"),
+        (_encoded("RGB", "TIFF"), "TIFF"),
+    ],
+)
+def test_only_baseline_jpeg_and_8bit_png_go_as_they_are(
+    tmp_path: Path, data: bytes, reason: str | None
+) -> None:
+    assert conversion_needed(data) == reason
+    path = tmp_path / "image.bin"
+    path.write_bytes(data)
+    payload = build_payload(
+        str(path), Image.open(io.BytesIO(data)).format, len(data), PayloadLimits()
+    )
+    if reason is None:
+        assert (payload.prepared, payload.image["Bytes"]) == ("as_is", data)
+        return
+    assert (payload.prepared, payload.converted_from) == ("converted", reason)
+    sent = Image.open(io.BytesIO(payload.image["Bytes"]))
+    assert (sent.format, sent.mode, sent.info.get("progressive")) == ("JPEG", "RGB", None)
+
+
+def test_quality_is_stepped_down_before_the_image_is_downscaled(tmp_path: Path) -> None:
+    data = _jpeg((400, 300), quality=95)
+    at_90, at_60 = (len(_encode_at(data, q)) for q in (90, 60))
+    limits = PayloadLimits(max_bytes=(at_90 + at_60) // 2)
+    encoded, prepared = fit_bytes(data, limits)
+    assert prepared == "converted" and len(encoded) <= limits.max_bytes
+    assert Image.open(io.BytesIO(encoded)).size == (400, 300)  # full size, lower quality
+
+
+def _encode_at(data: bytes, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_an_image_wider_than_jpeg_allows_is_downscaled_to_fit(tmp_path: Path) -> None:
+    wide = _encoded("RGB", "PNG", size=(70_000, 90))
+    encoded, prepared = fit_bytes(wide, PayloadLimits())
+    assert prepared == "downscaled"
+    assert max(Image.open(io.BytesIO(encoded)).size) <= 65_500
+
+
+def test_any_exception_while_building_a_request_is_that_images_error(
+    tmp_path: Path, small_images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No credentials anywhere: s3fs raises botocore's NoCredentialsError (not an OSError) while
+    # signing, before any connection; the endpoint is local in case a credential is found.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    by_reference = ImageTask("d" * 64, "s3://uploads/a.jpg", "JPEG", 100)
+    to_read = ImageTask("e" * 64, "s3://uploads/b.webp", "WEBP", 100)
+    fine = index_rows([small_images[0]]).iloc[0]
+    task = ImageTask(fine.sha256, fine.uri, "JPEG", int(fine.bytes))
+    client = _endpoint().client()
+    settings = RequestSettings(
+        storage_options={"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    )
+    with Stubber(client) as stub:
+        stub.add_response("detect_moderation_labels", {"ModerationLabels": []})
+        report = send_images(
+            [by_reference, to_read, task],
+            client=client,
+            cache=ResponseCache(tmp_path / "c.jsonl"),
+            settings=settings,
+            workers=1,
+        )
+    outcomes = {o.task.sha256: o for o in report.outcomes}
+    assert outcomes["d" * 64].status == "prepare_error"
+    assert "NoCredentialsError" in str(outcomes["d" * 64].error_message)
+    assert outcomes["e" * 64].status == "prepare_error"
+    assert outcomes["e" * 64].error_code in {"prepare:error", "prepare:unreadable"}
+    assert outcomes[fine.sha256].status == "answered"
 
 
 def test_unreadable_image_is_a_prepare_error_and_nothing_is_sent(tmp_path: Path) -> None:

@@ -87,21 +87,32 @@ def test_offline_demo_labels_every_image_from_the_seed_cache(demo_index: pd.Data
     labels, mapping_stats = assign_classes(results, params)
     assert list(labels.columns) == IMAGE_LABELS_COLUMNS
     assert labels["sha256"].tolist() == demo_index["sha256"].tolist()
-    expected = {r["sha256"]: r["demo_class"] for r in demo_records()}
-    assert dict(zip(labels["sha256"], labels["class"], strict=True)) == expected
-    assert labels["included"].all()
+    expected = {r["sha256"]: r["demo_expected_class"] for r in demo_records()}
+    got = {
+        sha: (cls if included else None)
+        for sha, cls, included in zip(
+            labels["sha256"], labels["class"], labels["included"], strict=True
+        )
+    }
+    assert got == expected
+    assert labels["included"].sum() == 187
     assert set(labels["label_source"]) == {"cache:synthetic-demo"}
     assert set(labels["moderation_model_version"]) == {"7.0"}
     first = json.loads(labels.loc[labels["class"] == "explicit_nudity", "labels"].iloc[0])
     assert {"Name", "ParentName", "Confidence", "TaxonomyLevel"} == set(first[0])
 
     figure, metrics = report_label_distribution(labels, stats, mapping_stats)
-    assert metrics["class_count.safe"] == {"value": 40.0, "step": 0}
+    # Five safe demo images carry a near miss (a weak Swimwear label): not provably safe.
+    assert metrics["class_count.safe"] == {"value": 35.0, "step": 0}
+    assert metrics["excluded.excluded_uncertain"]["value"] == 5
+    # Illustrated explicit images are excluded by the default illustrated policy.
+    assert metrics["excluded.excluded_illustrated"]["value"] == 8
     # Five safe demo images also carry "Alcohol", ignored by the default out-of-scheme policy.
     assert metrics["ignored_out_of_scheme.Alcohol"]["value"] == 5
     assert metrics["n_images_with_ignored_out_of_scheme"]["value"] == 5
-    assert metrics["n_excluded"]["value"] == 0
-    assert figure.axes[0].get_title().startswith("Training classes (200")
+    assert metrics["n_excluded"]["value"] == 13
+    assert metrics["n_cached_above_min_confidence"]["value"] == 0
+    assert figure.axes[0].get_title().startswith("Training classes (187")
 
 
 def test_offline_cache_miss_names_the_images_and_calls_nothing(
@@ -123,11 +134,16 @@ def test_live_run_sends_only_uncached_images_and_converts_what_it_must(
     index = index_rows(small_images)
     cache_path = tmp_path / "cache.jsonl"
     seeded = ResponseCache(cache_path)
-    for sha in index["sha256"][:5]:  # answered by an earlier run
-        seeded.append(
-            {"sha256": sha, "min_confidence": 50.0, "source": "rekognition", "response": SWIMWEAR}
-        )
-    seeded.close()
+    with seeded.exclusive():
+        for sha in index["sha256"][:5]:  # answered by an earlier run
+            seeded.append(
+                {
+                    "sha256": sha,
+                    "min_confidence": 20.0,
+                    "source": "rekognition",
+                    "response": SWIMWEAR,
+                }
+            )
     webp_sha = index.loc[index["format"] == "WEBP", "sha256"].item()
     with LocalRekognition(ScriptedBehaviour(answer=lambda _: SWIMWEAR)) as server:
         results, stats = request_moderation_labels(
@@ -144,7 +160,8 @@ def test_live_run_sends_only_uncached_images_and_converts_what_it_must(
     assert set(labels["class"]) == {"swimwear_or_underwear"}
     assert (labels["label_source"] == "rekognition").sum() == len(index) - 5
     assert (labels["label_source"] == "cache:rekognition").sum() == 5
-    assert len(ResponseCache(cache_path).lookup(webp_sha, 50.0).record["request"]) == 2
+    request = ResponseCache(cache_path).lookup(webp_sha, 20.0).record["request"]
+    assert (request["prepared"], request["converted_from"]) == ("converted", "WEBP")
 
 
 def test_image_errors_end_up_in_the_table_and_are_not_resent(
@@ -398,8 +415,8 @@ def test_s3_images_go_by_reference_or_are_read_and_converted(
 
 
 def test_label_names_mlflow_refuses_become_valid_metric_names() -> None:
-    # Real v7 labels such as "Drugs & Tobacco" and "Blood & Gore" (out of scheme, ignored by
-    # default) became metric names with "&", which MLflow rejects: the run failed at the
+    # Real v7 labels such as "Drugs & Tobacco" and "Blood & Gore" (out of scheme; ignored by
+    # default and by configuration here) became metric names with "&", which MLflow rejects: the run failed at the
     # metrics, after every answer had been paid for.
     from mlflow.utils.validation import _validate_metric_name
 
@@ -416,7 +433,9 @@ def test_label_names_mlflow_refuses_become_valid_metric_names() -> None:
         [{"sha256": "a" * 64, "uri": "x.jpg", "status": "answered",
           "response": json.dumps(response), "error_code": None, "label_source": "rekognition"}]
     )  # fmt: skip
-    labels, mapping_stats = assign_classes(results, labelling_params())
+    params = labelling_params()
+    params["taxonomy"]["out_of_scheme"]["per_label"]["Violence"] = "ignore"
+    labels, mapping_stats = assign_classes(results, params)
     assert labels["class"].tolist() == ["safe"]
     _, metrics = report_label_distribution(labels, {}, mapping_stats)
     assert mapping_stats["ignored_out_of_scheme.Drugs and Tobacco"] == 1.0

@@ -14,6 +14,8 @@ from eyecatcher.rekognition.taxonomy import (
 )
 from tests.pipelines.labelling.conftest import demo_records, labelling_params
 
+NENIPK = "Non-Explicit Nudity of Intimate parts and Kissing"
+
 
 def _label(name: str, parent: str = "", confidence: float = 90.0, level: int | None = None):
     label: dict[str, Any] = {"Name": name, "ParentName": parent, "Confidence": confidence}
@@ -39,16 +41,20 @@ def test_every_demo_record_maps_to_its_demo_class_under_the_default_scheme() -> 
     mapping = _mapping()
     records = demo_records()
     assert len(records) == 200
-    got = {r["sha256"]: mapping.decide(r["response"]).label_class for r in records}
-    expected = {r["sha256"]: r["demo_class"] for r in records}
+    got = {
+        r["sha256"]: mapping.decide(r["response"], r["min_confidence"]).label_class for r in records
+    }
+    expected = {r["sha256"]: r["demo_expected_class"] for r in records}
     assert got == expected
-    assert set(expected.values()) == set(mapping.class_names())
+    # The demo keeps every class (training needs them) and shows the exclusions.
+    assert set(expected.values()) == {*mapping.class_names(), None}
+    assert all(r["synthetic"] and r["min_confidence"] == 20.0 for r in records)
 
 
 def test_default_classes_are_the_five_product_classes() -> None:
     assert _mapping().class_names() == [
-        "explicit_nudity",
         "explicit_sexual_activity",
+        "explicit_nudity",
         "non_explicit_nudity",
         "swimwear_or_underwear",
         "safe",
@@ -71,20 +77,94 @@ def test_severity_beats_confidence() -> None:
     assert "over swimwear_or_underwear" in decision.reason
 
 
-def test_equal_severity_goes_to_the_higher_confidence() -> None:
-    nudity_first = _v7(
-        _label("Explicit", confidence=97.0, level=1),
-        _label("Explicit Nudity", "Explicit", 95.0, 2),
-        _label("Explicit Sexual Activity", "Explicit", 81.0, 2),
-    )
-    activity_first = _v7(
-        _label("Explicit", confidence=97.0, level=1),
-        _label("Explicit Nudity", "Explicit", 70.0, 2),
-        _label("Explicit Sexual Activity", "Explicit", 88.0, 2),
-    )
+def test_explicit_sexual_activity_ranks_above_explicit_nudity_whatever_the_confidences() -> None:
     mapping = _mapping()
-    assert mapping.decide(nudity_first).label_class == "explicit_nudity"
-    assert mapping.decide(activity_first).label_class == "explicit_sexual_activity"
+    for nudity, activity in ((95.0, 81.0), (70.0, 88.0)):
+        response = _v7(
+            _label("Explicit", confidence=97.0, level=1),
+            _label("Explicit Nudity", "Explicit", nudity, 2),
+            _label("Explicit Sexual Activity", "Explicit", activity, 2),
+        )
+        decision = mapping.decide(response)
+        assert decision.label_class == "explicit_sexual_activity"
+        assert "over explicit_nudity" in decision.reason
+
+
+def test_equal_severities_are_a_config_error() -> None:
+    taxonomy = labelling_params()["taxonomy"]
+    taxonomy["schemes"]["v7"]["classes"][1]["severity"] = 5
+    with pytest.raises(TaxonomyConfigError, match="share severity 5"):
+        TaxonomyMapping.from_params(taxonomy)
+    with pytest.raises(TaxonomyConfigError, match="severity 1 equals"):
+        _mapping(out_of_scheme={"default": "own_class", "severity": 1})
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected_class", "reason"),
+    [
+        # A near miss is not safe: between safe_below (20) and positive (50) -> excluded.
+        ([("Explicit Nudity", "Explicit", 45.0)], None, "excluded_uncertain:"),
+        ([("Kissing on the Lips", NENIPK, 30.0)], None, "excluded_uncertain:"),
+        # An uncertain label of a more severe class overrules a positive, milder one.
+        (
+            [
+                ("Female Swimwear or Underwear", "Swimwear or Underwear", 80.0),
+                ("Explicit Nudity", "Explicit", 45.0),
+            ],
+            None,
+            "excluded_uncertain:",
+        ),
+        # An uncertain, milder label does not.
+        (
+            [
+                ("Explicit Nudity", "Explicit", 80.0),
+                ("Female Swimwear or Underwear", "Swimwear or Underwear", 30.0),
+            ],
+            "explicit_nudity",
+            "labelled:",
+        ),
+        # Under safe_below is negligible.
+        ([("Explicit Nudity", "Explicit", 12.0)], "safe", "safe:"),
+        # Out-of-scheme labels unrelated to nudity stay harmless at any confidence.
+        ([("Alcoholic Beverages", "Alcohol", 45.0)], "safe", "safe:"),
+    ],
+)
+def test_safe_positive_and_the_uncertain_band_between(
+    labels: list[tuple[str, str, float]], expected_class: str | None, reason: str
+) -> None:
+    response = _v7(*(_label(name, parent, confidence, 2) for name, parent, confidence in labels))
+    decision = _mapping().decide(response, answer_min_confidence=10.0)
+    assert decision.label_class == expected_class, decision.reason
+    assert decision.included is (expected_class is not None)
+    assert decision.reason.startswith(reason)
+
+
+def test_gore_violence_and_hate_symbols_are_never_safe_but_keep_a_positive_class() -> None:
+    mapping = _mapping()
+    for top, child in (
+        ("Violence", "Graphic Violence"),
+        ("Visually Disturbing", "Death and Emaciation"),
+        ("Hate Symbols", "Nazi Party"),
+    ):
+        decision = mapping.decide(_v7(_label(top, "", 90.0, 1), _label(child, top, 90.0, 2)))
+        assert (decision.label_class, decision.included) == (None, False)
+        assert decision.reason.startswith("excluded_not_safe:")
+    with_swimwear = _v7(
+        _label("Weapons", "Violence", 95.0, 2),
+        _label("Female Swimwear or Underwear", "Swimwear or Underwear", 80.0, 2),
+    )
+    assert mapping.decide(with_swimwear).label_class == "swimwear_or_underwear"
+
+
+def test_an_answer_requested_above_safe_below_cannot_prove_safe() -> None:
+    mapping = _mapping()
+    empty = mapping.decide(_v7(), answer_min_confidence=50.0)
+    assert (empty.label_class, empty.included) == (None, False)
+    assert empty.reason.startswith("excluded_unproven_safe:")
+    # A positive class needs no proof of absence.
+    nudity = _v7(_label("Explicit Nudity", "Explicit", 90.0, 2))
+    assert mapping.decide(nudity, answer_min_confidence=50.0).label_class == "explicit_nudity"
+    assert mapping.decide(_v7(), answer_min_confidence=20.0).label_class == "safe"
 
 
 def test_unknown_sub_label_inherits_its_parent_class() -> None:
@@ -107,19 +187,25 @@ def test_ambiguous_policy_safe_is_explicit_in_the_reason() -> None:
     assert decision.reason.startswith("ambiguous_as_safe:")
 
 
-def test_ignored_child_explains_its_ambiguous_parent() -> None:
-    response = _v7(
-        _label("Non-Explicit Nudity of Intimate parts and Kissing", confidence=70.0, level=1),
-        _label("Kissing on the Lips", "Non-Explicit Nudity of Intimate parts and Kissing", 70, 2),
+def test_a_child_explains_its_ambiguous_parent() -> None:
+    swimwear_kiss = _v7(
+        _label(NENIPK, confidence=70.0, level=1),
+        _label("Non-Explicit Nudity", NENIPK, 70, 2),
     )
-    decision = _mapping().decide(response)
-    assert (decision.label_class, decision.included) == ("safe", True)
+    assert _mapping().decide(swimwear_kiss).label_class == "non_explicit_nudity"
+    # Kissing on the Lips explains its parent but is itself ambiguous (v6 Sexual Situations).
+    kiss = _v7(
+        _label(NENIPK, confidence=70.0, level=1), _label("Kissing on the Lips", NENIPK, 70, 2)
+    )
+    decision = _mapping().decide(kiss)
+    assert decision.reason.startswith("excluded_ambiguous: Kissing on the Lips")
 
 
 @pytest.mark.parametrize(
     ("policy", "expected_class", "included", "reason"),
     [
         ("ignore", "safe", True, "safe:"),
+        ("not_safe", None, False, "excluded_not_safe:"),
         ("exclude", None, False, "excluded_out_of_scheme:"),
         ("own_class", "other_moderated", True, "out_of_scheme_class:"),
     ],
@@ -194,7 +280,7 @@ def test_the_original_designs_sub_label_classes_are_one_config_change_away() -> 
         ],
         "ModerationModelVersion": "6.0",
     }
-    assert mapping.decide(response).label_class == "revealing_clothes"  # severity 2 > 1
+    assert mapping.decide(response).label_class == "revealing_clothes"  # severity 3 > 2
 
 
 def test_unknown_model_version_is_a_clear_error() -> None:

@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from eyecatcher.rekognition.batch import ImageTask, RequestSettings, send_images
-from eyecatcher.rekognition.cache import ResponseCache
+from eyecatcher.rekognition.batch import BatchReport, ImageTask, RequestSettings, send_images
+from eyecatcher.rekognition.cache import CachedAnswer, ResponseCache
 from eyecatcher.rekognition.client import RekognitionCredentialsError, RekognitionEndpoint
 from eyecatcher.rekognition.payload import PayloadLimits
 from eyecatcher.rekognition.taxonomy import (
@@ -42,7 +42,15 @@ IMAGE_LABELS_COLUMNS = [
 ]
 
 #: Columns of the intermediate ``rekognition_results`` table.
-RESULTS_COLUMNS = ["sha256", "uri", "status", "response", "error_code", "label_source"]
+RESULTS_COLUMNS = [
+    "sha256",
+    "uri",
+    "status",
+    "response",
+    "error_code",
+    "label_source",
+    "answer_min_confidence",
+]
 
 _LISTED = 20  # images named in an error message before "and N more"
 
@@ -109,6 +117,64 @@ def _optional(row: Any, name: str) -> Any:
     return None if value is None or pd.isna(value) else value
 
 
+def _check_thresholds(min_confidence: float, params: dict[str, Any]) -> None:
+    thresholds = (params.get("taxonomy", {}) or {}).get("thresholds", {}) or {}
+    safe_below = float(thresholds.get("safe_below", 20.0))
+    if min_confidence > safe_below:
+        raise ValueError(
+            f"labelling.min_confidence ({min_confidence:g}) is above "
+            f"labelling.taxonomy.thresholds.safe_below ({safe_below:g}): answers would never "
+            "show the labels that keep an image out of `safe`, so no image could be proven safe"
+        )
+
+
+def _task(row: Any) -> ImageTask:
+    size = _optional(row, "bytes")
+    return ImageTask(
+        str(row.sha256),
+        str(row.uri),
+        _optional(row, "format"),
+        int(size) if size is not None else None,
+        _optional(row, "etag"),
+    )
+
+
+def _cached_row(sha: str, uri: str, cached: CachedAnswer) -> dict[str, Any]:
+    return {
+        "sha256": sha,
+        "uri": uri,
+        "status": "answered" if cached.response is not None else "image_error",
+        "response": json.dumps(cached.response) if cached.response is not None else None,
+        "error_code": cached.error_code,
+        "label_source": f"cache:{cached.record.get('source', 'unknown')}",
+        "answer_min_confidence": cached.min_confidence,
+    }
+
+
+def _split_cached(
+    image_index: pd.DataFrame, cache: ResponseCache, request: RequestSettings, params: dict
+) -> tuple[dict[str, dict[str, Any]], list[ImageTask], int]:
+    """Rows answered by the cache, the images to send, and how many answers were cached at a
+    higher ``MinConfidence`` (used as they are, or re-sent with ``resend_higher_min_confidence``).
+    """
+    resend = params.get("resend_error_codes", []) or []
+    resend_higher = bool(params.get("resend_higher_min_confidence", False))
+    rows: dict[str, dict[str, Any]] = {}
+    tasks: list[ImageTask] = []
+    n_higher = 0
+    for row in image_index.itertuples(index=False):
+        sha, uri = str(row.sha256), str(row.uri)
+        cached = cache.lookup(
+            sha, request.min_confidence, request.project_version, resend, accept_higher=True
+        )
+        n_higher += bool(cached and cached.above_requested)
+        if cached is None or (cached.above_requested and resend_higher):
+            tasks.append(_task(row))
+        else:
+            rows[sha] = _cached_row(sha, uri, cached)
+    return rows, tasks, n_higher
+
+
 def request_moderation_labels(
     image_index: pd.DataFrame,
     response_cache: ResponseCache,
@@ -118,9 +184,9 @@ def request_moderation_labels(
     """Get a Rekognition answer for every indexed image, paying only for uncached ones.
 
     Cached answers (from earlier runs or the read-only seed) are reused; the rest are sent with
-    bounded concurrency, each answer appended to the cache the moment it arrives. Offline, a
-    cache miss is an error naming the images. A dry run prints the count and estimated cost and
-    stops without calling anything.
+    bounded concurrency under the cache's inter-process lock, each answer appended to the cache
+    the moment it arrives. Offline, a cache miss is an error naming the images. A dry run prints
+    the count and estimated cost and stops without calling anything.
 
     Args:
         image_index: Ingestion's index (``sha256``, ``uri``, ``format``, ``bytes``, ...).
@@ -130,67 +196,41 @@ def request_moderation_labels(
 
     Returns:
         One row per image (``sha256``, ``uri``, ``status``, ``response`` as JSON with labels
-        under ``min_confidence`` removed, ``error_code``, ``label_source``), and request
-        statistics (counts, cost, throughput).
+        under ``min_confidence`` removed, ``error_code``, ``label_source``,
+        ``answer_min_confidence``), and request statistics (counts, cost, throughput).
 
     Raises:
         CacheMissError: Offline with images missing from the cache.
         LabellingDryRunError: After printing a dry run's estimate.
         RekognitionCredentialsError: When credentials are missing or rejected.
+        CacheLockedError: When another run is writing the cache (nothing was sent).
+        CacheWriteError: When the cache could not be written (unwritten answers are spilled).
         LabellingIncompleteError: When images stay unanswered after retries (all answers that
             did arrive are cached; a re-run sends only the rest).
     """
     _check_index(image_index)
-    min_confidence = float(params.get("min_confidence", 50.0))
-    project_version = params.get("project_version") or None
-    price = float(params.get("price_per_image_usd", 0.001))
-    resend = params.get("resend_error_codes", []) or []
-
-    rows: dict[str, dict[str, Any]] = {}
-    tasks: list[ImageTask] = []
-    for row in image_index.itertuples(index=False):
-        sha, uri = str(row.sha256), str(row.uri)
-        cached = response_cache.lookup(sha, min_confidence, project_version, resend)
-        if cached is None:
-            size = _optional(row, "bytes")
-            tasks.append(
-                ImageTask(
-                    sha, uri, _optional(row, "format"), int(size) if size is not None else None
-                )
-            )
-            continue
-        source = f"cache:{cached.record.get('source', 'unknown')}"
-        rows[sha] = {
-            "sha256": sha,
-            "uri": uri,
-            "status": "answered" if cached.response is not None else "image_error",
-            "response": json.dumps(cached.response) if cached.response is not None else None,
-            "error_code": cached.error_code,
-            "label_source": source,
-        }
-    n_cached = len(rows)
-    estimate = len(tasks) * price
-    logger.info(
-        "Labelling %d images: %d answered from the cache, %d to send (estimated USD %.3f at "
-        "USD %.4f per image)",
-        len(image_index),
-        n_cached,
-        len(tasks),
-        estimate,
-        price,
+    request = RequestSettings(
+        min_confidence=float(params.get("min_confidence", 20.0)),
+        project_version=params.get("project_version") or None,
+        price_per_image_usd=float(params.get("price_per_image_usd", 0.001)),
+        limits=PayloadLimits.from_params(params.get("images")),
+        storage_options=dict(params.get("storage_options", {}) or {}),
     )
-    if params.get("dry_run", False):
-        message = (
-            f"DRY RUN: {len(tasks)} of {len(image_index)} images are not in the cache and would "
-            f"be sent to Rekognition; estimated cost USD {estimate:.3f} (USD {price} per image, "
-            f"MinConfidence {min_confidence:g}). Nothing was called; no answer, no label written. "
-            f"{_credentials_note(rekognition_endpoint)}"
-        )
-        print(message)  # the estimate is the product of a dry run: show it even without logging
-        raise LabellingDryRunError(message)
-    stats: dict[str, float] = {
+    _check_thresholds(request.min_confidence, params)
+    rows, tasks, n_higher = _split_cached(image_index, response_cache, request, params)
+    _announce(
+        tasks,
+        request,
+        params,
+        rekognition_endpoint,
+        n_images=len(image_index),
+        n_cached=len(rows),
+        n_higher=n_higher,
+    )
+    stats = {
         "n_images": float(len(image_index)),
-        "n_cached": float(n_cached),
+        "n_cached": float(len(rows)),
+        "n_cached_above_min_confidence": float(n_higher),
         "n_to_send": float(len(tasks)),
         "n_requests": 0.0,
         "estimated_cost_usd": 0.0,
@@ -202,67 +242,139 @@ def request_moderation_labels(
         if rekognition_endpoint.offline:
             raise CacheMissError(
                 f"Offline mode: {len(tasks)} images have no cached Rekognition answer "
-                f"(MinConfidence {min_confidence:g}) and offline mode never calls the API:\n"
-                f"{_name_images([(t.sha256, t.uri) for t in tasks])}\n"
+                f"(MinConfidence {request.min_confidence:g}) and offline mode never calls the "
+                f"API:\n{_name_images([(t.sha256, t.uri) for t in tasks])}\n"
                 "Label them with `kedro run --env aws --pipeline labelling`, or add their "
                 "answers to the seed cache."
             )
         method = rekognition_endpoint.check_credentials()
         logger.info("AWS credentials resolved (%s); sending %d images", method, len(tasks))
-        workers = int(params.get("workers", 8))
-        client = rekognition_endpoint.client(max_pool_connections=workers)
-        settings = RequestSettings(
-            min_confidence=min_confidence,
-            project_version=project_version,
-            price_per_image_usd=price,
-            limits=PayloadLimits.from_params(params.get("images")),
-            storage_options=dict(params.get("storage_options", {}) or {}),
-        )
-        report = send_images(
-            tasks,
-            client=client,
-            cache=response_cache,
-            settings=settings,
-            workers=workers,
-            max_consecutive_failures=int(params.get("max_consecutive_failures", 25)),
-        )
-        failed = []
-        for outcome in report.outcomes:
-            task = outcome.task
-            if outcome.status == "failed":
-                failed.append((task.sha256, task.uri, outcome.error_code))
-                continue
-            rows[task.sha256] = {
-                "sha256": task.sha256,
-                "uri": task.uri,
-                "status": outcome.status,
-                "response": json.dumps(outcome.response) if outcome.response else None,
-                "error_code": outcome.error_code,
-                "label_source": "rekognition" if outcome.payload_kind else "none",
-            }
-        stats.update(
-            n_requests=float(report.n_requests),
-            estimated_cost_usd=round(report.cost_usd, 6),
-            images_per_s=report.n_requests / report.elapsed_s if report.elapsed_s else 0.0,
-            n_converted=float(report.prepared_counts.get("converted", 0)),
-            n_downscaled=float(report.prepared_counts.get("downscaled", 0)),
-        )
-        logger.info(
-            "Rekognition: %d requests in %.1f s (%.1f images/s), estimated USD %.3f",
-            report.n_requests,
-            report.elapsed_s,
-            stats["images_per_s"],
-            report.cost_usd,
-        )
-        if failed:
-            codes = Counter(code for _, _, code in failed)
-            raise LabellingIncompleteError(
-                f"{len(failed)} images are still unlabelled after botocore's retries "
-                f"({dict(codes)}). Every answer that arrived is cached; re-run to send only "
-                f"these:\n{_name_images([(sha, uri) for sha, uri, _ in failed])}"
+        with response_cache.exclusive():
+            # Another run may have answered some of these while we waited for nothing: the
+            # lock refreshed the cache, so look again before paying.
+            fresh, tasks, _ = _split_cached(
+                image_index[image_index["sha256"].isin({t.sha256 for t in tasks})],
+                response_cache,
+                request,
+                params,
             )
+            rows.update(fresh)
+            stats["n_cached"] += len(fresh)
+            report = send_images(
+                tasks,
+                client=rekognition_endpoint.client(max_pool_connections=_workers(params)),
+                cache=response_cache,
+                settings=request,
+                workers=_workers(params),
+                max_consecutive_failures=int(params.get("max_consecutive_failures", 25)),
+            )
+        rows.update(_sent_rows(report, request.min_confidence))
+        stats.update(_report_stats(report))
+        _raise_if_incomplete(report)
     ordered = [rows[str(sha)] for sha in image_index["sha256"]]
     return pd.DataFrame(ordered, columns=RESULTS_COLUMNS), stats
+
+
+def _workers(params: dict[str, Any]) -> int:
+    return int(params.get("workers", 8))
+
+
+def _announce(
+    tasks: list[ImageTask],
+    request: RequestSettings,
+    params: dict[str, Any],
+    endpoint: RekognitionEndpoint,
+    *,
+    n_images: int,
+    n_cached: int,
+    n_higher: int,
+) -> None:
+    """Log what will be sent and what it costs; in a dry run, print it and stop."""
+    price = request.price_per_image_usd
+    estimate = len(tasks) * price
+    logger.info(
+        "Labelling %d images: %d answered from the cache, %d to send (estimated USD %.3f at "
+        "USD %.4f per image)",
+        n_images,
+        n_cached,
+        len(tasks),
+        estimate,
+        price,
+    )
+    higher = ""
+    if n_higher:
+        resend = bool(params.get("resend_higher_min_confidence", False))
+        higher = (
+            f" {n_higher} cached answers were requested at a MinConfidence above "
+            f"{request.min_confidence:g}: they cannot prove an image safe; "
+            + (
+                "they are re-sent (included above)."
+                if resend
+                else f"re-sending them would cost USD {n_higher * price:.3f} "
+                "(labelling.resend_higher_min_confidence: true)."
+            )
+        )
+        logger.warning(higher.strip())
+    if params.get("dry_run", False):
+        message = (
+            f"DRY RUN: {len(tasks)} of {n_images} images are not in the cache and would "
+            f"be sent to Rekognition; estimated cost USD {estimate:.3f} (USD {price} per image, "
+            f"MinConfidence {request.min_confidence:g}).{higher} Nothing was called; no answer, "
+            f"no label written. {_credentials_note(endpoint)}"
+        )
+        print(message)  # the estimate is the product of a dry run: show it even without logging
+        raise LabellingDryRunError(message)
+
+
+def _sent_rows(report: BatchReport, min_confidence: float) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            continue
+        task = outcome.task
+        rows[task.sha256] = {
+            "sha256": task.sha256,
+            "uri": task.uri,
+            "status": outcome.status,
+            "response": json.dumps(outcome.response) if outcome.response else None,
+            "error_code": outcome.error_code,
+            "label_source": "rekognition" if outcome.payload_kind else "none",
+            "answer_min_confidence": min_confidence,
+        }
+    return rows
+
+
+def _report_stats(report: BatchReport) -> dict[str, float]:
+    stats = {
+        "n_requests": float(report.n_requests),
+        "estimated_cost_usd": round(report.cost_usd, 6),
+        "images_per_s": report.n_requests / report.elapsed_s if report.elapsed_s else 0.0,
+        "n_converted": float(report.prepared_counts.get("converted", 0)),
+        "n_downscaled": float(report.prepared_counts.get("downscaled", 0)),
+    }
+    converted = Counter(o.converted_from for o in report.outcomes if o.converted_from)
+    for reason, count in converted.items():
+        stats[f"converted_from.{metric_name(reason)}"] = float(count)
+    logger.info(
+        "Rekognition: %d requests in %.1f s (%.1f images/s), estimated USD %.3f; converted: %s",
+        report.n_requests,
+        report.elapsed_s,
+        stats["images_per_s"],
+        report.cost_usd,
+        dict(converted) or "none",
+    )
+    return stats
+
+
+def _raise_if_incomplete(report: BatchReport) -> None:
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    if failed:
+        codes = Counter(o.error_code for o in failed)
+        raise LabellingIncompleteError(
+            f"{len(failed)} images are still unlabelled after botocore's retries "
+            f"({dict(codes)}). Every answer that arrived is cached; re-run to send only "
+            f"these:\n{_name_images([(o.task.sha256, o.task.uri) for o in failed])}"
+        )
 
 
 def assign_classes(
@@ -304,8 +416,11 @@ def assign_classes(
             )
             continue
         response = json.loads(row.response)
+        threshold = getattr(row, "answer_min_confidence", None)
         try:
-            decision = mapping.decide(response)
+            decision = mapping.decide(
+                response, None if threshold is None or pd.isna(threshold) else float(threshold)
+            )
         except UnknownModelVersionError:
             unknown.append((row.sha256, row.uri))
             continue
@@ -318,7 +433,8 @@ def assign_classes(
                 "included": decision.included,
                 "class_reason": decision.reason,
                 "labels": json.dumps(normalise_labels(response.get("ModerationLabels", []) or [])),
-                "content_types": json.dumps(response.get("ContentTypes", []) or []),
+                # v6's illustrated label shows here as the content type it stands for.
+                "content_types": json.dumps(mapping.content_types(response)),
                 "moderation_model_version": response.get("ModerationModelVersion"),
                 "error_code": None,
             }

@@ -107,9 +107,13 @@ def test_overlay_is_the_image_beside_its_blend_with_a_caption() -> None:
     assert image.size == (SIZE, SIZE) and image.getpixel((0, 0)) == (128, 128, 128)
     heatmap = np.zeros((SIZE, SIZE), dtype=np.float32)
     heatmap[:PATCH, :PATCH] = 1.0
-    panel = overlay_heatmap(image, heatmap, caption="true safe | predicted safe")
-    assert isinstance(panel, Image.Image) and panel.size == (2 * SIZE, SIZE + 16)
+    panel = overlay_heatmap(image, heatmap, caption="true safe | predicted safe", min_side=0)
+    assert isinstance(panel, Image.Image) and panel.size == (2 * SIZE, SIZE + 2 * 14 + 4)
     assert panel.getpixel((5, 5)) == (128, 128, 128)  # left: the image as the model saw it
     assert panel.getpixel((SIZE + 5, 5)) != panel.getpixel((SIZE + PATCH + 5, PATCH + 5))
+    # A small input is enlarged by a whole factor, the heatmap with it.
+    large = overlay_heatmap(image, heatmap, min_side=224)
+    assert large.size == (2 * 256, 256)
+    assert large.getpixel((256 + 60, 60)) == panel.getpixel((SIZE + 15, 15))
     with pytest.raises(ValueError, match="does not match"):
         overlay_heatmap(image, heatmap[:10])

@@ -43,9 +43,9 @@ from eyecatcher.pipelines.training.evaluation import (
 )
 from eyecatcher.pipelines.training.fitting import fit_head
 from eyecatcher.pipelines.training.manifest import ManifestError, check_manifest, split_items
-from eyecatcher.pipelines.training.plots import candidate_figures
 from eyecatcher.pipelines.training.report import bundle_metadata, json_safe, training_report
 from eyecatcher.pipelines.training.selection import rank_candidates
+from eyecatcher.reporting.plots import candidate_figures
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Model card pipeline: one self-contained HTML card per registered version."""

@@ -6,7 +6,7 @@ packages it (``log_served_model``), registered in a temporary sqlite registry, s
 ``mlflow models serve --env-manager local`` on 127.0.0.1, and timed three ways on the same JPEGs:
 
 * **raw**: in this process, decode + preprocess + forward of one image with the served model's
-  own backend (``decode_image`` → ``images_to_batch`` → ``classifier_.predict_proba``): the
+  own backend (``bytes_to_batch``, its bounded decode, → ``classifier_.predict_proba``): the
   floor any serving stack has to pay;
 * **pyfunc**: ``PyFuncModel.predict`` on a one-row DataFrame (adds base64 and the pyfunc wrapper);
 * **served**: one HTTP request per image (batch 1) to ``/invocations``, sequential, then from
@@ -45,14 +45,14 @@ import requests
 import torch
 from PIL import Image
 
-from eyecatcher.images import decode_image
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier
-from eyecatcher.pipelines.serving.probes import dataframe_split_body, encode_b64
-from eyecatcher.preprocessing import data_config_for, images_to_batch
+from eyecatcher.preprocessing import bytes_to_batch, data_config_for
+from eyecatcher.serving.client import dataframe_split_body
+from eyecatcher.serving.process import ModelServer
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
+from eyecatcher.serving_model.contract import encode_image
 from eyecatcher.serving_model.packaging import log_served_model
-from eyecatcher.serving_process import ModelServer
 
 CLASSES = ["explicit_nudity", "safe", "suggestive"]
 # The quantization stage's choices per architecture (see docs/benchmarks.md, field notes):
@@ -133,7 +133,7 @@ def build_artefacts(
     from eyecatcher.models.onnx_runtime import export_onnx, quantize_onnx
 
     fp32_path = export_onnx(model, bundle.data_config["input_size"], workdir / "fp32.onnx")
-    batch = images_to_batch([decode_image(b) for b in calibration], bundle.data_config)
+    batch = bytes_to_batch(calibration, bundle.data_config)
     method = INT8_METHOD.get(architecture, "static")
     int8_path = quantize_onnx(
         fp32_path, workdir / "int8.onnx", method=method, calibration=batch.numpy()
@@ -212,16 +212,16 @@ def bench_one(
     served_model = pyfunc.unwrap_python_model()
     data_config = served_model.bundle_.data_config
     bodies = {
-        data: json.dumps(dataframe_split_body([encode_b64(data)])).encode() for data in images
+        data: json.dumps(dataframe_split_body([encode_image(data)])).encode() for data in images
     }
     session = requests.Session()
 
     def raw(data: bytes) -> None:
-        batch = images_to_batch([decode_image(data)], data_config)
+        batch = bytes_to_batch([data], data_config)
         served_model.classifier_.predict_proba(batch)
 
     def through_pyfunc(data: bytes) -> None:
-        pyfunc.predict(pd.DataFrame({"image": [encode_b64(data)]}))
+        pyfunc.predict(pd.DataFrame({"image": [encode_image(data)]}))
 
     def served(data: bytes) -> None:
         response = session.post(

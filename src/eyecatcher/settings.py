@@ -8,10 +8,10 @@ import os
 import warnings
 
 from kedro.config import OmegaConfigLoader
-from omegaconf.resolvers import oc
 
 from eyecatcher.candidates import CandidateConfigHook
 from eyecatcher.mlflow_review import ReviewerTrackingHook
+from eyecatcher.redaction import RedactionHook, deployment_env
 
 # Telemetry must never reach the network from this project, whoever launches it.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
@@ -26,9 +26,9 @@ CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # `oc.env` everywhere (not only in credentials) so that the MLflow tracking URI, the S3
-    # bucket and similar deployment facts can come from the environment in any config file.
-    "custom_resolvers": {"oc.env": oc.env},
+    # `oc.env` stays where Kedro allows it (credentials). Non-secret deployment facts (tracking
+    # URI, S3 prefix, region, endpoints) come from an allow-list: see docs/configuration.md.
+    "custom_resolvers": {"eyecatcher.env": deployment_env},
     # An environment overrides single keys (`conf/aws` changes `ingestion.sources`) and keeps
     # the rest of the block from `conf/base`, instead of replacing the whole block.
     "merge_strategy": {"parameters": "soft"},
@@ -39,7 +39,8 @@ CONFIG_LOADER_ARGS = {
     },
 }
 
-# Project hooks run beside the plugins' own (kedro-mlflow's is auto-registered). This one lets
-# `create_pipeline()` see the run's `--env`/`--params` when it lists the training candidates.
+# Project hooks run beside the plugins' own (kedro-mlflow's is auto-registered). The candidate
+# hook lets `create_pipeline()` see the run's `--env`/`--params` when it lists the training
+# candidates; the redaction hook runs before kedro-mlflow logs parameters and tags.
 # The reviewer hook names runs, sets the experiment's kind and logs dataset inputs.
-HOOKS = (CandidateConfigHook(), ReviewerTrackingHook())
+HOOKS = (CandidateConfigHook(), RedactionHook(), ReviewerTrackingHook())

@@ -17,8 +17,8 @@ from eyecatcher.pipelines.batch_scoring.nodes import (
     list_images_to_score,
     score_images,
 )
-from eyecatcher.pipelines.serving.nodes import resolve_champion
 from eyecatcher.preprocessing import bytes_to_batch
+from eyecatcher.serving.registry import resolve_champion
 from tests.image_factory import good_images
 from tests.pipelines.serving.tiny_champion import (
     CLASSES,
@@ -151,8 +151,6 @@ def test_a_batch_that_breaks_the_model_is_rescored_row_by_row(champion: dict) ->
     assert [r["path"] for r in rows] == ["p1", "p2", "p3"]
     assert rows[0]["decision"] == "allow" and rows[2]["decision"] == "allow"
     assert rows[1]["error"] == "model_error: RuntimeError: kernel exploded"
-
-
 
 
 def test_s3_prefix_is_scored(moto_s3: str, champion: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,29 +21,26 @@ import requests
 
 from eyecatcher.images import sha256_bytes
 from eyecatcher.pipelines.serving.nodes import (
-    ChampionNotFoundError,
     SmokeTestFailedError,
-    compare_predictions,
     enforce_smoke_test,
-    latency_summary,
-    normalise_prediction,
-    resolve_champion,
-    run_probe,
     select_smoke_test_images,
     staging_smoke_test,
 )
-from eyecatcher.pipelines.serving.probes import (
-    bad_request_probes,
+from eyecatcher.serving.client import (
+    compare_predictions,
     dataframe_split_body,
-    encode_b64,
-    sample_jpeg,
+    latency_summary,
+    normalise_prediction,
 )
-from eyecatcher.serving_process import (
+from eyecatcher.serving.probes import bad_request_probes, run_probe, sample_jpeg
+from eyecatcher.serving.process import (
     ModelServer,
     ServerStartError,
     _group_alive,
     absolute_tracking_uri,
 )
+from eyecatcher.serving.registry import ChampionNotFoundError, resolve_champion
+from eyecatcher.serving_model.contract import encode_image
 from tests.pipelines.serving.tiny_champion import (
     MAX_IMAGE_BYTES,
     MODEL_NAME,
@@ -106,7 +103,7 @@ def demo_manifest(n_per_split: int = 6) -> pd.DataFrame:
 
 
 def good_body(seed: int = 3) -> bytes:
-    return json.dumps(dataframe_split_body([encode_b64(sample_jpeg(seed=seed))], ["ok"])).encode()
+    return json.dumps(dataframe_split_body([encode_image(sample_jpeg(seed=seed))], ["ok"])).encode()
 
 
 # -- units ------------------------------------------------------------------------------------
@@ -240,7 +237,7 @@ def test_bad_request_is_named_and_server_survives(server: ModelServer, probe) ->
 
 
 def test_one_bad_row_does_not_fail_the_others(server: ModelServer) -> None:
-    images = [encode_b64(sample_jpeg(seed=1)), "%%%", encode_b64(sample_jpeg(seed=2))]
+    images = [encode_image(sample_jpeg(seed=1)), "%%%", encode_image(sample_jpeg(seed=2))]
     body = json.dumps(dataframe_split_body(images, ["a", "b", "c"])).encode()
     response = requests.post(
         server.url + "/invocations",

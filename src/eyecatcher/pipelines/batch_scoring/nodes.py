@@ -19,9 +19,8 @@ import fsspec
 import pandas as pd
 from tqdm.auto import tqdm
 
-from eyecatcher.pipelines.serving.nodes import served_image_limit
-from eyecatcher.pipelines.serving.probes import encode_b64
-from eyecatcher.serving_model.contract import ID_COLUMN, OUTPUT_COLUMNS
+from eyecatcher.serving.registry import served_image_limit, served_limit
+from eyecatcher.serving_model.contract import ID_COLUMN, OUTPUT_COLUMNS, encode_image
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +53,7 @@ def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
         found = fs.find(root) if params.get("recursive", True) else fs.ls(root, detail=False)
     extensions = {str(e).lower() for e in params.get("extensions") or []}
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    kept = [
-        path for path in found if not extensions or path.lower().endswith(tuple(extensions))
-    ]
+    kept = [path for path in found if not extensions or path.lower().endswith(tuple(extensions))]
     skipped = len(found) - len(kept)
     if skipped:
         # Files left out get no verdict row at all: say so, so that a folder of, say, phone
@@ -151,7 +148,7 @@ def score_images(
 
     Args:
         images_to_score: Output of :func:`list_images_to_score`.
-        champion: Output of :func:`eyecatcher.pipelines.serving.nodes.resolve_champion`; its
+        champion: Output of :func:`eyecatcher.serving.registry.resolve_champion`; its
             pinned ``model_uri`` is loaded.
         params: The ``batch_scoring`` parameter block (``batch_size``, ``storage_options``).
 
@@ -167,6 +164,16 @@ def score_images(
     # The model refuses images above its byte limit anyway; knowing the limit here means a
     # stray multi-gigabyte file is not read (and base64-encoded) whole just to be refused.
     limit = served_image_limit(model)
+    # A batch larger than the model's request limit would be refused whole (HTTP 400 served).
+    max_rows = served_limit(model, "max_rows")
+    if max_rows is not None and batch_size > max_rows:
+        logger.warning(
+            "batch_scoring.batch_size %d is above the model's max_rows %d: using %d",
+            batch_size,
+            max_rows,
+            max_rows,
+        )
+        batch_size = max_rows
     paths = images_to_score["path"].astype(str).tolist()
     verdicts: list[dict[str, Any]] = []
     with tqdm(total=len(paths), desc="batch scoring", unit="image") as progress:
@@ -188,7 +195,7 @@ def score_images(
                     )
                     continue
                 batch_paths.append(path)
-                batch_images.append(encode_b64(data))
+                batch_images.append(encode_image(data))
             if batch_paths:
                 verdicts.extend(_predict_batch(model, batch_paths, batch_images, champion))
             progress.update(min(batch_size, len(paths) - start))

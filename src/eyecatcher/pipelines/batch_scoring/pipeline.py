@@ -3,7 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
-from eyecatcher.pipelines.serving.nodes import resolve_champion
+from eyecatcher.serving.registry import resolve_champion
 
 
 def create_pipeline(**kwargs) -> Pipeline:

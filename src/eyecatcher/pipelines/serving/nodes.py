@@ -8,7 +8,6 @@ clear errors without taking the server down, and stop the server on every path o
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -22,30 +21,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-import numpy as np
 import pandas as pd
 import requests
 from matplotlib.figure import Figure
-from mlflow.exceptions import MlflowException
 from tqdm.auto import tqdm
 
-from eyecatcher.pipelines.serving.probes import (
-    BadRequestProbe,
-    bad_request_probes,
-    dataframe_split_body,
-    encode_b64,
-    sample_jpeg,
+from eyecatcher.redaction import redact_uri
+from eyecatcher.serving.client import (
+    compare_predictions,
+    latency_summary,
+    normalise_prediction,
+    post_invocations,
+    prediction_records,
+    request_body,
+    served_rows,
 )
-from eyecatcher.serving_process import ModelServer, ServerStartError, absolute_tracking_uri
+from eyecatcher.serving.probes import bad_request_probes, good_request_works, run_probe, sample_jpeg
+from eyecatcher.serving.process import ModelServer, ServerStartError
+from eyecatcher.serving.registry import served_image_limit
+from eyecatcher.serving_model.contract import encode_image
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the served model's answer that identify the verdict (see docs/registry.md).
-VERDICT_COLUMNS = ("class", "probabilities", "unsafe_score", "decision", "model_version", "error")
-
-
-class ChampionNotFoundError(LookupError):
-    """The registry has no version of the model under the requested alias."""
+#: Rows per in-process reference request (well under any served model's ``max_rows``).
+IN_PROCESS_CHUNK = 16
 
 
 class SmokeTestFailedError(RuntimeError):
@@ -54,63 +53,6 @@ class SmokeTestFailedError(RuntimeError):
 
 class _NothingToSend(Exception):
     """No test image could be read: starting a server would test nothing."""
-
-
-# -- registry ---------------------------------------------------------------------------------
-
-
-def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Find the registered version behind ``models:/<model_name>@<alias>``.
-
-    The returned ``model_uri`` pins the version number, so the server and the in-process
-    reference load the same version even if the alias moves while the smoke test runs.
-
-    Args:
-        params: The pipeline's parameter block; uses ``model_name`` and ``alias``
-            (default ``champion``).
-
-    Returns:
-        ``name``, ``alias``, ``version``, ``run_id``, ``model_uri`` (``models:/name/version``),
-        ``alias_uri`` (``models:/name@alias``), and the absolute ``tracking_uri`` and
-        ``registry_uri``.
-
-    Raises:
-        ChampionNotFoundError: If the model or the alias does not exist, with what to do next.
-    """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    name = str(params["model_name"])
-    alias = str(params.get("alias", "champion"))
-    tracking_uri = absolute_tracking_uri(mlflow.get_tracking_uri())
-    # The registry is the tracking store unless kedro-mlflow's `mlflow_registry_uri` says not.
-    registry_uri = absolute_tracking_uri(mlflow.get_registry_uri() or tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    try:
-        version = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        raise ChampionNotFoundError(
-            f"No version of registered model '{name}' has the alias '{alias}' in the registry "
-            f"at {registry_uri}. Run the training pipelines first (`kedro run`), which register "
-            f"a model that passes the gate and make it '{alias}'; or set "
-            f"MLFLOW_TRACKING_URI to the registry that holds it. ({exc.message})"
-        ) from exc
-    champion = {
-        "name": name,
-        "alias": alias,
-        "version": str(version.version),
-        "run_id": version.run_id,
-        "model_uri": f"models:/{name}/{version.version}",
-        "alias_uri": f"models:/{name}@{alias}",
-        "tracking_uri": tracking_uri,
-        "registry_uri": registry_uri,
-    }
-    logger.info("Champion: %s is version %s (run %s)", champion["alias_uri"], *_vr(champion))
-    return champion
-
-
-def _vr(champion: Mapping[str, Any]) -> tuple[str, str]:
-    return str(champion["version"]), str(champion["run_id"])
 
 
 # -- test images ------------------------------------------------------------------------------
@@ -155,141 +97,6 @@ def read_image_bytes(uri: str, storage_options: Mapping[str, Any] | None = None)
         return handle.read()
 
 
-# -- answers ----------------------------------------------------------------------------------
-
-
-def _probabilities(value: Any) -> dict[str, float]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return {}
-    if isinstance(value, str):
-        value = json.loads(value)
-    if isinstance(value, Mapping):
-        return {str(k): float(v) for k, v in value.items() if v is not None}
-    raise TypeError(f"probabilities must be a mapping or its JSON text, got {type(value)}")
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def normalise_prediction(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Bring one answer row (served JSON or in-process DataFrame row) to plain Python values."""
-    error = row.get("error")
-    return {
-        "id": None if _is_missing(row.get("id")) else str(row.get("id")),
-        "class": None if _is_missing(row.get("class")) else str(row.get("class")),
-        "probabilities": _probabilities(row.get("probabilities")),
-        "unsafe_score": None
-        if _is_missing(row.get("unsafe_score"))
-        else float(row["unsafe_score"]),
-        "decision": None if _is_missing(row.get("decision")) else str(row.get("decision")),
-        "model_version": None
-        if _is_missing(row.get("model_version"))
-        else str(row.get("model_version")),
-        "error": None if _is_missing(error) else str(error),
-    }
-
-
-def compare_predictions(
-    served: Mapping[str, Any], local: Mapping[str, Any], tolerance: float
-) -> list[str]:
-    """Differences between a served answer and the in-process one for the same image.
-
-    Args:
-        served: A normalised served row (see :func:`normalise_prediction`).
-        local: The normalised in-process row.
-        tolerance: Largest absolute difference allowed in any probability or the unsafe score.
-
-    Returns:
-        Human-readable differences; empty when they agree.
-    """
-    problems = []
-    for key in ("class", "decision", "model_version", "error"):
-        if served[key] != local[key]:
-            problems.append(f"{key}: served {served[key]!r} != in-process {local[key]!r}")
-    if set(served["probabilities"]) != set(local["probabilities"]):
-        problems.append("probabilities: the served and in-process class sets differ")
-    else:
-        for name, value in local["probabilities"].items():
-            if abs(served["probabilities"][name] - value) > tolerance:
-                problems.append(
-                    f"probabilities[{name}]: served {served['probabilities'][name]:.6f} "
-                    f"vs in-process {value:.6f}"
-                )
-    if (served["unsafe_score"] is None) != (local["unsafe_score"] is None) or (
-        served["unsafe_score"] is not None
-        and abs(served["unsafe_score"] - local["unsafe_score"]) > tolerance
-    ):
-        problems.append(
-            f"unsafe_score: served {served['unsafe_score']} vs in-process {local['unsafe_score']}"
-        )
-    return problems
-
-
-def post_invocations(
-    url: str, body: bytes, content_type: str = "application/json", timeout_s: float = 30.0
-) -> tuple[int, str, float]:
-    """POST one body to ``/invocations``.
-
-    Returns:
-        The HTTP status, the response text and the wall time in milliseconds.
-    """
-    started = time.perf_counter()
-    response = requests.post(
-        url.rstrip("/") + "/invocations",
-        data=body,
-        headers={"Content-Type": content_type},
-        timeout=timeout_s,
-    )
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    return response.status_code, response.text, elapsed_ms
-
-
-def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
-    """p50, p95, mean, min and max of per-request latencies (NaN when there are none)."""
-    if not latencies_ms:
-        nan = float("nan")
-        return {"p50_ms": nan, "p95_ms": nan, "mean_ms": nan, "min_ms": nan, "max_ms": nan}
-    values = np.asarray(latencies_ms, dtype=np.float64)
-    return {
-        "p50_ms": float(np.percentile(values, 50)),
-        "p95_ms": float(np.percentile(values, 95)),
-        "mean_ms": float(values.mean()),
-        "min_ms": float(values.min()),
-        "max_ms": float(values.max()),
-    }
-
-
-def run_probe(url: str, probe: BadRequestProbe, timeout_s: float) -> dict[str, Any]:
-    """Send one malformed request and judge the answer (see :class:`BadRequestProbe`).
-
-    Returns:
-        ``name``, ``status``, ``handled`` (a clear 4xx or per-row error naming the problem),
-        and ``answer`` (the per-row error or the start of the 4xx body).
-    """
-    try:
-        status, text, _ = post_invocations(url, probe.body, probe.content_type, timeout_s)
-    except requests.RequestException as exc:
-        return {"name": probe.name, "status": None, "handled": False, "answer": repr(exc)}
-    answer = text[:500]
-    if 400 <= status < 500:
-        handled = any(reason in text for reason in probe.reasons) if probe.reasons else True
-    elif status == 200 and probe.row_level:
-        try:
-            rows = json.loads(text)["predictions"]
-            errors = [str(row.get("error")) for row in rows]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            errors = []
-        answer = "; ".join(errors)[:500]
-        handled = bool(errors) and all(
-            not _is_missing(error) and error != "None" and any(r in error for r in probe.reasons)
-            for error in errors
-        )
-    else:
-        handled = False
-    return {"name": probe.name, "status": status, "handled": handled, "answer": answer}
-
-
 # -- the smoke test ---------------------------------------------------------------------------
 
 
@@ -318,20 +125,6 @@ def _server_env(champion: Mapping[str, Any], params: Mapping[str, Any]) -> dict[
     return env
 
 
-def _records(predictions: Any) -> list[dict[str, Any]]:
-    if isinstance(predictions, pd.DataFrame):
-        return predictions.to_dict(orient="records")
-    return list(predictions)
-
-
-def _served_rows(text: str) -> list[dict[str, Any]]:
-    payload = json.loads(text)
-    rows = payload["predictions"] if isinstance(payload, Mapping) else payload
-    if isinstance(rows, Mapping):  # a column-oriented answer
-        rows = pd.DataFrame(rows).to_dict(orient="records")
-    return list(rows)
-
-
 def _smoke_images(
     images: pd.DataFrame, storage_options: Mapping[str, Any] | None
 ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
@@ -343,8 +136,22 @@ def _smoke_images(
             unreadable.append({"id": row.sha256, "uri": row.uri, "error": repr(exc)})
             continue
         ids.append(str(row.sha256))
-        encoded.append(encode_b64(data))
+        encoded.append(data)
     return ids, encoded, unreadable
+
+
+def _in_process_rows(model: Any, ids: list[str], images: list[bytes]) -> list[dict[str, Any]]:
+    """The in-process answers, in requests no larger than the served model's row limit."""
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(ids), IN_PROCESS_CHUNK):
+        frame = pd.DataFrame(
+            {
+                "id": ids[start : start + IN_PROCESS_CHUNK],
+                "image": [encode_image(i) for i in images[start : start + IN_PROCESS_CHUNK]],
+            }
+        )
+        rows.extend(normalise_prediction(r) for r in prediction_records(model.predict(frame)))
+    return rows
 
 
 def _latency_figure(latencies_ms: list[float], summary: Mapping[str, float], title: str) -> Figure:
@@ -404,7 +211,8 @@ def staging_smoke_test(
         "model_version": champion["version"],
         "model_uri": champion["model_uri"],
         "run_id": champion["run_id"],
-        "tracking_uri": champion["tracking_uri"],
+        # Reports are shared and logged to MLflow: never with a `user:password@` in a URI.
+        "tracking_uri": redact_uri(champion["tracking_uri"]),
         "split": smoke.get("split", "test"),
         "n_images": len(ids),
         "unreadable_images": unreadable,
@@ -413,10 +221,7 @@ def staging_smoke_test(
 
     # The in-process reference: the same registered version, loaded the way users load it.
     local_model = mlflow.pyfunc.load_model(champion["model_uri"])
-    frame = pd.DataFrame({"id": ids, "image": encoded})
-    local_rows = (
-        [normalise_prediction(r) for r in _records(local_model.predict(frame))] if ids else []
-    )
+    local_rows = _in_process_rows(local_model, ids, encoded)
 
     log_dir = tempfile.mkdtemp(prefix="eyecatcher-serve-")
     server = ModelServer(
@@ -445,13 +250,13 @@ def staging_smoke_test(
             # Warm-up request: the first call pays lazy imports; it is not a latency sample.
             post_invocations(
                 server.url,
-                json.dumps(dataframe_split_body([encode_b64(sample_jpeg())])).encode(),
+                request_body([sample_jpeg()]),
                 timeout_s=timeout_s,
             )
             for position, (image_id, image) in enumerate(
                 tqdm(list(zip(ids, encoded, strict=True)), desc="smoke test", unit="request")
             ):
-                body = json.dumps(dataframe_split_body([image], ids=[image_id])).encode()
+                body = request_body([image], ids=[image_id])
                 try:
                     status, text, elapsed_ms = post_invocations(
                         server.url, body, timeout_s=timeout_s
@@ -465,7 +270,7 @@ def staging_smoke_test(
                     )
                     continue
                 seen.latencies.append(elapsed_ms)
-                served = normalise_prediction(_served_rows(text)[0])
+                served = normalise_prediction(served_rows(text)[0])
                 if served["error"] is not None:
                     seen.row_errors.append({"id": image_id, "error": served["error"]})
                 problems = compare_predictions(served, local_rows[position], tolerance)
@@ -476,7 +281,7 @@ def staging_smoke_test(
                 for probe in bad_request_probes(max_bytes):
                     result = run_probe(server.url, probe, timeout_s)
                     # The point of the probe: the server still answers a good request after it.
-                    result["server_alive_after"] = _good_request_works(server.url, timeout_s)
+                    result["server_alive_after"] = good_request_works(server.url, timeout_s)
                     seen.probes.append(result)
             report["served_until"] = None
             if params.get("foreground", False):
@@ -534,24 +339,6 @@ def staging_smoke_test(
     return report, metrics, figure
 
 
-def served_image_limit(model: Any) -> int | None:
-    """The served model's per-image byte limit (``serving_config.json``), if it declares one.
-
-    Args:
-        model: A loaded ``mlflow.pyfunc.PyFuncModel``.
-
-    Returns:
-        ``max_image_bytes`` of the model's serving config, or None for a model without one.
-    """
-    try:
-        python_model = model.unwrap_python_model()
-    except (AttributeError, MlflowException):
-        return None
-    config = getattr(python_model, "config_", None)
-    limit = getattr(config, "max_image_bytes", None)
-    return int(limit) if limit is not None else None
-
-
 @dataclass
 class _Observations:
     """What the smoke test saw, request by request."""
@@ -582,15 +369,6 @@ def _assemble(report: dict[str, Any], seen: _Observations) -> dict[str, Any]:
         }
     )
     return report
-
-
-def _good_request_works(url: str, timeout_s: float) -> bool:
-    body = json.dumps(dataframe_split_body([encode_b64(sample_jpeg(seed=7))], ["alive"])).encode()
-    try:
-        status, text, _ = post_invocations(url, body, timeout_s=timeout_s)
-        return status == 200 and normalise_prediction(_served_rows(text)[0])["error"] is None
-    except (requests.RequestException, ValueError, KeyError, IndexError):
-        return False
 
 
 def _serve_in_foreground(server: ModelServer, interim: Mapping[str, Any]) -> str:

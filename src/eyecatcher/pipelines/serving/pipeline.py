@@ -2,11 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from eyecatcher.pipelines.serving.nodes import (
-    enforce_smoke_test,
-    resolve_champion,
-    staging_smoke_test,
-)
+from eyecatcher.pipelines.serving.nodes import enforce_smoke_test, staging_smoke_test
+from eyecatcher.serving.registry import resolve_champion
 
 
 def create_pipeline(**kwargs) -> Pipeline:

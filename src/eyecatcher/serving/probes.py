@@ -8,15 +8,26 @@ input" means.
 
 from __future__ import annotations
 
-import base64
 import io
+import json
 import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import requests
 from PIL import Image
+
+from eyecatcher.serving.client import (
+    dataframe_split_body,
+    is_missing,
+    normalise_prediction,
+    post_invocations,
+    request_body,
+    served_rows,
+)
+from eyecatcher.serving_model.contract import encode_image
 
 
 @dataclass(frozen=True)
@@ -84,26 +95,7 @@ def oversized_png(min_bytes: int) -> bytes:
     return _png(side, side, seed=1)
 
 
-def encode_b64(data: bytes) -> str:
-    """Standard base64 text for an image column."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def dataframe_split_body(images: list[str], ids: list[str] | None = None) -> dict[str, Any]:
-    """The JSON body MLflow's scoring server reads as a DataFrame (``dataframe_split``)."""
-    if ids is None:
-        return {"dataframe_split": {"columns": ["image"], "data": [[image] for image in images]}}
-    return {
-        "dataframe_split": {
-            "columns": ["id", "image"],
-            "data": [[i, image] for i, image in zip(ids, images, strict=True)],
-        }
-    }
-
-
 def _json(payload: dict[str, Any]) -> bytes:
-    import json
-
     return json.dumps(payload).encode("utf-8")
 
 
@@ -126,17 +118,17 @@ def bad_request_probes(max_image_bytes: int | None = None) -> list[BadRequestPro
         ),
         BadRequestProbe(
             "not_an_image",
-            _json(dataframe_split_body([encode_b64(b"plain text, not an image" * 8)], ["txt"])),
+            _json(dataframe_split_body([encode_image(b"plain text, not an image" * 8)], ["txt"])),
             reasons=("not_an_image",),
         ),
         BadRequestProbe(
             "truncated_image",
-            _json(dataframe_split_body([encode_b64(jpeg[: len(jpeg) // 2])], ["cut"])),
+            _json(dataframe_split_body([encode_image(jpeg[: len(jpeg) // 2])], ["cut"])),
             reasons=("truncated", "corrupt"),
         ),
         BadRequestProbe(
             "decompression_bomb",
-            _json(dataframe_split_body([encode_b64(bomb_png())], ["bomb"])),
+            _json(dataframe_split_body([encode_image(bomb_png())], ["bomb"])),
             reasons=("decompression_bomb",),
         ),
         BadRequestProbe(
@@ -147,7 +139,7 @@ def bad_request_probes(max_image_bytes: int | None = None) -> list[BadRequestPro
         ),
         BadRequestProbe(
             "missing_image_column",
-            _json({"dataframe_split": {"columns": ["picture"], "data": [[encode_b64(jpeg)]]}}),
+            _json({"dataframe_split": {"columns": ["picture"], "data": [[encode_image(jpeg)]]}}),
             reasons=("image",),
             row_level=False,
         ),
@@ -164,9 +156,51 @@ def bad_request_probes(max_image_bytes: int | None = None) -> list[BadRequestPro
             BadRequestProbe(
                 "too_large_image",
                 _json(
-                    dataframe_split_body([encode_b64(oversized_png(max_image_bytes + 1))], ["big"])
+                    dataframe_split_body(
+                        [encode_image(oversized_png(max_image_bytes + 1))], ["big"]
+                    )
                 ),
                 reasons=("too_large", "too large", "exceeds"),
             ),
         )
     return probes
+
+
+def run_probe(url: str, probe: BadRequestProbe, timeout_s: float) -> dict[str, Any]:
+    """Send one malformed request and judge the answer (see :class:`BadRequestProbe`).
+
+    Returns:
+        ``name``, ``status``, ``handled`` (a clear 4xx or per-row error naming the problem),
+        and ``answer`` (the per-row error or the start of the 4xx body).
+    """
+    try:
+        status, text, _ = post_invocations(url, probe.body, probe.content_type, timeout_s)
+    except requests.RequestException as exc:
+        return {"name": probe.name, "status": None, "handled": False, "answer": repr(exc)}
+    answer = text[:500]
+    if 400 <= status < 500:
+        handled = any(reason in text for reason in probe.reasons) if probe.reasons else True
+    elif status == 200 and probe.row_level:
+        try:
+            rows = json.loads(text)["predictions"]
+            errors = [str(row.get("error")) for row in rows]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            errors = []
+        answer = "; ".join(errors)[:500]
+        handled = bool(errors) and all(
+            not is_missing(error) and error != "None" and any(r in error for r in probe.reasons)
+            for error in errors
+        )
+    else:
+        handled = False
+    return {"name": probe.name, "status": status, "handled": handled, "answer": answer}
+
+
+def good_request_works(url: str, timeout_s: float) -> bool:
+    """Whether the server still answers a valid one-image request with a verdict."""
+    body = request_body([sample_jpeg(seed=7)], ["alive"])
+    try:
+        status, text, _ = post_invocations(url, body, timeout_s=timeout_s)
+        return status == 200 and normalise_prediction(served_rows(text)[0])["error"] is None
+    except (requests.RequestException, ValueError, KeyError, IndexError):
+        return False

@@ -55,12 +55,13 @@ def pinned_requirements(precision: str) -> list[str]:
     plain package index does not serve.
 
     Args:
-        precision: ``int8`` adds ONNX Runtime.
+        precision: ``int8`` adds ONNX Runtime and ``onnx``.
 
     Returns:
         The pip requirement lines.
     """
-    names = [*SERVED_DISTRIBUTIONS, *(["onnxruntime"] if precision == "int8" else [])]
+    # onnx: onnx_runtime.py reads the fingerprints in the ONNX file's metadata with it.
+    names = [*SERVED_DISTRIBUTIONS, *(["onnxruntime", "onnx"] if precision == "int8" else [])]
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
 

@@ -181,19 +181,28 @@ def test_bad_rows_get_errors_and_good_rows_still_predict(served) -> None:
     assert first["probabilities"] == pytest.approx(last["probabilities"])
 
 
-def test_decisions_follow_the_thresholds() -> None:
-    thresholds = DecisionThresholds(review=0.3, block=0.9)
-    # Strict comparisons, as training's calibration: flagged when the score is ABOVE it.
-    assert [thresholds.decide(s) for s in (0.0, 0.3, 0.31, 0.9, 0.91, 1.0)] == [
-        "allow",
-        "allow",
-        "review",
-        "review",
-        "block",
-        "block",
-    ]
-    with pytest.raises(ValueError, match="review"):
-        DecisionThresholds(review=0.9, block=0.3)
+def test_decisions_follow_the_severity_aware_policy() -> None:
+    from eyecatcher.serving_model.decision import DecisionPolicy
+
+    classes = ["safe", "swimwear_or_underwear", "explicit_nudity"]
+    thresholds = DecisionThresholds(review=0.3, block={"explicit_nudity": 0.9})
+    policy = DecisionPolicy(classes, "safe", thresholds)
+    # Strict comparisons, as calibration: flagged when the score is ABOVE the threshold.
+    assert policy.decide([0.75, 0.15, 0.1]) == "allow"
+    assert policy.decide([0.69, 0.3, 0.01]) == "review"
+    # Swimwear at high confidence is at most review; explicit nudity above 0.9 is blocked.
+    assert policy.decide([0.0, 1.0, 0.0]) == "review"
+    assert policy.decide({"safe": 0.0, "swimwear_or_underwear": 0.09, "explicit_nudity": 0.91}) == (
+        "block"
+    )
+    assert policy.decide([0.05, 0.05, 0.9]) == "review"
+    # A model that cannot say fails towards a human, never towards allow.
+    for broken in (None, [float("nan"), 0.5, 0.5], [0.5, 0.5], {"safe": 1.0}):
+        assert policy.decide(broken) == "review"
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DecisionThresholds(review=1.5)
+    with pytest.raises(ValueError, match="not unsafe classes"):
+        DecisionPolicy(classes, "safe", DecisionThresholds(review=0.3, block={"safe": 0.9}))
 
 
 def test_base64_decoding_accepts_data_urls_and_line_breaks() -> None:
@@ -262,7 +271,7 @@ def test_logged_model_carries_signature_example_requirements_and_code(served) ->
         assert line in requirements
     assert not any(r.startswith("onnxruntime") for r in requirements)
     config = json.loads(next(local.rglob("serving_config.json")).read_text())
-    assert config["thresholds"] == {"review": 0.4, "block": 0.8}
+    assert config["thresholds"] == {"review": 0.4, "block": 0.8, "calibrated_precision": None}
     assert served.metadata.signature.inputs.input_names() == ["image", "id"]
     assert served.metadata.saved_input_example_info is not None
 

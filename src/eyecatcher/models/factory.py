@@ -8,6 +8,8 @@ code depends on which one it is.
 from __future__ import annotations
 
 import logging
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,64 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for and could not be obtained."""
 
 
+# Training scripts wrap the weights in these keys (timm's train.py, torchvision, Lightning).
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+_CONVERT_HINT = (
+    "Only .safetensors files and plain tensor checkpoints (torch.load(weights_only=True)) are "
+    "loaded: unpickling any other object can run arbitrary code. If you trust the file, "
+    "convert it once and point `weights` at the result:\n"
+    '  python -c "import torch; from safetensors.torch import save_file; '
+    "sd = torch.load('{path}', map_location='cpu', weights_only=False); "
+    "sd = sd.get('state_dict', sd) if isinstance(sd, dict) else sd.state_dict(); "
+    "save_file({{k: v.contiguous() for k, v in sd.items()}}, '{stem}.safetensors')\""
+)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a local checkpoint's state dict without executing anything from the file.
+
+    Args:
+        path: A ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` file holding only tensors
+            (possibly under a ``state_dict``/``model`` key), read with ``weights_only=True``.
+
+    Returns:
+        Parameter name to tensor, on CPU.
+
+    Raises:
+        WeightsUnavailableError: If the file is a pickle of other objects (refused, with the
+            command that converts it), unreadable, or holds no tensors.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            payload: object = load_file(str(path), device="cpu")
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsUnavailableError(
+            f"Checkpoint {path} was refused: it is a pickle of Python objects, not only "
+            f"tensors. " + _CONVERT_HINT.format(path=path, stem=path.with_suffix(""))
+        ) from exc
+    except Exception as exc:
+        raise WeightsUnavailableError(f"Checkpoint {path} could not be read: {exc}") from exc
+    for key in _WRAPPER_KEYS:
+        if isinstance(payload, Mapping) and isinstance(payload.get(key), Mapping):
+            payload = payload[key]
+            break
+    if not isinstance(payload, Mapping) or not payload:
+        raise WeightsUnavailableError(f"Checkpoint {path} holds no state dict of tensors")
+    state = {str(k): v for k, v in payload.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise WeightsUnavailableError(f"Checkpoint {path} holds no tensors")
+    # DataParallel / DistributedDataParallel checkpoints prefix every name with "module.".
+    if all(name.startswith("module.") for name in state):
+        state = {name.removeprefix("module."): tensor for name, tensor in state.items()}
+    return state
+
+
 def create_classifier(
     architecture: str, num_classes: int, weights: str = "imagenet", **model_kwargs: Any
 ) -> tuple[torch.nn.Module, str]:
@@ -36,7 +96,8 @@ def create_classifier(
         num_classes: Size of the new classification head.
         weights: ``"imagenet"`` (timm's pretrained weights, fetched or from the local cache),
             ``"random"`` (random initialisation, only for offline demos and tests), or a path to
-            a local checkpoint file (``.pth``/``.bin``/``.safetensors``) for air-gapped machines.
+            a local checkpoint file for air-gapped machines: ``.safetensors``, or a tensors-only
+            ``.pth``/``.bin`` (see :func:`read_checkpoint`; pickled objects are refused).
         **model_kwargs: Extra keyword arguments for ``timm.create_model`` (for example
             ``img_size`` for a ViT trained at another resolution, see
             :func:`model_kwargs_for_size`).
@@ -74,18 +135,24 @@ def create_classifier(
             f"Checkpoint for '{architecture}' not found at {path}. `weights` must be "
             "'imagenet', 'random' or the path to an existing checkpoint file."
         )
+    state = read_checkpoint(path)
     try:
+        # The state dict goes through timm's own loading (its checkpoint filters, a new head
+        # when the class count differs) but is never read from the file by timm, which would
+        # unpickle it.
         model = timm.create_model(
             architecture,
             pretrained=True,
             num_classes=num_classes,
-            pretrained_cfg_overlay={"file": str(path)},
+            pretrained_cfg_overlay={"state_dict": state},
             **model_kwargs,
         )
     except Exception as exc:
         raise WeightsUnavailableError(
             f"Checkpoint {path} could not be loaded into '{architecture}': {exc}"
         ) from exc
+    # timm keeps the overlay in the model's config; the weights need not live there twice.
+    model.pretrained_cfg.pop("state_dict", None)
     return model, f"checkpoint:{path}"
 
 

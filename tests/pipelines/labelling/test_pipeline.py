@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,7 @@ from eyecatcher.pipelines.labelling.nodes import (
     report_label_distribution,
     request_moderation_labels,
 )
-from eyecatcher.rekognition.cache import ResponseCache
+from eyecatcher.rekognition.cache import CacheLockedError, CacheWriteError, ResponseCache
 from eyecatcher.rekognition.client import RekognitionEndpoint
 from eyecatcher.rekognition.local_endpoint import LocalRekognition, ScriptedBehaviour
 from tests.pipelines.labelling.conftest import (
@@ -256,7 +257,7 @@ def _complete_records(path: Path) -> set[str]:
 _CHILD = """
 import sys, pandas as pd
 from eyecatcher.pipelines.labelling.nodes import request_moderation_labels
-from eyecatcher.rekognition.cache import ResponseCache
+from eyecatcher.rekognition.cache import CacheLockedError, CacheWriteError, ResponseCache
 from eyecatcher.rekognition.client import RekognitionEndpoint
 from tests.pipelines.labelling.conftest import labelling_params
 index = pd.read_parquet(sys.argv[1])
@@ -304,6 +305,21 @@ def test_a_killed_run_loses_no_answer_and_the_rerun_sends_only_the_rest(tmp_path
     assert results["status"].eq("answered").all()
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal, whatever the shell set.
+
+    Under `nohup`, `&` or a script that backgrounds the suite, SIGINT is ignored and a simulated
+    Ctrl-C would do nothing (the test would hang); the test installs the default handler itself.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_keeps_every_answer_already_received(tmp_path: Path) -> None:
     index = index_rows(_many_images(tmp_path / "imgs", 40))
     cache_path = tmp_path / "cache.jsonl"
@@ -339,6 +355,118 @@ def test_ctrl_c_keeps_every_answer_already_received(tmp_path: Path) -> None:
     assert resent == set(index["sha256"]) - answered
 
 
+def test_a_second_run_fails_fast_naming_the_first_and_sends_nothing(tmp_path: Path) -> None:
+    index = index_rows(_many_images(tmp_path / "imgs", 4))
+    cache_path = tmp_path / "cache.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(cache_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with LocalRekognition(ScriptedBehaviour(answer=lambda _: SWIMWEAR)) as server:
+            with pytest.raises(CacheLockedError, match=f'"pid": {holder.pid}'):
+                request_moderation_labels(
+                    index, ResponseCache(cache_path), _live(server.url), labelling_params()
+                )
+            assert server.requests == []  # nothing paid for twice
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+_HOLD_LOCK = """
+import sys
+from eyecatcher.rekognition.cache import CacheLockedError, CacheWriteError, ResponseCache
+with ResponseCache(sys.argv[1]).exclusive():
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_full_disk_stops_sending_and_no_answer_is_lost(tmp_path: Path) -> None:
+    from tests.pipelines.labelling.test_cache import FullDisk
+
+    index = index_rows(_many_images(tmp_path / "imgs", 30))
+    cache_path = tmp_path / "cache.jsonl"
+    full = ResponseCache(cache_path, opener=lambda path: FullDisk(path, room=3000))
+    behaviour = ScriptedBehaviour(answer=lambda _: SWIMWEAR, latency_s=0.05)
+    with LocalRekognition(behaviour) as server:
+        with pytest.raises(CacheWriteError):
+            request_moderation_labels(index, full, _live(server.url), labelling_params(workers=2))
+        answered = {image for image, status in server.requests if status == 200}
+        assert 0 < len(answered) < len(index)  # sending stopped
+        # Every paid answer is in the cache or its spill file; the next run pays for none again.
+        n_before = len(server.requests)
+        results, stats = request_moderation_labels(
+            index, ResponseCache(cache_path), _live(server.url), labelling_params(workers=2)
+        )
+        resent = {image for image, _ in server.requests[n_before:]}
+    assert resent == set(index["sha256"]) - answered
+    assert stats["n_cached"] == len(answered)
+    assert results["status"].eq("answered").all()
+    assert not list(tmp_path.glob("cache.jsonl.spill-*"))  # merged into the cache
+
+
+def test_answers_cached_at_a_higher_min_confidence_are_counted_and_resent_only_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = index_rows(_many_images(tmp_path / "imgs", 3))
+    cache_path = tmp_path / "cache.jsonl"
+    old = ResponseCache(cache_path)
+    with old.exclusive():
+        for sha in index["sha256"]:
+            old.append(
+                {
+                    "sha256": sha,
+                    "min_confidence": 50.0,
+                    "response": {
+                        "ModerationLabels": [],
+                        "ModerationModelVersion": "7.0",
+                        "ContentTypes": [],
+                    },
+                }
+            )
+    with LocalRekognition(ScriptedBehaviour(answer=lambda _: SWIMWEAR)) as server:
+        results, stats = request_moderation_labels(
+            index, ResponseCache(cache_path), _live(server.url), labelling_params()
+        )
+        assert server.requests == [] and stats["n_cached_above_min_confidence"] == 3
+        labels, _ = assign_classes(results, labelling_params())
+        assert labels["class_reason"].str.startswith("excluded_unproven_safe").all()
+        with pytest.raises(LabellingDryRunError):
+            request_moderation_labels(
+                index,
+                ResponseCache(cache_path),
+                _live(server.url),
+                labelling_params(dry_run=True, resend_higher_min_confidence=True),
+            )
+        assert "3 cached answers were requested at a MinConfidence above 20" in (
+            capsys.readouterr().out
+        )
+        request_moderation_labels(
+            index,
+            ResponseCache(cache_path),
+            _live(server.url),
+            labelling_params(resend_higher_min_confidence=True),
+        )
+        assert len(server.requests) == 3
+
+
+def test_a_min_confidence_above_safe_below_is_refused(demo_index: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="no image could be proven safe"):
+        request_moderation_labels(
+            demo_index,
+            _offline_cache(),
+            RekognitionEndpoint(mode="offline"),
+            labelling_params(min_confidence=50),
+        )
+
+
 @pytest.mark.slow
 def test_kedro_run_of_ingestion_and_labelling_on_the_demo(kedro_project: Path) -> None:
     import mlflow
@@ -350,18 +478,28 @@ def test_kedro_run_of_ingestion_and_labelling_on_the_demo(kedro_project: Path) -
     labels = pd.read_parquet(kedro_project / "data/03_primary/image_labels.parquet")
     assert list(labels.columns) == IMAGE_LABELS_COLUMNS
     assert labels["sha256"].tolist() == index["sha256"].tolist()
-    expected = {r["sha256"]: r["demo_class"] for r in demo_records()}
-    assert all(expected[s] == c for s, c in zip(labels["sha256"], labels["class"], strict=True))
-    assert labels["class"].value_counts().eq(8).all() and labels["class"].nunique() == 5
+    expected = {r["sha256"]: r["demo_expected_class"] for r in demo_records()}
+    rows = zip(labels["sha256"], labels["class"], labels["included"], strict=True)
+    assert all(expected[s] == (c if included else None) for s, c, included in rows)
+    # 8 per class, less the demo's illustrated explicit images and its safe near miss.
+    assert labels["class"].value_counts().to_dict() == {
+        "non_explicit_nudity": 8,
+        "swimwear_or_underwear": 8,
+        "explicit_nudity": 7,
+        "explicit_sexual_activity": 7,
+        "safe": 7,
+    }
     assert (kedro_project / "data/08_reporting/label_distribution.png").stat().st_size > 0
     assert not (kedro_project / "data/01_raw/rekognition").exists()  # offline writes nothing
 
     run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
     assert run.data.metrics["labelling.n_requests"] == 0
-    assert run.data.metrics["labelling.class_count.safe"] == 8
+    assert run.data.metrics["labelling.class_count.safe"] == 7
+    assert run.data.metrics["labelling.excluded.excluded_uncertain"] == 1
     # kedro-mlflow records the mapping that produced the labels as run parameters.
-    assert run.data.params["labelling.min_confidence"] == "50"
-    assert run.data.params["labelling.taxonomy.out_of_scheme.default"] == "ignore"
+    assert run.data.params["labelling.min_confidence"] == "20"
+    assert run.data.params["labelling.taxonomy.out_of_scheme.default"] == "not_safe"
+    assert run.data.params["labelling.taxonomy.thresholds.positive"] == "50"
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "labelling")]
     assert artifacts == ["labelling/label_distribution.png"]
 
@@ -416,8 +554,8 @@ def test_s3_images_go_by_reference_or_are_read_and_converted(
 
 def test_label_names_mlflow_refuses_become_valid_metric_names() -> None:
     # Real v7 labels such as "Drugs & Tobacco" and "Blood & Gore" (out of scheme; ignored by
-    # default and by configuration here) became metric names with "&", which MLflow rejects: the run failed at the
-    # metrics, after every answer had been paid for.
+    # default and by configuration here) became metric names with "&", which MLflow rejects:
+    # the run failed at the metrics, after every answer had been paid for.
     from mlflow.utils.validation import _validate_metric_name
 
     response = {

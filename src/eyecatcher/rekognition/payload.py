@@ -256,7 +256,8 @@ def verified_s3_object(
         PayloadError: ``changed_since_ingestion`` when the object was overwritten, or
             ``unreadable``.
     """
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    # Version-aware, so that the content checked is the version pinned in the request.
+    fs, path = fsspec.core.url_to_fs(uri, **{"version_aware": True, **(storage_options or {})})
     try:
         info = fs.info(path)
     except Exception as exc:

@@ -580,3 +580,45 @@ def test_label_names_mlflow_refuses_become_valid_metric_names() -> None:
     assert "ignored_out_of_scheme.Blood and Gore" in metrics
     for name in metrics:
         _validate_metric_name(f"labelling.{name}")  # raises on a name MLflow refuses
+
+
+def test_s3_references_pin_the_version_and_refuse_an_object_changed_since_ingestion(
+    small_images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        s3_url = f"http://{host}:{port}"
+        s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
+        for bucket, versioned in (("versioned", True), ("plain", False)):
+            s3.create_bucket(Bucket=bucket)
+            if versioned:
+                s3.put_bucket_versioning(
+                    Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+                )
+        jpeg, other = small_images[0], small_images[2]
+        version = s3.put_object(Bucket="versioned", Key="a.jpg", Body=jpeg.read_bytes())
+        # Overwritten after ingestion hashed it: a wrong answer must not be paid and cached.
+        s3.put_object(Bucket="plain", Key="b.jpg", Body=other.read_bytes())
+        index = index_rows([jpeg])
+        changed = index_rows([small_images[4]]).assign(uri="s3://plain/b.jpg")
+        index = pd.concat([index.assign(uri="s3://versioned/a.jpg"), changed], ignore_index=True)
+        params = labelling_params(storage_options={"client_kwargs": {"endpoint_url": s3_url}})
+        with LocalRekognition(ScriptedBehaviour(answer=lambda _: SWIMWEAR)) as server:
+            results, _ = request_moderation_labels(
+                index, ResponseCache(tmp_path / "c.jsonl"), _live(server.url), params
+            )
+            sent = [image for image, _ in server.requests]
+    finally:
+        moto.stop()
+    assert sent == ["versioned/a.jpg"]
+    record = ResponseCache(tmp_path / "c.jsonl").lookup(index["sha256"][0], 20.0).record
+    assert record["request"]["s3_object"]["version_id"] == version["VersionId"]
+    by_uri = results.set_index("uri")
+    assert by_uri.loc["s3://plain/b.jpg", "error_code"] == "prepare:changed_since_ingestion"

@@ -272,6 +272,26 @@ class ModelServer:
         """Process id of the ``mlflow models serve`` process (also its process-group id)."""
         return None if self._process is None else self._process.pid
 
+    def rss_bytes(self) -> int:
+        """Resident memory of every live process of the server's group (MLflow and uvicorn).
+
+        Returns:
+            The sum of their RSS in bytes (psutil); 0 when the server is not running or /proc
+            is absent.
+        """
+        if self._process is None:
+            return 0
+        # psutil is a dev dependency: only tests and benchmarks measure the server.
+        import psutil
+
+        total = 0
+        for pid in _group_members(self._process.pid) or []:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # exited between the listing and the read
+        return total
+
     def is_running(self) -> bool:
         """Whether the process we started is still alive."""
         return self._process is not None and self._process.poll() is None

@@ -7,10 +7,12 @@ registered as version 1 of :data:`MODEL_NAME` and given the ``champion`` alias.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import torch
@@ -52,10 +54,11 @@ def make_bundle(seed: int = 0) -> ClassifierBundle:
 
 
 @contextmanager
-def tiny_registry(root: Path) -> Iterator[TinyRegistry]:
+def tiny_registry(root: Path, **config_overrides: Any) -> Iterator[TinyRegistry]:
     """Create the registry under ``root`` (artefacts too: never the repository's mlruns).
 
     While the context is open, ``MLFLOW_TRACKING_URI`` and the working directory point at it.
+    ``config_overrides`` replace fields of the served :class:`ServingConfig` (limits).
     """
     import pytest
 
@@ -81,6 +84,7 @@ def tiny_registry(root: Path) -> Iterator[TinyRegistry]:
             max_image_bytes=MAX_IMAGE_BYTES,
             batch_size=8,
         )
+        config = dataclasses.replace(config, **config_overrides)
         with mlflow.start_run(experiment_id=experiment):
             info = log_served_model(bundle=bundle, config=config)
         version = mlflow.register_model(info.model_uri, MODEL_NAME)

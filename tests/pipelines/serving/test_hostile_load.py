@@ -1,0 +1,127 @@
+"""Hostile requests against a REAL `mlflow models serve`: memory and time stay bounded.
+
+One server for the module, serving the tiny champion with a real deployment's per-image limits
+(50 Mpx, 20 MB). Each request's peak RSS growth of the server's process group is sampled with
+psutil while it runs; the bounds are the issue's behaviour limits, not timing benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from eyecatcher.images import DEFAULT_MAX_PIXELS
+from eyecatcher.serving.client import dataframe_split_body, post_invocations
+from eyecatcher.serving.probes import good_request_works
+from eyecatcher.serving.process import ModelServer
+from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES, encode_image
+from tests.image_factory import many_page_tiff, one_row_png, sixteen_bit_constant_png, tiny_gif
+from tests.pipelines.serving.tiny_champion import MODEL_NAME, tiny_registry
+
+MB = 1024 * 1024
+START_TIMEOUT_S = 240
+#: The issue's bounds: a request of many tiny rows, and any one hostile file.
+MAX_GROWTH_MANY_ROWS = 500 * MB
+MAX_GROWTH_PER_FILE = 1536 * MB
+MAX_SECONDS = 30.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    root = tmp_path_factory.mktemp("hostile-registry")
+    with tiny_registry(
+        root, max_pixels=DEFAULT_MAX_PIXELS, max_image_bytes=DEFAULT_MAX_IMAGE_BYTES
+    ) as registry:
+        served = ModelServer(
+            f"models:/{MODEL_NAME}@champion",
+            tracking_uri=registry.tracking_uri,
+            log_dir=root / "server-log",
+        )
+        try:
+            served.start()
+            served.wait_until_ready(timeout_s=START_TIMEOUT_S)
+            yield served
+        finally:
+            served.stop()
+
+
+def peak_growth(server: ModelServer, send: Callable[[], requests.Response]):
+    """Send one request while sampling the server's RSS; return (response, growth, seconds)."""
+    baseline = server.rss_bytes()
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, server.rss_bytes())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    try:
+        response = send()
+    finally:
+        elapsed = time.monotonic() - started
+        done.set()
+        sampler.join(timeout=5)
+    return response, max(peak, server.rss_bytes()) - baseline, elapsed
+
+
+def post(server: ModelServer, images: list[bytes]) -> requests.Response:
+    body = json.dumps(dataframe_split_body([encode_image(i) for i in images])).encode()
+    return requests.post(
+        server.url + "/invocations",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
+
+
+def test_five_thousand_tiny_rows_are_refused_at_once(server: ModelServer) -> None:
+    response, growth, seconds = peak_growth(server, lambda: post(server, [tiny_gif()] * 5000))
+    assert response.status_code == 400
+    assert "max_rows" in response.text and "5000 rows" in response.text
+    assert growth < MAX_GROWTH_MANY_ROWS, f"+{growth / MB:.0f} MB"
+    assert seconds < MAX_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("make", "expected_error"),
+    [
+        (lambda: [sixteen_bit_constant_png()] * 4, None),
+        (lambda: [one_row_png()], "extreme_aspect_ratio"),
+        (lambda: [many_page_tiff(10_000)], "too_many_frames"),
+    ],
+    ids=["16bit_7071px_png_x4", "20M_x_1_png", "10k_page_tiff"],
+)
+def test_small_files_that_decode_huge_stay_within_bounds(
+    server: ModelServer, make: Callable[[], list[bytes]], expected_error: str | None
+) -> None:
+    images = make()
+    response, growth, seconds = peak_growth(server, lambda: post(server, images))
+    assert response.status_code == 200, response.text[:500]
+    rows = response.json()["predictions"]
+    assert len(rows) == len(images)
+    for row in rows:
+        if expected_error is None:
+            assert row.get("error") is None and row["decision"] in {"allow", "review", "block"}
+        else:
+            assert str(row["error"]).startswith(f"{expected_error}: ")
+    assert growth < MAX_GROWTH_PER_FILE, f"+{growth / MB:.0f} MB"
+    assert seconds < MAX_SECONDS
+    assert server.is_running() and server.ping()
+
+
+def test_the_server_still_answers_after_every_hostile_request(server: ModelServer) -> None:
+    assert good_request_works(server.url, timeout_s=60)
+    status, text, _ = post_invocations(
+        server.url, json.dumps(dataframe_split_body([encode_image(tiny_gif())])).encode()
+    )
+    assert status == 200 and "Traceback" not in text

@@ -12,9 +12,9 @@ import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from eyecatcher.fingerprints import StaleArtefactError
 from eyecatcher.images import sha256_bytes
 from eyecatcher.models import ClassifierBundle, create_classifier
-from eyecatcher.fingerprints import StaleArtefactError
 from eyecatcher.models.onnx_runtime import (
     OnnxClassifier,
     QuantizationError,

@@ -13,8 +13,11 @@ any colour conversion.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,6 +114,10 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         self._safe_index = self.config_.classes.index(self.config_.safe_class)
         self._transform = eval_transform(self.bundle_.data_config)
         self._min_side = decode_min_side(self.bundle_.data_config)
+        # One request decodes and scores at a time in this process: the memory bound of one
+        # request is then the bound of the worker, however many clients send at once (the
+        # forward pass already uses every core; add workers for throughput).
+        self._busy = threading.Lock()
 
     def predict(
         self,
@@ -138,15 +145,17 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         rows = [_Row() for _ in range(len(frame))]
         pending = _PendingFrames()
         batch_size = max(1, int(self.config_.batch_size))
-        for position, value in enumerate(frame[IMAGE_COLUMN].tolist()):
-            for tensor in self._model_inputs(position, value, rows[position]):
-                pending.positions.append(position)
-                pending.tensors.append(tensor)
-                # Only one batch of decoded frames is ever held: a request's memory is its
-                # outputs plus one batch, whatever its number of rows or frames.
-                if len(pending.tensors) >= batch_size:
-                    self._score(pending, rows)
-        self._score(pending, rows)
+        with self._busy:
+            for position, value in enumerate(frame[IMAGE_COLUMN].tolist()):
+                for tensor in self._model_inputs(position, value, rows[position]):
+                    pending.positions.append(position)
+                    pending.tensors.append(tensor)
+                    # Only one batch of decoded frames is ever held: a request's memory is
+                    # its outputs plus one batch, whatever its number of rows or frames.
+                    if len(pending.tensors) >= batch_size:
+                        self._score(pending, rows)
+            self._score(pending, rows)
+            _release_freed_memory()
         return self._response(frame, rows)
 
     # -- decoding --------------------------------------------------------------------------
@@ -262,6 +271,28 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             }
         )
         return record
+
+
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by the request's decoders back to the OS (glibc keeps it otherwise).
+
+    Without it a worker's RSS stays at the high-water mark of its largest request, which
+    looks like a leak to whoever watches the process and to a container's memory limit.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _internal_error(stage: str) -> str:

@@ -68,9 +68,15 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
+def review_threshold(report: Mapping[str, Any]) -> float | None:
+    """The review threshold registration froze into the version (``thresholds.review``)."""
+    value = (report.get("thresholds") or {}).get("review", report.get("operating_threshold"))
+    return None if value is None else float(value)
+
+
 def served_threshold(inputs: CardInputs) -> float | None:
     """The review threshold the served model applies (registration's, else training's)."""
-    value = inputs.registration_report.get("operating_threshold")
+    value = review_threshold(inputs.registration_report)
     if value is None:
         value = inputs.evaluation.get("operating_threshold", {}).get("threshold")
     return None if value is None else float(value)
@@ -147,6 +153,8 @@ def _metrics(inputs: CardInputs) -> Rows:
 
 
 def _served_calibration(inputs: CardInputs) -> Mapping[str, Any]:
+    if inputs.registration_report.get("calibration"):
+        return inputs.registration_report["calibration"]
     candidate = inputs.registration_report.get("candidate")
     decision = inputs.quantization_decision.get("candidates", {}).get(candidate, {})
     return decision.get("calibration") or {}
@@ -253,7 +261,15 @@ def _gate_and_lineage(inputs: CardInputs) -> Rows:
         ),
         ("Selected because", str(selection.get("reason"))),
         ("MLflow run", str(report.get("run_id"))),
-        ("Test split sha256", str(report.get("test_split_hash"))),
+        *[
+            (f"Fingerprint: {name}", str(value))
+            for name, value in (report.get("fingerprints") or {}).items()
+        ],
+        *(
+            [("Test split sha256", str(report["test_split_hash"]))]
+            if "test_split_hash" in report
+            else []
+        ),
         (
             "Backbone fingerprint",
             str(inputs.training_report.get("cache", {}).get("backbone_fingerprint")),

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from eyecatcher.reporting.card_content import review_threshold
+
 
 def version_description(
     report: Mapping[str, Any], training_report: Mapping[str, Any], card_url: str
@@ -20,7 +22,7 @@ def version_description(
     Returns:
         A few lines of Markdown.
     """
-    threshold = report.get("operating_threshold")
+    threshold = review_threshold(report)
     operating = (
         f"review when 1 - p({training_report.get('safe_class', 'safe')}) > {float(threshold):.3f}"
         if threshold is not None and math.isfinite(float(threshold))

@@ -10,6 +10,7 @@ import _thread
 import json
 import logging
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,9 +300,12 @@ def test_serving_pipeline_smoke_tests_then_serves_until_interrupted(
         if serving.wait(timeout=SERVER_START_TIMEOUT_S + 120) and not finished.is_set():
             _thread.interrupt_main()  # what Ctrl-C does
 
-    nodes_logger = logging.getLogger("eyecatcher.pipelines.serving.nodes")
+    serving_logger = logging.getLogger("eyecatcher.pipelines.serving")
     handler = _WhenServing()
-    nodes_logger.addHandler(handler)
+    serving_logger.addHandler(handler)
+    # Ctrl-C must raise KeyboardInterrupt however pytest was launched: under `nohup`, CI or
+    # `trap '' INT` SIGINT is ignored and interrupt_main() would do nothing.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_when_serving, daemon=True).start()
     runtime = {
         "serving": {
@@ -318,7 +322,8 @@ def test_serving_pipeline_smoke_tests_then_serves_until_interrupted(
     finally:
         finished.set()
         serving.set()
-        nodes_logger.removeHandler(handler)
+        serving_logger.removeHandler(handler)
+        signal.signal(signal.SIGINT, previous_sigint)
 
     report = json.loads((kedro_project / "data/08_reporting/serving_smoke_test.json").read_text())
     assert report["passed"], report["failures"]
@@ -366,11 +371,11 @@ def test_smoke_test_failure_is_reported_then_raised(registry: TinyRegistry) -> N
 
 
 def test_foreground_mode_refuses_to_serve_a_failed_smoke_test(registry: TinyRegistry) -> None:
-    from eyecatcher.pipelines.serving.nodes import _serve_in_foreground
+    from eyecatcher.pipelines.serving.staging import serve_in_foreground
 
     never_started = ModelServer(f"models:/{MODEL_NAME}/1", tracking_uri=registry.tracking_uri)
     interim = {"passed": False, "failures": ["1 predictions differ"], "model_uri": "m"}
-    assert _serve_in_foreground(never_started, interim) == "not served: smoke test failed"
+    assert serve_in_foreground(never_started, interim) == "not served: smoke test failed"
     assert not never_started.is_running()
 
 

@@ -9,7 +9,7 @@ PORT ?= 5000
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test lint format mlflow-ui serve demo-data lock clean-outputs
+.PHONY: run test lint format mlflow-ui viz serve demo-data lock clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ format: $(VENV)/.installed-dev
 
 mlflow-ui: $(VENV)/.installed-run ## browse runs and the registry on http://127.0.0.1:$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --default-artifact-root ./mlruns --host 127.0.0.1 --port $(PORT)
+
+VIZ_PORT ?= 4141
+viz: $(VENV)/.installed-dev ## the pipelines in kedro-viz on http://127.0.0.1:$(VIZ_PORT) (static site: kedro viz build)
+	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser
 
 serve: $(VENV)/.installed-run ## serve the champion on 127.0.0.1 after a staging smoke test (Ctrl-C stops)
 	$(BIN)/kedro run --pipelines serving --params serving.foreground=true

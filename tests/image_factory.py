@@ -160,9 +160,7 @@ def animation_with_late_frame(
     plain = [Image.new("RGB", (size, size), (120 + i, 120 + i, 120 + i)) for i in range(frames)]
     sequence = [vivid if i == late_index else plain[i] for i in range(frames)]
     buffer = io.BytesIO()
-    sequence[0].save(
-        buffer, fmt, save_all=True, append_images=sequence[1:], duration=80, loop=0
-    )
+    sequence[0].save(buffer, fmt, save_all=True, append_images=sequence[1:], duration=80, loop=0)
     return buffer.getvalue(), encode(vivid, "PNG")
 
 

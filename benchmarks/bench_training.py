@@ -21,6 +21,13 @@ ratio, which does not depend on the machine at all). Run from the repository roo
 
 The data is the embedded demo (``data/01_raw/demo``), split 80/10/10 per class by sha256, or
 ``--manifest`` (a ``split_manifest`` parquet file).
+
+``--heatmaps N`` instead measures what ``explain_candidate`` costs: for each architecture, the
+forward pass and the Grad-CAM heatmap (forward + backward through the backbone) of N demo
+images, one at a time, in the same process (the ratio is what to read)::
+
+    .venv/bin/python benchmarks/bench_training.py --heatmaps 6 \
+        --architecture resnet50 vit_base_patch16_224
 """
 
 from __future__ import annotations
@@ -113,10 +120,59 @@ def _timed(
     return time.perf_counter() - start, time.process_time() - cpu_start, report
 
 
+def heatmap_costs(
+    architectures: list[str], image_size: int, n_images: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Per architecture: median ms per image of a forward pass and of a Grad-CAM heatmap."""
+    from eyecatcher.explain import explainer_for
+    from eyecatcher.features import read_image
+    from eyecatcher.models.factory import create_classifier, model_kwargs_for_size
+    from eyecatcher.preprocessing import data_config_for, eval_transform
+
+    rows_of_manifest = demo_manifest().head(n_images).to_dict("records")
+    rows = []
+    for architecture in architectures:
+        torch.manual_seed(0)
+        model, _ = create_classifier(
+            architecture, 5, "random", **model_kwargs_for_size(architecture, image_size)
+        )
+        model.eval()
+        transform = eval_transform(data_config_for(model, image_size))
+        batches = [
+            transform(read_image(r["uri"], r["sha256"])).unsqueeze(0) for r in rows_of_manifest
+        ]
+        explainer = explainer_for(model)
+        with torch.no_grad():  # warm-up: first calls pay for allocation and kernel selection
+            model(batches[0])
+        explainer.heatmaps(batches[0], [0])
+        forward, heatmap = [], []
+        for _ in range(repeats):
+            for batch in batches:
+                start = time.perf_counter()
+                with torch.no_grad():
+                    target = int(model(batch).argmax())
+                forward.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                explainer.heatmaps(batch, [target])
+                heatmap.append(time.perf_counter() - start)
+        forward_ms = 1000 * float(pd.Series(forward).median())
+        heatmap_ms = 1000 * float(pd.Series(heatmap).median())
+        rows.append(
+            {
+                "architecture": architecture,
+                "method": explainer.method,
+                "forward_ms": forward_ms,
+                "heatmap_ms": heatmap_ms,
+                "heatmap/forward": heatmap_ms / forward_ms,
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print the table (markdown)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--architecture", default="resnet50")
+    parser.add_argument("--architecture", nargs="+", default=["resnet50"])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--views", type=int, default=2)
@@ -129,7 +185,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--per-class", type=int, default=None, help="demo images per class (default: all 40)"
     )
+    parser.add_argument(
+        "--heatmaps", type=int, default=0, help="measure heatmap cost on this many images"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.heatmaps:
+        rows = heatmap_costs(args.architecture, args.image_size, args.heatmaps, args.repeats)
+        print(
+            f"# Heatmap cost at {args.image_size} px, batch 1, random weights; median of "
+            f"{args.heatmaps} images x {args.repeats} repeats; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+        )
+        print()
+        print(markdown_table(rows))
+        return
+    if len(args.architecture) != 1:
+        parser.error("the training benchmark takes one --architecture")
+    args.architecture = args.architecture[0]
     if args.per_class is not None and args.per_class < 10:
         parser.error("--per-class must be at least 10 (an 80/10/10 split needs validation images)")
     logging.basicConfig(level=logging.ERROR)  # the random-weights warning is said once, below

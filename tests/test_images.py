@@ -175,3 +175,19 @@ def test_a_cut_video_is_not_called_a_truncated_image() -> None:
     with pytest.raises(ImageRejectedError) as excinfo:
         validate_image(mp4)
     assert excinfo.value.reason == "not_an_image"
+
+
+def test_wide_grayscale_converts_band_by_band_to_the_same_numbers() -> None:
+    # The band-wise conversion must equal the whole-image float formula it replaces.
+    from eyecatcher.images import to_8bit_gray
+
+    rng = np.random.default_rng(5)
+    sixteen = rng.integers(0, 65536, (1500, 900), dtype=np.uint16)
+    got = np.asarray(to_8bit_gray(Image.fromarray(sixteen)))
+    np.testing.assert_array_equal(got, np.rint(sixteen / 257.0).astype(np.uint8))
+    floats = rng.normal(3.0, 10.0, (1200, 1100)).astype(np.float32)
+    low, high = float(floats.min()), float(floats.max())
+    expected = ((floats.astype(np.float64) - low) / (high - low) * 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(to_8bit_gray(Image.fromarray(floats, "F"))), expected)
+    flat = Image.new("I", (300, 200), 7)
+    assert np.asarray(to_8bit_gray(flat)).max() == 0

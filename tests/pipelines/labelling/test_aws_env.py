@@ -71,7 +71,8 @@ def test_aws_env_sends_only_uncached_images_and_a_rerun_sends_none(
     assert sorted(sent) == sorted(expected_sent)  # once each, and nothing on the re-run
     labels = pd.read_parquet(kedro_project / "data/03_primary/image_labels.parquet")
     assert len(labels) == len(index)
-    by_source = labels.groupby("label_source")["sha256"].count().to_dict()
+    assert set(labels["label_source"]) == {"rekognition"}
+    by_source = labels.groupby("answer_source")["sha256"].count().to_dict()
     assert by_source == {"cache:rekognition": 13, "cache:synthetic-demo": 30}
     fresh = labels[labels["sha256"].isin(expected_sent)]
     assert set(fresh["class"]) == {"non_explicit_nudity"}

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from eyecatcher.pipelines.labelling.label_sources import EXTRA_COLUMNS
 from eyecatcher.pipelines.labelling.nodes import (
     IMAGE_LABELS_COLUMNS,
     CacheMissError,
@@ -476,8 +477,11 @@ def test_kedro_run_of_ingestion_and_labelling_on_the_demo(kedro_project: Path) -
         session.run(pipeline_names=["ingestion", "labelling"])
     index = pd.read_parquet(kedro_project / "data/02_intermediate/image_index.parquet")
     labels = pd.read_parquet(kedro_project / "data/03_primary/image_labels.parquet")
-    assert list(labels.columns) == IMAGE_LABELS_COLUMNS
+    assert list(labels.columns) == [*IMAGE_LABELS_COLUMNS, *EXTRA_COLUMNS]
     assert labels["sha256"].tolist() == index["sha256"].tolist()
+    # No feedback folder in this copy: every label is Rekognition's.
+    assert set(labels["label_source"]) == {"rekognition"}
+    assert set(labels["answer_source"]) == {"cache:synthetic-demo"}
     expected = {r["sha256"]: r["demo_expected_class"] for r in demo_records()}
     rows = zip(labels["sha256"], labels["class"], labels["included"], strict=True)
     assert all(expected[s] == (c if included else None) for s, c, included in rows)
@@ -495,6 +499,8 @@ def test_kedro_run_of_ingestion_and_labelling_on_the_demo(kedro_project: Path) -
     run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
     assert run.data.metrics["labelling.n_requests"] == 0
     assert run.data.metrics["labelling.class_count.safe"] == 7
+    assert run.data.metrics["labelling.label_source.human"] == 0
+    assert run.data.metrics["labelling.label_source.rekognition"] == 37
     assert run.data.metrics["labelling.excluded.excluded_uncertain"] == 1
     # kedro-mlflow records the mapping that produced the labels as run parameters.
     assert run.data.params["labelling.min_confidence"] == "20"

@@ -15,6 +15,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from eyecatcher.pipelines.labelling.label_sources import (
+    LabelSourceSettings,
+    merge_sources,
+    rekognition_queue,
+    source_counts,
+)
 from eyecatcher.rekognition.batch import BatchReport, ImageTask, RequestSettings, send_images
 from eyecatcher.rekognition.cache import CachedAnswer, ResponseCache
 from eyecatcher.rekognition.client import RekognitionCredentialsError, RekognitionEndpoint
@@ -183,7 +189,8 @@ def request_moderation_labels(
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Get a Rekognition answer for every indexed image, paying only for uncached ones.
 
-    Cached answers (from earlier runs or the read-only seed) are reused; the rest are sent with
+    Images with a usable folder label are not asked about (``label_sources``). Cached answers
+    (from earlier runs or the read-only seed) are reused; the rest are sent with
     bounded concurrency under the cache's inter-process lock, each answer appended to the cache
     the moment it arrives. Offline, a cache miss is an error naming the images. A dry run prints
     the count and estimated cost and stops without calling anything.
@@ -209,6 +216,8 @@ def request_moderation_labels(
             did arrive are cached; a re-run sends only the rest).
     """
     _check_index(image_index)
+    # Images labelled by their folder are never paid for (labelling.label_sources).
+    image_index = rekognition_queue(image_index, params)
     request = RequestSettings(
         min_confidence=float(params.get("min_confidence", 20.0)),
         project_version=params.get("project_version") or None,
@@ -470,8 +479,79 @@ def assign_classes(
     return labels, mapping_stats
 
 
+def merge_label_sources(
+    rekognition_labels: pd.DataFrame,
+    image_index: pd.DataFrame,
+    feedback_verdicts: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Combine human verdicts, folder labels and Rekognition's classes into ``image_labels``.
+
+    A human verdict overrides any other label (and brings back an image the taxonomy
+    excluded); what it replaced stays in ``replaced_class`` / ``replaced_reason``.
+
+    Args:
+        rekognition_labels: Output of :func:`assign_classes`.
+        image_index: Ingestion's index (``folder_label``).
+        feedback_verdicts: The feedback pipeline's one verdict per image.
+        params: The ``labelling`` block (``label_sources``, ``taxonomy``).
+
+    Returns:
+        ``image_labels`` and label-source statistics for MLflow.
+    """
+    settings = LabelSourceSettings.from_params(params.get("label_sources"))
+    classes = set(TaxonomyMapping.from_params(params["taxonomy"]).class_names())
+    labels = merge_sources(rekognition_labels, image_index, feedback_verdicts, settings, classes)
+    counts = source_counts(labels)
+    per_source = counts["included_per_source"]
+    human = per_source["human"]
+    message = (
+        f"Training labels by source: {human} human, {per_source['folder']} folder, "
+        f"{per_source['rekognition']} Rekognition"
+    )
+    if human:
+        # Human verdicts change what the model learns: said on the console and in MLflow.
+        logger.warning(
+            "%s (human verdicts: %d changed a class, %d confirmed one, %d labelled an image "
+            "that had no class)",
+            message,
+            counts["human_changed_class"],
+            counts["human_confirmed_class"],
+            counts["human_brought_back"],
+        )
+    else:
+        logger.info(message)
+    unknown_folders = labels["class_reason"].astype(str).str.startswith("excluded_unknown_folder")
+    if unknown_folders.any():
+        logger.warning(
+            "%d folder-labelled image(s) are excluded: their folder name is not a class (%s)",
+            int(unknown_folders.sum()),
+            ", ".join(
+                sorted(
+                    set(
+                        image_index.set_index("sha256")
+                        .loc[labels.loc[unknown_folders, "sha256"], "folder_label"]
+                        .astype(str)
+                    )
+                )[:10]
+            ),
+        )
+    stats = {f"label_source.{name}": float(n) for name, n in per_source.items()}
+    stats.update(
+        {
+            "human_changed_class": float(counts["human_changed_class"]),
+            "human_confirmed_class": float(counts["human_confirmed_class"]),
+            "human_brought_back": float(counts["human_brought_back"]),
+        }
+    )
+    return labels, stats
+
+
 def report_label_distribution(
-    image_labels: pd.DataFrame, request_stats: dict[str, float], mapping_stats: dict[str, float]
+    image_labels: pd.DataFrame,
+    request_stats: dict[str, float],
+    mapping_stats: dict[str, float],
+    source_stats: dict[str, float] | None = None,
 ) -> tuple[Figure, dict[str, dict[str, float]]]:
     """Plot the class distribution and gather the labelling metrics for MLflow.
 
@@ -479,6 +559,7 @@ def report_label_distribution(
         image_labels: Output of :func:`assign_classes`.
         request_stats: Request statistics from :func:`request_moderation_labels`.
         mapping_stats: Mapping statistics from :func:`assign_classes`.
+        source_stats: Label-source statistics from :func:`merge_label_sources`.
 
     Returns:
         The figure (classes, with excluded images by reason) and metrics in kedro-mlflow's
@@ -513,7 +594,8 @@ def report_label_distribution(
     for axis in axes:
         axis.margins(x=0.15)  # room for the count printed after each bar
 
-    metrics = {key: float(value) for key, value in {**request_stats, **mapping_stats}.items()}
+    merged = {**request_stats, **mapping_stats, **(source_stats or {})}
+    metrics = {key: float(value) for key, value in merged.items()}
     metrics.update(
         n_labelled_images=float(len(image_labels)),
         n_included=float(len(included)),

@@ -2,8 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from eyecatcher.pipelines.feedback import create_pipeline as create_feedback_pipeline
+
 from eyecatcher.pipelines.labelling.nodes import (
     assign_classes,
+    merge_label_sources,
     report_label_distribution,
     request_moderation_labels,
 )
@@ -13,9 +16,11 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     """Create the labelling pipeline.
 
     Returns:
-        ``image_index`` → ``image_labels``, the label-distribution plot and metrics.
+        ``image_index`` (+ ``feedback_verdicts``) → ``image_labels`` (human, folder and
+        Rekognition labels), the label-distribution plot and metrics.
     """
-    return Pipeline(
+    # Feedback is validated in the same run, so labels never use stale human verdicts.
+    return create_feedback_pipeline() + Pipeline(
         [
             Node(
                 request_moderation_labels,
@@ -32,13 +37,30 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             Node(
                 assign_classes,
                 inputs=["rekognition_results", "params:labelling"],
-                outputs=["image_labels", "labelling_mapping_stats"],
+                outputs=["rekognition_labels", "labelling_mapping_stats"],
                 name="assign_classes",
                 tags=["training"],
             ),
             Node(
+                merge_label_sources,
+                inputs=[
+                    "rekognition_labels",
+                    "image_index",
+                    "feedback_verdicts",
+                    "params:labelling",
+                ],
+                outputs=["image_labels", "label_source_stats"],
+                name="merge_label_sources",
+                tags=["training"],
+            ),
+            Node(
                 report_label_distribution,
-                inputs=["image_labels", "labelling_request_stats", "labelling_mapping_stats"],
+                inputs=[
+                    "image_labels",
+                    "labelling_request_stats",
+                    "labelling_mapping_stats",
+                    "label_source_stats",
+                ],
                 outputs=["label_distribution_plot", "labelling_metrics"],
                 name="report_label_distribution",
                 tags=["training"],

@@ -41,7 +41,7 @@ from eyecatcher.storage import read_bytes
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["sha256", "uri", "class", "split", "group"]
+MANIFEST_COLUMNS = ["sha256", "uri", "class", "split", "group", "label_source"]
 REPORT_COLUMNS = [
     "class",
     "status",
@@ -50,6 +50,7 @@ REPORT_COLUMNS = [
     *SPLITS,
     "near_duplicate_images",
     "max_ratio_deviation",
+    "label_sources",
 ]
 _LABEL_COLUMNS = ("sha256", "uri", "class", "included")
 #: Smallest side JPEGs are decoded at for hashing (see ``decode_image(draft_min_side=...)``).
@@ -69,7 +70,8 @@ def usable_images(image_labels: pd.DataFrame) -> pd.DataFrame:
         image_labels: The labelling pipeline's table (see ``docs/architecture.md``).
 
     Returns:
-        ``sha256``, ``uri`` and ``class`` of the usable images.
+        ``sha256``, ``uri``, ``class`` and ``label_source`` (``human``, ``folder``,
+        ``rekognition``; ``unknown`` when the table has no such column) of the usable images.
 
     Raises:
         SplittingError: When a required column is missing.
@@ -86,8 +88,14 @@ def usable_images(image_labels: pd.DataFrame) -> pd.DataFrame:
             "%d image(s) are marked included but have no class; they are left out of the split",
             int(without_class.sum()),
         )
-    usable = image_labels.loc[included & image_labels["class"].notna(), ["sha256", "uri", "class"]]
-    return usable.astype({"sha256": str, "uri": str, "class": str}).reset_index(drop=True)
+    usable = image_labels.loc[included & image_labels["class"].notna()].copy()
+    if "label_source" not in usable.columns:
+        usable["label_source"] = "unknown"
+    usable["label_source"] = usable["label_source"].fillna("unknown")
+    usable = usable[["sha256", "uri", "class", "label_source"]]
+    return usable.astype(
+        {"sha256": str, "uri": str, "class": str, "label_source": str}
+    ).reset_index(drop=True)
 
 
 def _hash_one(uri: str, sha256: str, options: Mapping[str, Any], max_pixels: int) -> str:
@@ -211,9 +219,10 @@ def split_dataset(
             ``min_per_class``, ``on_small_class``).
 
     Returns:
-        ``split_manifest`` (``sha256``, ``uri``, ``class``, ``split``, ``group``), the report
-        table (one row per class: counts before and after sampling and per split) and a
-        summary (configuration, dropped classes, deviations, cross-class groups, warnings).
+        ``split_manifest`` (``sha256``, ``uri``, ``class``, ``split``, ``group``,
+        ``label_source``), the report table (one row per class: counts before and after
+        sampling and per split, label sources) and a summary (configuration, dropped classes,
+        deviations, cross-class groups, label sources per split, warnings).
 
     Raises:
         SplittingError: On an empty or single-class result, small classes with
@@ -271,7 +280,7 @@ def split_dataset(
         logger.warning(message)
         warnings.append(message)
 
-    report = _report_table(result, config)
+    report = _report_table(result, config, manifest)
     totals = manifest["split"].value_counts()
     summary: dict[str, Any] = {
         "config": {
@@ -302,6 +311,7 @@ def split_dataset(
         ),
         "near_duplicate_images": int(sum(result.grouped.values())),
         "cross_class_groups": mixed,
+        "label_sources": _label_sources(manifest),
         "warnings": warnings,
     }
     logger.info(
@@ -313,7 +323,19 @@ def split_dataset(
     return manifest, report, summary
 
 
-def _report_table(result: SplitResult, config: SplitConfig) -> pd.DataFrame:
+def _label_sources(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per label source in each split and overall (``{split: {source: n}}``)."""
+    table = pd.crosstab(manifest["label_source"], manifest["split"])
+    sources = {
+        split: {str(src): int(n) for src, n in table[split].items() if n}
+        for split in SPLITS
+        if split in table.columns
+    }
+    sources["all"] = {str(k): int(v) for k, v in manifest["label_source"].value_counts().items()}
+    return sources
+
+
+def _report_table(result: SplitResult, config: SplitConfig, manifest: pd.DataFrame) -> pd.DataFrame:
     rows = []
     ratios = [float(r) for r in config.exact_ratios()]
     for cls, available in result.available.items():
@@ -329,6 +351,13 @@ def _report_table(result: SplitResult, config: SplitConfig) -> pd.DataFrame:
                 **counts,
                 "near_duplicate_images": result.grouped.get(cls, 0),
                 "max_ratio_deviation": round(deviation, 4),
+                "label_sources": ", ".join(
+                    f"{source} {n}"
+                    for source, n in manifest.loc[manifest["class"] == cls, "label_source"]
+                    .value_counts()
+                    .sort_index()
+                    .items()
+                ),
             }
         )
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
@@ -414,4 +443,10 @@ def split_metrics(split_summary: dict[str, Any]) -> dict[str, dict[str, float]]:
         "missing_class_splits": len(split_summary["missing_class_splits"]),
     }
     values.update({f"{s}_images": n for s, n in split_summary["per_split"].items()})
+    values.update(
+        {
+            f"label_source.{source}": n
+            for source, n in split_summary.get("label_sources", {}).get("all", {}).items()
+        }
+    )
     return {name: {"value": float(v), "step": 0} for name, v in values.items()}

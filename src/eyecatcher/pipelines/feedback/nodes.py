@@ -1,0 +1,64 @@
+"""Nodes of the feedback pipeline: files of moderator verdicts → validated verdicts per image."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from eyecatcher.pipelines.feedback.files import parse_feedback_files
+from eyecatcher.pipelines.feedback.validation import FeedbackSettings, validate_records
+from eyecatcher.rekognition.taxonomy import TaxonomyMapping
+
+logger = logging.getLogger(__name__)
+
+
+def validate_feedback(
+    feedback_files: dict[str, bytes],
+    image_index: pd.DataFrame,
+    params: dict[str, Any],
+    labelling: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, dict[str, float]]]:
+    """Parse and validate every feedback file; report problems, never stop on them.
+
+    Args:
+        feedback_files: File name → contents (the ``feedback_files`` dataset).
+        image_index: Ingestion's index; feedback must name an indexed image.
+        params: The ``feedback`` parameter block (``conflict_rule``, ``max_listed``).
+        labelling: The ``labelling`` block: its taxonomy says which classes a verdict may name.
+
+    Returns:
+        ``feedback_items`` (valid records), ``feedback_verdicts`` (one per image), the
+        ``feedback_report`` and its headline numbers for MLflow.
+    """
+    settings = FeedbackSettings.from_params(params)
+    classes = TaxonomyMapping.from_params(labelling["taxonomy"]).class_names()
+    records = parse_feedback_files(feedback_files)
+    items, verdicts, report = validate_records(records, image_index, classes, settings)
+    report["files"] = sorted(feedback_files)
+    rejected = report["records"] - report["counts"]["valid"]
+    logger.info(
+        "Feedback: %d record(s) in %d file(s), %d valid, %d verdict(s) on %d image(s)",
+        report["records"],
+        len(feedback_files),
+        report["counts"]["valid"],
+        len(items),
+        len(verdicts),
+    )
+    if rejected:
+        logger.warning(
+            "Feedback: %d record(s) set aside (%s); see data/08_reporting/feedback_report.json",
+            rejected,
+            ", ".join(f"{s} {n}" for s, n in report["counts"].items() if n and s != "valid"),
+        )
+    if report["conflicts"]:
+        logger.warning(
+            "Feedback: %d image(s) have conflicting verdicts, resolved by rule %r (listed in "
+            "the report)",
+            report["conflicts"],
+            settings.conflict_rule,
+        )
+    metrics = {f"records_{status}": float(n) for status, n in report["counts"].items()}
+    metrics.update(images_with_verdicts=float(len(verdicts)), conflicts=float(report["conflicts"]))
+    return items, verdicts, report, {k: {"value": v, "step": 0} for k, v in metrics.items()}

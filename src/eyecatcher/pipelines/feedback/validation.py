@@ -1,0 +1,272 @@
+"""Validation of moderator feedback records, with a stated rule for conflicting verdicts.
+
+A record names an image (its sha256, or any URI ingestion saw it under), the class a human gave
+it (``verdict``), who decided (``reviewer``), when (``timestamp``, ISO 8601 with a time zone),
+what kind of feedback it is (``kind``: ``appeal`` of a flag, user ``report`` of a miss, or a
+moderator's ``review``) and an optional ``note``. Every problem is reported; none stops the run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from eyecatcher.monitoring.online_metrics import FEEDBACK_KINDS
+
+REQUIRED_FIELDS = ("image", "verdict", "reviewer", "timestamp", "kind")
+OPTIONAL_FIELDS = ("note",)
+CONFLICT_RULES = ("latest", "majority")
+#: Record statuses, in the order the report lists them.
+STATUSES = ("valid", "duplicate", "malformed", "unknown_class", "unknown_image")
+ITEM_COLUMNS = [
+    "sha256",
+    "uri",
+    "verdict",
+    "kind",
+    "reviewer",
+    "timestamp",
+    "note",
+    "file",
+    "line",
+]
+VERDICT_COLUMNS = [
+    "sha256",
+    "uri",
+    "verdict",
+    "kind",
+    "reviewer",
+    "timestamp",
+    "n_records",
+    "resolution",
+]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class FeedbackConfigError(ValueError):
+    """The feedback settings are invalid."""
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """How feedback is validated.
+
+    Attributes:
+        conflict_rule: ``latest`` (the most recent verdict wins) or ``majority`` (the most
+            frequent verdict wins; a tie goes to the most recent of the tied verdicts).
+        max_listed: Problems and conflicts listed in full in the report (all are counted).
+    """
+
+    conflict_rule: str = "latest"
+    max_listed: int = 50
+
+    def __post_init__(self) -> None:
+        if self.conflict_rule not in CONFLICT_RULES:
+            raise FeedbackConfigError(
+                f"feedback.conflict_rule must be one of {list(CONFLICT_RULES)}, "
+                f"got {self.conflict_rule!r}"
+            )
+        if self.max_listed < 0:
+            raise FeedbackConfigError(f"feedback.max_listed must be >= 0, got {self.max_listed}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> FeedbackSettings:
+        """Build from the ``feedback`` block (``source`` is the catalog's, and ignored here).
+
+        Raises:
+            FeedbackConfigError: On unknown keys or invalid values.
+        """
+        params = {k: v for k, v in dict(params or {}).items()}
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise FeedbackConfigError(
+                f"unknown feedback setting(s) {unknown}; known: {sorted(known)}"
+            )
+        return cls(**params)
+
+
+def _uri_lookup(image_index: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    lookup: dict[str, tuple[str, str]] = {}
+    has_all = "all_uris" in image_index.columns
+    for row in image_index.itertuples(index=False):
+        sha, uri = str(row.sha256), str(row.uri)
+        lookup[sha] = (sha, uri)
+        lookup[uri] = (sha, uri)
+        if has_all and row.all_uris is not None:
+            for other in row.all_uris:
+                lookup[str(other)] = (sha, uri)
+    return lookup
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _parse_timestamp(text: str) -> tuple[pd.Timestamp | None, str | None]:
+    try:
+        timestamp = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        return None, f"timestamp {text!r} is not ISO 8601"
+    if pd.isna(timestamp):
+        return None, f"timestamp {text!r} is not a time"
+    if timestamp.tzinfo is None:
+        return None, f"timestamp {text!r} has no time zone (write e.g. 2026-11-25T10:00Z)"
+    return timestamp.tz_convert("UTC"), None
+
+
+def _malformed(record: Mapping[str, Any], values: Mapping[str, str | None]) -> str | None:
+    """Why a record is malformed, or ``None``."""
+    if "_problem" in record:
+        return str(record["_problem"]).removeprefix("malformed: ")
+    missing = [name for name in REQUIRED_FIELDS if values[name] is None]
+    if missing:
+        return f"missing or empty field(s) {missing}"
+    if str(values["kind"]).lower() not in FEEDBACK_KINDS:
+        return f"kind {values['kind']!r} is not one of {list(FEEDBACK_KINDS)}"
+    return _parse_timestamp(str(values["timestamp"]))[1]
+
+
+def _check_record(
+    record: Mapping[str, Any], classes: set[str], lookup: Mapping[str, tuple[str, str]]
+) -> tuple[str, str | None, dict[str, Any] | None]:
+    """``(status, detail, item)`` for one raw record."""
+    values = {name: _text(record.get(name)) for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)}
+    problem = _malformed(record, values)
+    if problem is not None:
+        return "malformed", problem, None
+    if values["verdict"] not in classes:
+        detail = f"verdict {values['verdict']!r} is not a class ({', '.join(sorted(classes))})"
+        return "unknown_class", detail, None
+    image = str(values["image"])
+    key = image.lower() if _SHA256.match(image.lower()) else image
+    if key not in lookup:
+        return "unknown_image", f"image {image!r} is not in the image index", None
+    sha, uri = lookup[key]
+    item = {
+        "sha256": sha,
+        "uri": uri,
+        "verdict": values["verdict"],
+        "kind": str(values["kind"]).lower(),
+        "reviewer": values["reviewer"],
+        "timestamp": _parse_timestamp(str(values["timestamp"]))[0],
+        "note": values["note"],
+    }
+    return "valid", None, item
+
+
+def _resolve(group: pd.DataFrame, rule: str) -> tuple[pd.Series, str]:
+    """The deciding record of one image's verdicts and how it was chosen."""
+    ordered = group.sort_values(["timestamp", "file", "line"])
+    latest = ordered.iloc[-1]
+    if ordered["verdict"].nunique() == 1:
+        return latest, "single" if len(ordered) == 1 else "agreed"
+    if rule == "latest":
+        return latest, "latest"
+    counts = ordered["verdict"].value_counts()
+    tied = set(counts[counts == counts.max()].index)
+    winner = ordered[ordered["verdict"].isin(tied)].iloc[-1]
+    return winner, "majority" if len(tied) == 1 else "majority_tie_latest"
+
+
+def validate_records(
+    records: Iterable[Mapping[str, Any]],
+    image_index: pd.DataFrame,
+    classes: Iterable[str],
+    settings: FeedbackSettings,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Check every record, drop exact duplicates and resolve conflicting verdicts.
+
+    Args:
+        records: Raw records from :func:`~.files.parse_feedback_files`.
+        image_index: Ingestion's index (``sha256``, ``uri``, ``all_uris``).
+        classes: The classes a verdict may name (the labelling taxonomy's).
+        settings: The conflict rule and report size.
+
+    Returns:
+        ``feedback_items`` (every valid, de-duplicated record: :data:`ITEM_COLUMNS`),
+        ``feedback_verdicts`` (one row per image, the deciding verdict:
+        :data:`VERDICT_COLUMNS`) and a report (counts per status, the problems with file and
+        line, the conflicts with every verdict and the one chosen).
+    """
+    allowed = set(classes)
+    lookup = _uri_lookup(image_index)
+    items: list[dict[str, Any]] = []
+    problems: dict[str, list[dict[str, Any]]] = {s: [] for s in STATUSES if s != "valid"}
+    counts: Counter[str] = Counter()
+    seen: set[tuple[Any, ...]] = set()
+    for record in records:
+        status, detail, item = _check_record(record, allowed, lookup)
+        where = {"file": record.get("_file"), "line": record.get("_line")}
+        if item is not None:
+            key = (
+                item["sha256"],
+                item["verdict"],
+                item["reviewer"],
+                item["timestamp"],
+                item["kind"],
+            )
+            if key in seen:
+                status, detail = "duplicate", "same image, verdict, reviewer, kind and time"
+            else:
+                seen.add(key)
+                items.append({**item, **where})
+        counts[status] += 1
+        if status != "valid":
+            problems[status].append({**where, "detail": detail})
+
+    table = pd.DataFrame(items, columns=ITEM_COLUMNS)
+    table["timestamp"] = pd.to_datetime(table["timestamp"], utc=True)
+    verdict_rows = []
+    conflicts = []
+    for sha, group in table.groupby("sha256", sort=True):
+        chosen, resolution = _resolve(group, settings.conflict_rule)
+        verdict_rows.append(
+            {
+                **{c: chosen[c] for c in ("sha256", "uri", "verdict", "kind", "reviewer")},
+                "timestamp": chosen["timestamp"],
+                "n_records": len(group),
+                "resolution": resolution,
+            }
+        )
+        if resolution not in ("single", "agreed"):
+            conflicts.append(
+                {
+                    "sha256": sha,
+                    "uri": chosen["uri"],
+                    "chosen": chosen["verdict"],
+                    "rule": resolution,
+                    "verdicts": [
+                        {
+                            "verdict": r.verdict,
+                            "reviewer": r.reviewer,
+                            "kind": r.kind,
+                            "timestamp": r.timestamp.isoformat(),
+                            "file": r.file,
+                            "line": r.line,
+                        }
+                        for r in group.sort_values("timestamp").itertuples(index=False)
+                    ],
+                }
+            )
+    verdicts = pd.DataFrame(verdict_rows, columns=VERDICT_COLUMNS)
+    verdicts["timestamp"] = pd.to_datetime(verdicts["timestamp"], utc=True)
+    report = {
+        "records": sum(counts.values()),
+        "counts": {s: counts.get(s, 0) for s in STATUSES},
+        "images_with_verdicts": len(verdicts),
+        "verdicts_per_class": dict(sorted(Counter(verdicts["verdict"]).items())),
+        "records_per_kind": dict(sorted(Counter(table["kind"]).items())),
+        "conflict_rule": settings.conflict_rule,
+        "conflicts": len(conflicts),
+        "conflicts_listed": conflicts[: settings.max_listed],
+        "problems": {s: rows[: settings.max_listed] for s, rows in problems.items() if rows},
+    }
+    return table, verdicts, report

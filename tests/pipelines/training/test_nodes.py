@@ -188,7 +188,11 @@ def test_candidate_run_is_a_child_run_with_metrics_plots_and_head(
         bundle, predictions, evaluation, training, candidate="test_resnet"
     )
     assert len(overlays) >= 3 and len(index["examples"]) == len(overlays)
-    assert {e["reason"] for e in index["examples"]} >= {"correct"}
+    assert {e["reason"] for e in index["examples"]} <= {
+        "confident_error",
+        "near_threshold",
+        "correct",
+    }
     assert all(image.size == (2 * 256, 256 + 3 * 14 + 4) for image in overlays.values())
     with mlflow.start_run(run_name="kedro run") as parent:
         info = log_candidate_run(

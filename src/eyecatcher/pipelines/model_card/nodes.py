@@ -106,7 +106,13 @@ def publish_model_card(
     outcome = registration_report.get("outcome")
     if outcome != "registered":
         reason = f"nothing registered in this run (outcome: {outcome})"
-        logger.info("Model card not published: %s; the registry is unchanged.", reason)
+        logger.warning(
+            "Model card of candidate %s NOT published: %s; the registry is unchanged. The "
+            "card is still written (catalog entry model_card, data/08_reporting/model_card.html "
+            "in conf/base).",
+            registration_report.get("candidate"),
+            reason,
+        )
         return {"published": False, "reason": reason}
     client = MlflowClient()
     run_id = str(registration_report["run_id"])
@@ -133,7 +139,8 @@ def publish_model_card(
         description=description,
     )
     logger.info(
-        "Model card of %s v%s: %s (local copy data/08_reporting/model_card.html; MLflow UI: %s)",
+        "Model card of %s v%s: %s (MLflow UI: %s; local copy: catalog entry model_card, "
+        "data/08_reporting/model_card.html in conf/base)",
         model_name,
         version,
         artifact_uri,

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -66,7 +67,7 @@ def explain_examples(
                 caption=_caption(row),
             )
             flat = heatmap.ravel()
-            top = flat >= (torch.tensor(flat).quantile(0.9).item() if flat.any() else 1.0)
+            top = flat >= (np.quantile(flat, 0.9) if flat.any() else 1.0)
             peak_y, peak_x = divmod(int(flat.argmax()), heatmap.shape[1])
             index.append(
                 {

@@ -36,7 +36,10 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def candidate_tags(
-    candidate: str, bundle: ClassifierBundle, training_report: Mapping[str, Any], evaluation: Any
+    candidate: str,
+    bundle: ClassifierBundle,
+    training_report: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
 ) -> dict[str, str]:
     """Tags of a candidate's child run; random weights and a shaky threshold are said loudly."""
     tags = {

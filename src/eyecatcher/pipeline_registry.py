@@ -3,9 +3,10 @@
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# The default `kedro run` is the training path end to end. Serving starts a server and batch
-# scoring needs a folder to score, so both run only when asked for by name.
-_NOT_IN_DEFAULT = {"serving", "batch_scoring"}
+# The default `kedro run` is the training path end to end. Serving starts a server, batch
+# scoring needs a folder to score and the retrain check exits non-zero when retraining is due,
+# so they run only when asked for by name.
+_NOT_IN_DEFAULT = {"serving", "batch_scoring", "retrain_check"}
 
 
 def register_pipelines() -> dict[str, Pipeline]:

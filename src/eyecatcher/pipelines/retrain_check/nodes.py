@@ -1,0 +1,251 @@
+"""Nodes of the retrain check: what the champion did since registration, and whether to retrain."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import pandas as pd
+
+from eyecatcher.monitoring.drift import drift_report
+from eyecatcher.monitoring.image_stats import image_statistics
+from eyecatcher.monitoring.online_metrics import online_metrics
+from eyecatcher.pipelines.retrain_check.decision import (
+    RetrainRequiredError,
+    RetrainSettings,
+    decide,
+    disagreement_per_class,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Columns compared between the champion's test split and the scored batch.
+IMAGE_NUMERIC = ["width", "height", "megapixels", "brightness"]
+IMAGE_CATEGORICAL = ["format"]
+
+
+def _location(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def champion_verdicts(
+    champion: dict[str, Any], batch_verdicts: pd.DataFrame | None, image_index: pd.DataFrame
+) -> pd.DataFrame | None:
+    """The batch verdicts the champion gave, keyed by ``sha256`` where the image is indexed.
+
+    Args:
+        champion: The ``champion`` dataset (``version``).
+        batch_verdicts: Batch scoring's table (``path``, ``class``, ``unsafe_score``,
+            ``decision``, ``model_version``, ``error``), or ``None`` when none was written.
+        image_index: Ingestion's index, to key verdicts by image content.
+
+    Returns:
+        The champion's rows with a ``sha256`` column (the path itself for files ingestion
+        never saw), or ``None`` when there is no champion or no verdict of it.
+    """
+    if champion.get("version") is None or batch_verdicts is None or batch_verdicts.empty:
+        return None
+    own = batch_verdicts[batch_verdicts["model_version"].astype(str) == champion["version"]]
+    if len(own) < len(batch_verdicts):
+        logger.warning(
+            "%d batch verdict(s) come from another model version than the champion (%s): "
+            "left out of monitoring",
+            len(batch_verdicts) - len(own),
+            champion["version"],
+        )
+    if own.empty:
+        return None
+    by_location: dict[str, str] = {}
+    for row in image_index.itertuples(index=False):
+        for uri in [row.uri, *list(getattr(row, "all_uris", None) or [])]:
+            by_location[_location(str(uri))] = str(row.sha256)
+    own = own.copy()
+    if "sha256" not in own.columns:
+        own["sha256"] = [by_location.get(_location(str(p)), str(p)) for p in own["path"]]
+    return own.reset_index(drop=True)
+
+
+def measure_drift(
+    champion: dict[str, Any],
+    verdicts: pd.DataFrame | None,
+    split_manifest: pd.DataFrame,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Compare the scored batch with the champion's test split: scores and image statistics.
+
+    Args:
+        champion: The ``champion`` dataset (``reference``: training's test predictions).
+        verdicts: Output of :func:`champion_verdicts`.
+        split_manifest: The split (test images' URIs for the image statistics).
+        params: The ``retrain_check`` block (``drift``, ``max_images``, ``storage_options``).
+
+    Returns:
+        The drift report: per column PSI/KS and alerts, what was compared and why anything
+        was not (``measured: false`` when there is no reference or no batch).
+    """
+    settings = RetrainSettings.from_params(params)
+    reference = champion.get("reference")
+    report: dict[str, Any] = {
+        "champion_version": champion.get("version"),
+        "reference": champion.get("reference_note") or champion.get("note"),
+    }
+    if reference is None or verdicts is None:
+        reason = (
+            f"no reference: {report['reference']}"
+            if reference is None
+            else "no batch verdicts of the champion (run the batch_scoring pipeline)"
+        )
+        return {**report, "measured": False, "reason": reason, "alerts": [], "alert": False}
+    current = verdicts[verdicts["error"].isna()] if "error" in verdicts else verdicts
+    scores = drift_report(
+        reference[["unsafe_score"]],
+        current[["unsafe_score"]],
+        settings.drift,
+        numeric=["unsafe_score"],
+    )
+    test_uris = split_manifest.loc[split_manifest["split"] == "test", "uri"].astype(str)
+    options = settings.storage_options
+    ref_images = image_statistics(
+        test_uris.tolist(), options, max_images=settings.max_images, seed=settings.seed
+    )
+    cur_images = image_statistics(
+        current["path"].astype(str).tolist(), options, max_images=settings.max_images
+    )
+    images = drift_report(
+        ref_images[ref_images["error"].isna()],
+        cur_images[cur_images["error"].isna()],
+        settings.drift,
+        numeric=IMAGE_NUMERIC,
+        categorical=IMAGE_CATEGORICAL,
+    )
+    alerts = scores["alerts"] + images["alerts"]
+    return {
+        **report,
+        "measured": True,
+        "n_reference_scores": len(reference),
+        "n_current_scores": len(current),
+        "n_reference_images": int(ref_images["error"].isna().sum()),
+        "n_current_images": int(cur_images["error"].isna().sum()),
+        "unmeasured_images": int(cur_images["error"].notna().sum()),
+        "settings": scores["settings"],
+        "columns": {**scores["columns"], **images["columns"]},
+        "alerts": alerts,
+        "alert": bool(alerts),
+    }
+
+
+def compute_online_metrics(
+    verdicts: pd.DataFrame | None, feedback_items: pd.DataFrame, labelling: dict[str, Any]
+) -> dict[str, Any]:
+    """Prevalence, valid appeals and proactive rate of the champion, from verdicts + feedback.
+
+    Args:
+        verdicts: Output of :func:`champion_verdicts`.
+        feedback_items: Every valid feedback record.
+        labelling: The ``labelling`` block (``taxonomy.safe_class``).
+
+    Returns:
+        See :func:`eyecatcher.monitoring.online_metrics.online_metrics`; ``measured: false``
+        without champion verdicts.
+    """
+    if verdicts is None:
+        return {"measured": False, "reason": "no batch verdicts of the champion"}
+    safe_class = str(labelling["taxonomy"].get("safe_class", "safe"))
+    return {"measured": True, **online_metrics(verdicts, feedback_items, safe_class=safe_class)}
+
+
+def measure_disagreement(
+    verdicts: pd.DataFrame | None, feedback_verdicts: pd.DataFrame, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The champion's disagreement with human verdicts, per human class.
+
+    Args:
+        verdicts: Output of :func:`champion_verdicts`.
+        feedback_verdicts: One human verdict per image.
+        params: The ``retrain_check`` block (``min_items_per_class``).
+
+    Returns:
+        ``{"measured": bool, "per_class": {class: {items, disagreements, rate, judged}}}``.
+    """
+    if verdicts is None:
+        return {"measured": False, "per_class": {}}
+    settings = RetrainSettings.from_params(params)
+    scored = verdicts[verdicts["error"].isna()] if "error" in verdicts else verdicts
+    per_class = disagreement_per_class(scored, feedback_verdicts, settings.min_items_per_class)
+    return {"measured": True, "per_class": per_class}
+
+
+def decide_retraining(
+    champion: dict[str, Any],
+    feedback_items: pd.DataFrame,
+    disagreement: dict[str, Any],
+    drift: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Count new feedback, read disagreement and drift, and decide.
+
+    Args:
+        champion: The ``champion`` dataset (``version``, ``registered_at``).
+        feedback_items: Every valid feedback record (``timestamp``).
+        disagreement: Output of :func:`measure_disagreement`.
+        drift: Output of :func:`measure_drift`.
+        params: The ``retrain_check`` block.
+
+    Returns:
+        The decision (``retrain``, ``reasons``, ``notes`` and every number behind them) and
+        its headline numbers for MLflow.
+    """
+    settings = RetrainSettings.from_params(params)
+    registered_at = champion.get("registered_at")
+    stamps = pd.to_datetime(feedback_items["timestamp"], utc=True)
+    new = int((stamps > registered_at).sum()) if registered_at is not None else len(stamps)
+    per_class = disagreement["per_class"] if disagreement.get("measured") else None
+    retrain, reasons, notes = decide(
+        champion_version=champion.get("version"),
+        new_feedback=new,
+        disagreement=per_class,
+        drift=drift if drift.get("measured") else None,
+        settings=settings,
+    )
+    decision = {
+        "retrain": retrain,
+        "reasons": reasons,
+        "notes": notes,
+        "checked_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "champion_version": champion.get("version"),
+        "champion_registered_at": None if registered_at is None else registered_at.isoformat(),
+        "new_feedback": new,
+        "feedback_records": len(feedback_items),
+        "disagreement_per_class": per_class,
+        "drift_alerts": drift.get("alerts", []),
+        "settings": settings.to_dict(),
+    }
+    (logger.warning if retrain else logger.info)(
+        "Retrain check: %s. %s",
+        "RETRAIN" if retrain else "no retraining needed",
+        "; ".join(reasons or notes),
+    )
+    metrics = {"retrain": float(retrain), "new_feedback": float(new)}
+    for cls, row in (per_class or {}).items():
+        metrics[f"disagreement_rate.{cls}"] = float(row["rate"])
+    metrics["drift_alerts"] = float(len(drift.get("alerts", [])))
+    return decision, {k: {"value": v, "step": 0} for k, v in metrics.items()}
+
+
+def enforce_retrain_decision(retrain_decision: dict[str, Any], params: dict[str, Any]) -> None:
+    """Fail the run when retraining is due, after every report is saved (CI reads the code).
+
+    Args:
+        retrain_decision: Output of :func:`decide_retraining`.
+        params: The ``retrain_check`` block (``fail_on_retrain``).
+
+    Raises:
+        RetrainRequiredError: When ``retrain`` is true and ``fail_on_retrain`` is on.
+    """
+    if retrain_decision["retrain"] and RetrainSettings.from_params(params).fail_on_retrain:
+        raise RetrainRequiredError(
+            "Retraining is due: "
+            + "; ".join(retrain_decision["reasons"])
+            + ". Run `kedro run` (see data/08_reporting/retrain_decision.json)."
+        )

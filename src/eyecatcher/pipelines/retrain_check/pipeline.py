@@ -1,0 +1,73 @@
+"""Wiring of the retrain check (not part of the default ``kedro run``: it may exit non-zero)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from eyecatcher.pipelines.feedback import create_pipeline as create_feedback_pipeline
+from eyecatcher.pipelines.retrain_check.nodes import (
+    champion_verdicts,
+    compute_online_metrics,
+    decide_retraining,
+    enforce_retrain_decision,
+    measure_disagreement,
+    measure_drift,
+)
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    """Create the retrain-check pipeline.
+
+    Returns:
+        Feedback validation, then the champion's verdicts → drift report, online metrics and
+        the retrain decision; the last node fails the run when retraining is due.
+    """
+    return create_feedback_pipeline() + Pipeline(
+        [
+            Node(
+                champion_verdicts,
+                inputs=["champion", "monitoring_batch_verdicts", "image_index"],
+                outputs="champion_batch_verdicts",
+                name="champion_verdicts",
+            ),
+            Node(
+                measure_drift,
+                inputs=[
+                    "champion",
+                    "champion_batch_verdicts",
+                    "split_manifest",
+                    "params:retrain_check",
+                ],
+                outputs="drift_report",
+                name="measure_drift",
+            ),
+            Node(
+                compute_online_metrics,
+                inputs=["champion_batch_verdicts", "feedback_items", "params:labelling"],
+                outputs="monitoring_online_metrics",
+                name="compute_online_metrics",
+            ),
+            Node(
+                measure_disagreement,
+                inputs=["champion_batch_verdicts", "feedback_verdicts", "params:retrain_check"],
+                outputs="human_disagreement",
+                name="measure_disagreement",
+            ),
+            Node(
+                decide_retraining,
+                inputs=[
+                    "champion",
+                    "feedback_items",
+                    "human_disagreement",
+                    "drift_report",
+                    "params:retrain_check",
+                ],
+                outputs=["retrain_decision", "retrain_check_metrics"],
+                name="decide_retraining",
+            ),
+            Node(
+                enforce_retrain_decision,
+                inputs=["retrain_decision", "params:retrain_check"],
+                outputs=None,
+                name="enforce_retrain_decision",
+            ),
+        ]
+    )

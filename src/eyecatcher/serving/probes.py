@@ -99,12 +99,30 @@ def _json(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode("utf-8")
 
 
-def bad_request_probes(max_image_bytes: int | None = None) -> list[BadRequestProbe]:
+def one_row_png(width: int = 1_000_000) -> bytes:
+    """A ``width`` x 1 PNG (~1 kB): an aspect ratio no photo has, refused from its header."""
+    buffer = io.BytesIO()
+    Image.new("L", (width, 1), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def tiny_gif() -> bytes:
+    """A 1x1 GIF (~35 bytes): many rows of it make a small body with a large row count."""
+    buffer = io.BytesIO()
+    Image.new("P", (1, 1), 0).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def bad_request_probes(
+    max_image_bytes: int | None = None, max_rows: int | None = None
+) -> list[BadRequestProbe]:
     """Every malformed request the serving contract promises to survive.
 
     Args:
         max_image_bytes: The served model's per-image size limit. When given, an image just
             over it is sent as the ``too_large`` probe; when None that probe is left out.
+        max_rows: The served model's row limit per request. When given, a request one row
+            over it is sent as the ``too_many_rows`` probe; when None that probe is left out.
 
     Returns:
         The probes, in a stable order.
@@ -150,6 +168,23 @@ def bad_request_probes(max_image_bytes: int | None = None) -> list[BadRequestPro
             row_level=False,
         ),
     ]
+    probes.insert(
+        4,
+        BadRequestProbe(
+            "extreme_aspect_ratio",
+            _json(dataframe_split_body([encode_image(one_row_png())], ["thin"])),
+            reasons=("extreme_aspect_ratio",),
+        ),
+    )
+    if max_rows is not None:
+        probes.append(
+            BadRequestProbe(
+                "too_many_rows",
+                _json(dataframe_split_body([encode_image(tiny_gif())] * (max_rows + 1))),
+                reasons=("max_rows",),
+                row_level=False,
+            )
+        )
     if max_image_bytes is not None:
         probes.insert(
             4,

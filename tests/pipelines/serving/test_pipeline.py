@@ -41,7 +41,7 @@ from eyecatcher.serving.process import (
     absolute_tracking_uri,
 )
 from eyecatcher.serving.registry import ChampionNotFoundError, resolve_champion
-from eyecatcher.serving_model.contract import encode_image
+from eyecatcher.serving_model.contract import DEFAULT_MAX_ROWS, encode_image
 from tests.pipelines.serving.tiny_champion import (
     MAX_IMAGE_BYTES,
     MODEL_NAME,
@@ -217,7 +217,9 @@ def test_server_answers_a_base64_jpeg(server: ModelServer) -> None:
     assert sum(row["probabilities"].values()) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("probe", bad_request_probes(MAX_IMAGE_BYTES), ids=lambda probe: probe.name)
+@pytest.mark.parametrize(
+    "probe", bad_request_probes(MAX_IMAGE_BYTES, DEFAULT_MAX_ROWS), ids=lambda probe: probe.name
+)
 def test_bad_request_is_named_and_server_survives(server: ModelServer, probe) -> None:
     result = run_probe(server.url, probe, timeout_s=60)
     assert result["handled"], result
@@ -333,7 +335,14 @@ def test_serving_pipeline_smoke_tests_then_serves_until_interrupted(
     assert report["n_errors"] == 0 and report["n_mismatches"] == 0
     assert 0 < report["latency_ms"]["p50_ms"] <= report["latency_ms"]["p95_ms"]
     names = {probe["name"] for probe in report["bad_request_probes"]}
-    assert {"invalid_base64", "decompression_bomb", "too_large_image", "empty_payload"} <= names
+    assert {
+        "invalid_base64",
+        "decompression_bomb",
+        "extreme_aspect_ratio",
+        "too_large_image",
+        "too_many_rows",
+        "empty_payload",
+    } <= names
     assert all(p["handled"] and p["server_alive_after"] for p in report["bad_request_probes"])
     assert (kedro_project / "data/08_reporting/serving_latency.png").stat().st_size > 0
     # No orphan: the server's whole process group is gone.

@@ -34,7 +34,7 @@ from eyecatcher.pipelines.serving.staging import (
     start,
 )
 from eyecatcher.serving.process import ServerStartError
-from eyecatcher.serving.registry import served_image_limit
+from eyecatcher.serving.registry import served_image_limit, served_limit
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +121,13 @@ def staging_smoke_test(
                 server.url, ids, images, local_rows, seen, tolerance=tolerance, timeout_s=timeout_s
             )
             if smoke.get("bad_request_probes", True):
-                limit = smoke.get("max_image_bytes") or served_image_limit(local_model)
-                send_probes(server.url, limit, seen, timeout_s)
+                send_probes(
+                    server.url,
+                    seen,
+                    timeout_s,
+                    max_image_bytes=smoke.get("max_image_bytes") or served_image_limit(local_model),
+                    max_rows=served_limit(local_model, "max_rows"),
+                )
             report["served_until"] = None
             if params.get("foreground", False):
                 interim = judge(assemble(dict(report), seen), smoke, len(selected))

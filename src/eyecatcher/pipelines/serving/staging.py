@@ -183,10 +183,15 @@ def send_test_images(
 
 
 def send_probes(
-    url: str, max_image_bytes: int | None, seen: Observations, timeout_s: float
+    url: str,
+    seen: Observations,
+    timeout_s: float,
+    *,
+    max_image_bytes: int | None,
+    max_rows: int | None,
 ) -> None:
     """Every malformed request, each followed by a good one (the point of the probe)."""
-    for probe in bad_request_probes(max_image_bytes):
+    for probe in bad_request_probes(max_image_bytes, max_rows):
         result = run_probe(url, probe, timeout_s)
         result["server_alive_after"] = good_request_works(url, timeout_s)
         seen.probes.append(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from eyecatcher.features import BackboneKey, ViewSpec, backbone_fingerprint, tra
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier, freeze_backbone, model_kwargs_for_size
 from eyecatcher.preprocessing import data_config_for
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +86,29 @@ def backbone_key(
         data_config=data_config,
         model_kwargs=model_kwargs,
     )
+
+
+def frozen_model_key(built: FrozenModel, architecture: str, weights_seed: int) -> BackboneKey:
+    """The cache key of a freshly built frozen model."""
+    return backbone_key(
+        built.model,
+        architecture=architecture,
+        weights_source=built.weights_source,
+        weights_seed=weights_seed,
+        data_config=built.data_config,
+        model_kwargs=built.model_kwargs,
+    )
+
+
+def warn_if_random(candidate: str, built: FrozenModel, architecture: str) -> None:
+    """Say loudly that a random backbone's metrics describe the demo, not a real model."""
+    if built.weights_source == "random":
+        logger.warning(
+            "Candidate %s trains on a RANDOMLY INITIALISED %s backbone (weights: random); "
+            "its metrics describe the demo, not a pretrained model.",
+            candidate,
+            architecture,
+        )
 
 
 def bundle_backbone_key(bundle: ClassifierBundle, model: torch.nn.Module) -> BackboneKey:

@@ -29,12 +29,13 @@ from eyecatcher.features import FeatureCache
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.training import tracking
 from eyecatcher.pipelines.training.backbone import (
-    backbone_key,
     build_frozen_model,
     bundle_backbone_key,
     configured_views,
+    frozen_model_key,
     resolve_device,
     seed_everything,
+    warn_if_random,
 )
 from eyecatcher.pipelines.training.evaluation import (
     evaluation_record,
@@ -85,21 +86,8 @@ def train_candidate(
     built = build_frozen_model(config, len(classes), weights_seed)
     built.model.to(device)
     build_seconds = time.perf_counter() - start
-    if built.weights_source == "random":
-        logger.warning(
-            "Candidate %s trains on a RANDOMLY INITIALISED %s backbone (weights: random); "
-            "its metrics describe the demo, not a pretrained model.",
-            candidate,
-            config["architecture"],
-        )
-    key = backbone_key(
-        built.model,
-        architecture=config["architecture"],
-        weights_source=built.weights_source,
-        weights_seed=weights_seed,
-        data_config=built.data_config,
-        model_kwargs=built.model_kwargs,
-    )
+    warn_if_random(candidate, built, config["architecture"])
+    key = frozen_model_key(built, config["architecture"], weights_seed)
     train = split_items(split_manifest, "train", classes)
     validation = split_items(split_manifest, "validation", classes)
     fit = fit_head(

@@ -52,7 +52,7 @@ def test_heatmaps_have_the_input_shape_and_unit_range(architecture: str) -> None
     # Each map peaks at 1, or is all zero when nothing in the image speaks for that class
     # (Grad-CAM keeps positive evidence only).
     peaks = maps.reshape(3, -1).max(axis=1)
-    assert all(p == 1.0 or p == 0.0 for p in peaks) and peaks.max() == 1.0
+    assert all(p in {0.0, 1.0} for p in peaks) and peaks.max() == 1.0
     assert ("ViT" in explainer.method) == (architecture == "test_vit")
     with pytest.raises(ValueError, match="2 targets for 3 images"):
         explainer.heatmaps(batch, [0, 1])

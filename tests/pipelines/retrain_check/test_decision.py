@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,7 +78,8 @@ def test_drift_no_champion_and_what_was_not_measured() -> None:
 
 def test_disagreement_per_class_joins_on_sha256() -> None:
     scored = pd.DataFrame(
-        {"sha256": list("abcdef"), "class": ["safe"] * 4 + ["explicit_nudity"] * 2}
+        # "a" was scored twice (a copy under another path): it counts once.
+        {"sha256": [*"abcdef", "a"], "class": ["safe"] * 4 + ["explicit_nudity"] * 2 + ["safe"]}
     )
     verdicts = pd.DataFrame(
         {
@@ -134,7 +136,8 @@ def test_champion_verdicts_keep_the_champion_version_and_key_by_content(tmp_path
         {
             "sha256": ["s1", "s2"],
             "uri": ["data/a.jpg", "s3://b/b.jpg"],
-            "all_uris": [["data/a.jpg"], ["s3://b/b.jpg"]],
+            # As read back from Parquet: numpy arrays, not lists.
+            "all_uris": [np.array(["data/a.jpg"]), np.array(["s3://b/b.jpg"])],
         }
     )
     batch = pd.DataFrame(

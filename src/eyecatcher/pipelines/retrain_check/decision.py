@@ -96,14 +96,17 @@ def disagreement_per_class(
     """How often the champion's class differs from the human verdict, per human class.
 
     Args:
-        scored: The champion's verdicts keyed by ``sha256`` (``class``; error rows dropped).
+        scored: The champion's verdicts keyed by ``sha256`` (``class``; error rows dropped;
+            repeated images count once).
         verdicts: One human verdict per image (``sha256``, ``verdict``).
         min_items: Classes with fewer human verdicts are reported, not judged.
 
     Returns:
         ``{class: {"items", "disagreements", "rate", "judged"}}``.
     """
-    joined = verdicts.merge(scored[["sha256", "class"]], on="sha256", how="inner")
+    # Copies of one image scored under several paths get one verdict: count the image once.
+    unique = scored.drop_duplicates("sha256")[["sha256", "class"]]
+    joined = verdicts.merge(unique, on="sha256", how="inner")
     result: dict[str, dict[str, Any]] = {}
     for cls, rows in joined.groupby("verdict", sort=True):
         wrong = int((rows["class"] != rows["verdict"]).sum())

@@ -58,7 +58,8 @@ def champion_verdicts(
         return None
     by_location: dict[str, str] = {}
     for row in image_index.itertuples(index=False):
-        for uri in [row.uri, *list(getattr(row, "all_uris", None) or [])]:
+        others = getattr(row, "all_uris", None)
+        for uri in [row.uri, *(list(others) if others is not None else [])]:
             by_location[_location(str(uri))] = str(row.sha256)
     own = own.copy()
     if "sha256" not in own.columns:

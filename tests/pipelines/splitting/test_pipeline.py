@@ -111,6 +111,28 @@ def test_nodes_on_the_demo_slice(demo: tuple[Path, pd.DataFrame]) -> None:
     assert metrics["classes"]["value"] == 5.0
 
 
+def test_label_sources_are_carried_into_the_manifest_report_and_metrics(
+    demo: tuple[Path, pd.DataFrame],
+) -> None:
+    _, labels = demo
+    labels = labels.copy()
+    labels["label_source"] = "rekognition"
+    humans = labels.groupby("class").head(2).index
+    labels.loc[humans, "label_source"] = "human"
+    labels.loc[labels.index[-1], "label_source"] = None  # an older table without a source
+    _, _, manifest, report, summary = run_nodes(labels)
+    source_of = labels.set_index("sha256")["label_source"].fillna("unknown")
+    assert (manifest["label_source"] == source_of[manifest["sha256"]].to_numpy()).all()
+    per_split = summary["label_sources"]
+    assert sum(per_split["all"].values()) == len(manifest)
+    assert sum(sum(per_split[s].values()) for s in SPLITS) == len(manifest)
+    assert per_split["all"]["human"] == (manifest["label_source"] == "human").sum()
+    counts = dict(item.rsplit(" ", 1) for item in report["label_sources"][0].split(", "))
+    assert sum(map(int, counts.values())) == report["sampled"][0]
+    metrics = split_metrics(summary)
+    assert metrics["label_source.human"]["value"] == per_split["all"]["human"]
+
+
 def test_the_split_is_reproducible_from_files(demo: tuple[Path, pd.DataFrame]) -> None:
     _, labels = demo
     first = run_nodes(labels)[2]
@@ -203,8 +225,6 @@ def test_stale_groups_are_an_error(demo: tuple[Path, pd.DataFrame]) -> None:
 def test_missing_label_columns_are_an_error() -> None:
     with pytest.raises(SplittingError, match="included"):
         compute_perceptual_hashes(pd.DataFrame({"sha256": [], "uri": [], "class": []}), PARAMS)
-
-
 
 
 def test_images_are_read_from_s3(

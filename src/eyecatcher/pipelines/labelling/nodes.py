@@ -461,7 +461,8 @@ def assign_classes(
         reasons = Counter(str(reason).split(":")[0] for reason in excluded["class_reason"])
         # Excluded images change what the model learns from: say so (and MLflow records it).
         logger.warning(
-            "%d of %d images are excluded from training: %s",
+            "%d of %d images get no class from their Rekognition answer: %s (a human verdict "
+            "can still label them: see the label-source count)",
             len(excluded),
             len(labels),
             dict(reasons),

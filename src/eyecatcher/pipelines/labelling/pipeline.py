@@ -3,7 +3,6 @@
 from kedro.pipeline import Node, Pipeline
 
 from eyecatcher.pipelines.feedback import create_pipeline as create_feedback_pipeline
-
 from eyecatcher.pipelines.labelling.nodes import (
     assign_classes,
     merge_label_sources,

@@ -86,3 +86,35 @@ def test_shadow_period_needs_images_and_agreement_or_an_approval(verdicts) -> No
     passed, reasons = ShadowPeriod(min_images=5, min_agreement=0.9).check(comparison)
     assert not passed and "< min_images=5" in reasons[0] and "< min_agreement=0.9" in reasons[1]
     assert ShadowPeriod(min_images=10**6, approved=True).check(comparison)[0]
+
+
+def test_disagreement_sheet_shows_each_disagreement(tmp_path) -> None:
+    from PIL import Image
+
+    from eyecatcher.monitoring.shadow import disagreement_sheet
+
+    good = tmp_path / "a.png"
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(good)
+    comparison = {
+        "disagreements": [
+            {
+                "path": str(good),
+                "class": "safe",
+                "decision": "allow",
+                "shadow_class": "explicit_nudity",
+                "shadow_decision": "block",
+            },
+            {
+                "path": str(tmp_path / "gone.png"),
+                "class": "safe",
+                "decision": "allow",
+                "shadow_class": "safe",
+                "shadow_decision": "review",
+            },
+        ]
+    }
+    sheet = disagreement_sheet(comparison, thumb=64, columns=2)
+    assert sheet.size == (128, 64 + 28)
+    assert sheet.getpixel((10, 10))[0] > 150  # the red thumbnail
+    assert sheet.getpixel((64 + 10, 10)) == (160, 160, 160)  # unreadable: a grey tile
+    assert disagreement_sheet({"disagreements": []}) is None

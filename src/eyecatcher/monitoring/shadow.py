@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from PIL import Image, ImageDraw
+
+from eyecatcher.images import decode_image
+from eyecatcher.storage import read_bytes
 
 #: Columns of the shadow's answer that are copied next to the champion's.
 SHADOW_SOURCE_COLUMNS = ("class", "unsafe_score", "decision", "model_version", "error")
@@ -176,3 +180,47 @@ def shadow_metrics(comparison: dict[str, Any]) -> dict[str, float]:
 def disagreement_paths(comparison: dict[str, Any], key: str = "path") -> Sequence[str]:
     """The items of the listed disagreements, e.g. to render thumbnails for them."""
     return [str(row[key]) for row in comparison["disagreements"] if key in row]
+
+
+def disagreement_sheet(
+    comparison: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+    *,
+    key: str = "path",
+    thumb: int = 128,
+    columns: int = 6,
+) -> Image.Image | None:
+    """A contact sheet of the listed disagreements, captioned champion → shadow.
+
+    Args:
+        comparison: Output of :func:`shadow_comparison`.
+        storage_options: fsspec options to read remote images.
+        key: The column holding each item's path or URI.
+        thumb: Thumbnail side in pixels.
+        columns: Thumbnails per row.
+
+    Returns:
+        An RGB image to log to MLflow, or ``None`` when there is no disagreement. An
+        unreadable file gets a grey tile with its caption (never a silent gap).
+    """
+    rows = comparison["disagreements"]
+    if not rows:
+        return None
+    caption = 28
+    n_rows = -(-len(rows) // columns)
+    sheet = Image.new("RGB", (columns * thumb, n_rows * (thumb + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, row in enumerate(rows):
+        x, y = (i % columns) * thumb, (i // columns) * (thumb + caption)
+        try:
+            tile = decode_image(read_bytes(str(row[key]), storage_options))
+            tile.thumbnail((thumb, thumb))
+        except Exception:  # shown as a grey tile: the caption still names the item
+            tile = Image.new("RGB", (thumb, thumb), (160, 160, 160))
+        sheet.paste(tile, (x, y))
+        text = (
+            f"{row.get('class')}/{row.get('decision')}\n"
+            f"-> {row.get('shadow_class')}/{row.get('shadow_decision')}"
+        )
+        draw.multiline_text((x + 2, y + thumb + 1), text, fill="black", spacing=1)
+    return sheet

@@ -75,12 +75,12 @@ class FeedbackSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> FeedbackSettings:
-        """Build from the ``feedback`` block (``source`` is the catalog's, and ignored here).
+        """Build from the ``feedback`` parameter block (where the files are is the catalog's).
 
         Raises:
             FeedbackConfigError: On unknown keys or invalid values.
         """
-        params = {k: v for k, v in dict(params or {}).items()}
+        params = dict(params or {})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(params) - known)
         if unknown:

@@ -525,17 +525,10 @@ def merge_label_sources(
     unknown_folders = labels["class_reason"].astype(str).str.startswith("excluded_unknown_folder")
     if unknown_folders.any():
         logger.warning(
-            "%d folder-labelled image(s) are excluded: their folder name is not a class (%s)",
+            "%d folder-labelled image(s) are excluded because their folder name is not a class "
+            "(map it in labelling.label_sources.folder_classes): %s",
             int(unknown_folders.sum()),
-            ", ".join(
-                sorted(
-                    set(
-                        image_index.set_index("sha256")
-                        .loc[labels.loc[unknown_folders, "sha256"], "folder_label"]
-                        .astype(str)
-                    )
-                )[:10]
-            ),
+            "; ".join(sorted(set(labels.loc[unknown_folders, "class_reason"]))[:5]),
         )
     stats = {f"label_source.{name}": float(n) for name, n in per_source.items()}
     stats.update(

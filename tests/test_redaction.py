@@ -84,6 +84,7 @@ def test_the_hook_redacts_what_kedro_mlflow_reads_not_what_the_node_gets() -> No
 
 def test_the_env_resolver_reads_only_allow_listed_non_secret_names(monkeypatch) -> None:
     monkeypatch.setenv("EYECATCHER_S3_PREFIX", "s3://b/p")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     assert deployment_env("EYECATCHER_S3_PREFIX") == "s3://b/p"
     assert deployment_env("MLFLOW_REGISTRY_URI", "fallback") == "fallback"
     for name in ("AWS_SECRET_ACCESS_KEY", "HOME", "MLFLOW_TRACKING_TOKEN"):

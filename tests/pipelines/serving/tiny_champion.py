@@ -67,7 +67,11 @@ def tiny_registry(root: Path, **config_overrides: Any) -> Iterator[TinyRegistry]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        # The registry too: a registry URI left set by an earlier test would otherwise
+        # receive this model (MLflow keeps it process-wide and in the environment).
+        patch.setenv("MLFLOW_REGISTRY_URI", tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
         experiment = mlflow.create_experiment(
             "serving-tests", artifact_location=(root / "artifacts").as_uri()
         )
@@ -95,3 +99,4 @@ def tiny_registry(root: Path, **config_overrides: Any) -> Iterator[TinyRegistry]
             yield TinyRegistry(root, tracking_uri, MODEL_NAME, bundle)
         finally:
             mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)

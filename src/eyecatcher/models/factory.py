@@ -28,9 +28,6 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for and could not be obtained."""
 
 
-# Training scripts wrap the weights in these keys (timm's train.py, torchvision, Lightning).
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
-
 _CONVERT_HINT = (
     "Only .safetensors files and plain tensor checkpoints (torch.load(weights_only=True)) are "
     "loaded: unpickling any other object can run arbitrary code. If you trust the file, "
@@ -56,33 +53,28 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         WeightsUnavailableError: If the file is a pickle of other objects (refused, with the
             command that converts it), unreadable, or holds no tensors.
     """
+    from timm.models import load_state_dict
+
     path = Path(path)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            payload: object = load_file(str(path), device="cpu")
-        else:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+        # timm reads .safetensors with safetensors, anything else with torch.load; both
+        # unwrap training checkpoints (state_dict / model / EMA keys, "module." prefixes).
+        payload: object = load_state_dict(str(path), device="cpu", weights_only=True)
+    except Exception as exc:
+        # timm re-raises torch's refusal (an UnpicklingError) as a RuntimeError.
+        if not isinstance(exc, pickle.UnpicklingError) and not isinstance(
+            exc.__cause__, pickle.UnpicklingError
+        ):
+            raise WeightsUnavailableError(f"Checkpoint {path} could not be read: {exc}") from exc
         raise WeightsUnavailableError(
             f"Checkpoint {path} was refused: it is a pickle of Python objects, not only "
             f"tensors. " + _CONVERT_HINT.format(path=path, stem=path.with_suffix(""))
         ) from exc
-    except Exception as exc:
-        raise WeightsUnavailableError(f"Checkpoint {path} could not be read: {exc}") from exc
-    for key in _WRAPPER_KEYS:
-        if isinstance(payload, Mapping) and isinstance(payload.get(key), Mapping):
-            payload = payload[key]
-            break
     if not isinstance(payload, Mapping) or not payload:
         raise WeightsUnavailableError(f"Checkpoint {path} holds no state dict of tensors")
     state = {str(k): v for k, v in payload.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise WeightsUnavailableError(f"Checkpoint {path} holds no tensors")
-    # DataParallel / DistributedDataParallel checkpoints prefix every name with "module.".
-    if all(name.startswith("module.") for name in state):
-        state = {name.removeprefix("module."): tensor for name, tensor in state.items()}
     return state
 
 

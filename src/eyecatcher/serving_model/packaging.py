@@ -44,7 +44,6 @@ SERVED_DISTRIBUTIONS = (
     "pillow-heif",
     "numpy",
     "pandas",
-    "tqdm",
 )
 
 

@@ -640,6 +640,29 @@ def test_gate_rules() -> None:
         RegistrationSettings.from_params({"gaet": {}})
 
 
+def test_every_served_limit_can_be_set_per_registration() -> None:
+    # Each limit of the served model (docs/serving.md) is a registration setting; a typo is refused.
+    from dataclasses import fields
+
+    from eyecatcher.serving_model import ServingConfig
+
+    settings = RegistrationSettings.from_params({"serving": {"max_rows": 8, "frames_to_score": 3}})
+    assert (settings.serving.max_rows, settings.serving.frames_to_score) == (8, 3)
+    served_limits = {f.name for f in fields(ServingConfig)} - {
+        "model_name",
+        "model_version",
+        "candidate",
+        "precision",
+        "classes",
+        "safe_class",
+        "thresholds",
+        "operating_threshold",
+    }
+    assert served_limits == set(vars(settings.serving))
+    with pytest.raises(ValueError, match="did you mean 'max_rows'"):
+        RegistrationSettings.from_params({"serving": {"max_row": 8}})
+
+
 def test_lineage_helpers() -> None:
     commit, dirty = git_commit(REPO)
     assert len(commit) == 40 and dirty in {True, False}

@@ -10,9 +10,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from eyecatcher.images import DEFAULT_MAX_PIXELS
+from eyecatcher.images import (
+    DEFAULT_FRAMES_TO_SCORE,
+    DEFAULT_MAX_ASPECT_RATIO,
+    DEFAULT_MAX_DECODE_PIXELS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_PIXELS,
+)
 from eyecatcher.pipelines.registration.gate import GateSettings
-from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES
+from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_ROWS
 
 
 def _refuse_unknown(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
@@ -34,6 +40,11 @@ class ServingLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     batch_size: int = 16
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_aspect_ratio: int = DEFAULT_MAX_ASPECT_RATIO
+    max_frames: int = DEFAULT_MAX_FRAMES
+    frames_to_score: int = DEFAULT_FRAMES_TO_SCORE
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
 
     def __post_init__(self) -> None:
         """Every limit is a positive integer."""

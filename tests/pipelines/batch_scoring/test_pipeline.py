@@ -11,12 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from eyecatcher.pipelines.batch_scoring.nodes import (
-    VERDICT_COLUMNS,
-    _predict_batch,
-    list_images_to_score,
-    score_images,
-)
+from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
+from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, predict_batch
 from eyecatcher.preprocessing import bytes_to_batch
 from eyecatcher.serving.registry import resolve_champion
 from tests.image_factory import good_images
@@ -113,6 +109,7 @@ def test_folder_is_scored_with_a_row_per_file(
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert good["class"].tolist() == [CLASSES[i] for i in expected.argmax(axis=1)]
     assert summary["n_images"] == 5 and summary["n_scored"] == 3 and summary["n_errors"] == 2
+    assert summary["engine"] == "local" and summary["n_retried"] == 0
     assert summary["errors_by_reason"] == {"truncated": 1, "not_an_image": 1}
     assert sum(summary["decisions"].values()) == 3
 
@@ -147,7 +144,7 @@ def test_a_batch_that_breaks_the_model_is_rescored_row_by_row(champion: dict) ->
                 }
             )
 
-    rows = _predict_batch(Fragile(), ["p1", "p2", "p3"], ["x", "boom", "y"], champion)
+    rows = predict_batch(Fragile(), ["p1", "p2", "p3"], ["x", "boom", "y"], champion)
     assert [r["path"] for r in rows] == ["p1", "p2", "p3"]
     assert rows[0]["decision"] == "allow" and rows[2]["decision"] == "allow"
     assert rows[1]["error"] == "model_error: RuntimeError: kernel exploded"
@@ -252,7 +249,7 @@ def test_default_extensions_cover_every_served_format_and_skips_are_warned(
 def test_a_file_over_the_model_limit_is_refused_without_reading_it_whole(
     tmp_path: Path, champion: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eyecatcher.pipelines.batch_scoring import nodes as batch_nodes
+    from eyecatcher.pipelines.batch_scoring import scoring
     from tests.pipelines.serving.tiny_champion import MAX_IMAGE_BYTES
 
     huge = tmp_path / "huge.png"
@@ -260,14 +257,14 @@ def test_a_file_over_the_model_limit_is_refused_without_reading_it_whole(
     good = tmp_path / "ok.jpg"
     good.write_bytes(good_images()["rgb.jpg"])
     read_sizes: list[int] = []
-    original = batch_nodes._read
+    original = scoring.read_limited
 
     def recording(path: str, options: dict, limit: int | None = None) -> bytes:
         data = original(path, options, limit)
         read_sizes.append(len(data))
         return data
 
-    monkeypatch.setattr(batch_nodes, "_read", recording)
+    monkeypatch.setattr(scoring, "read_limited", recording)
     listed = pd.DataFrame({"path": [str(huge), str(good)]})
     table, summary = score_images(listed, champion, {**PARAMS, "source": str(tmp_path)})
     assert table.loc[0, "error"].startswith("too_large_file:")

@@ -1,0 +1,111 @@
+"""The ``ray`` engine of batch scoring: the champion loaded once per Ray actor.
+
+Each actor is a :class:`~eyecatcher.pipelines.batch_scoring.scoring.ChampionScorer`, the same
+unit of work the local engine runs, so both engines give the same verdicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
+from eyecatcher.distributed.session import ray_session
+from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, ChampionScorer
+
+logger = logging.getLogger(__name__)
+
+
+class RegistryChampionScorer(ChampionScorer):
+    """A :class:`ChampionScorer` for a worker process: points MLflow at the champion's registry.
+
+    A worker does not share the driver's MLflow configuration, so the registry the champion was
+    resolved in travels with it (``tracking_uri``, ``registry_uri``).
+    """
+
+    def __init__(self, champion: Mapping[str, Any], storage_options: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(champion["tracking_uri"])
+        mlflow.set_registry_uri(champion["registry_uri"])
+        super().__init__(champion, storage_options)
+
+
+def ray_pool_settings(params: Mapping[str, Any]) -> ActorPoolSettings:
+    """The actor pool of ``batch_scoring.ray`` (``workers``, ``cpus_per_worker``, ...)."""
+    ray_params = dict(params.get("ray") or {})
+    known = {"workers", "cpus_per_worker", "max_restarts", "num_cpus"}
+    unknown = sorted(set(ray_params) - known)
+    if unknown:
+        raise ValueError(f"unknown batch_scoring.ray keys {unknown}; known: {sorted(known)}")
+    return ActorPoolSettings(
+        workers=int(ray_params.get("workers", 2)),
+        batch_size=int(params.get("batch_size", 16)),
+        cpus_per_worker=float(ray_params.get("cpus_per_worker", 1)),
+        max_restarts=int(ray_params.get("max_restarts", 3)),
+    )
+
+
+def score_with_ray(
+    paths: list[str],
+    champion: Mapping[str, Any],
+    params: Mapping[str, Any],
+    scorer_cls: type[ChampionScorer] = RegistryChampionScorer,
+) -> tuple[pd.DataFrame, int]:
+    """Score ``paths`` on a pool of Ray actors, each holding one loaded champion.
+
+    Args:
+        paths: The files to score (unique; local paths the workers can see, or ``s3://``).
+        champion: The resolved champion (pinned ``model_uri`` and its registry).
+        params: The ``batch_scoring`` block: ``batch_size``, ``storage_options`` and ``ray``.
+        scorer_cls: The actor class (a :class:`ChampionScorer` taking ``champion`` and
+            ``storage_options``).
+
+    Returns:
+        The verdict table in the order of ``paths``, and how many images were scored again
+        because a worker died under them.
+
+    Raises:
+        RuntimeError: If an image comes back twice or not at all (never silently dropped).
+    """
+    settings = ray_pool_settings(params)
+    num_cpus = (params.get("ray") or {}).get("num_cpus")
+    with ray_session(num_cpus=None if num_cpus is None else int(num_cpus)) as where:
+        logger.info(
+            "Batch scoring on Ray (%s): %d images, %d workers, batches of %d",
+            where,
+            len(paths),
+            settings.workers,
+            settings.batch_size,
+        )
+        table, retried = map_with_actor_pool(
+            pd.DataFrame({"path": paths}),
+            scorer_cls,
+            {
+                "champion": dict(champion),
+                "storage_options": dict(params.get("storage_options") or {}),
+            },
+            settings,
+            key_column="path",
+        )
+    counts = table["path"].value_counts()
+    missing = sorted(set(paths) - set(counts.index))
+    doubled = sorted(counts[counts > 1].index)
+    if missing or doubled:
+        raise RuntimeError(
+            f"Ray returned {len(table)} verdicts for {len(paths)} images: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(doubled)} twice (e.g. {doubled[:3]})"
+        )
+    order = {path: i for i, path in enumerate(paths)}
+    table = table.sort_values("path", key=lambda s: s.map(order)).reset_index(drop=True)
+    if retried:
+        logger.warning(
+            "Batch scoring on Ray: %d images were scored again after a worker died; each is "
+            "in the verdict table once",
+            retried,
+        )
+    return table[list(VERDICT_COLUMNS)], retried

@@ -41,7 +41,8 @@ def test_kedro_viz_build_produces_the_static_site(kedro_project: Path) -> None:
     pipelines = {p["id"] for p in main["pipelines"]}
     assert {"__default__", "training", "registration", "model_card", "serving"} <= pipelines
     assert {p.name for p in (build / "api" / "pipelines").iterdir()} == pipelines
-    assert {"feature", "models", "model_output", "reporting"} <= set(main["layers"])
+    layers = {"raw", "intermediate", "primary", "feature", "model_input", "models", "model_output"}
+    assert layers | {"reporting"} <= set(main["layers"])
     tasks = {n["name"] for n in main["nodes"] if n["type"] == "task"}
     assert {"train_candidate", "explain_candidate", "render_model_card"} <= {
         name.rsplit(".", 1)[-1] for name in tasks

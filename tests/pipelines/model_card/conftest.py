@@ -51,5 +51,4 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             session.run()
         while mlflow.active_run() is not None:
             mlflow.end_run()
-        mlflow.set_tracking_uri(uri)
         yield project

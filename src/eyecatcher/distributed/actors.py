@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -111,21 +112,25 @@ def map_with_actor_pool(
         frame.iloc[i * settings.batch_size : (i + 1) * settings.batch_size].reset_index(drop=True)
         for i in range(n_blocks)
     ]
-    results = from_pandas(blocks).map_batches(
-        _LedgeredActor,
-        fn_constructor_kwargs={
-            "actor_cls": actor_cls,
-            "actor_kwargs": dict(actor_kwargs),
-            "key_column": key_column,
-            "ledger": ledger,
-        },
-        batch_size=settings.batch_size,
-        batch_format="pandas",
-        compute=ActorPoolStrategy(size=settings.workers),
-        num_cpus=settings.cpus_per_worker,
-        max_restarts=settings.max_restarts,
-        max_task_retries=settings.max_restarts,
-    )
+    with warnings.catch_warnings():
+        # Restarts are set through map_batches' remote arguments, the way Ray 2.60 documents
+        # for actor pools; it warns that such arguments move to named parameters in 2.64.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        results = from_pandas(blocks).map_batches(
+            _LedgeredActor,
+            fn_constructor_kwargs={
+                "actor_cls": actor_cls,
+                "actor_kwargs": dict(actor_kwargs),
+                "key_column": key_column,
+                "ledger": ledger,
+            },
+            batch_size=settings.batch_size,
+            batch_format="pandas",
+            compute=ActorPoolStrategy(size=settings.workers),
+            num_cpus=settings.cpus_per_worker,
+            max_restarts=settings.max_restarts,
+            max_task_retries=settings.max_restarts,
+        )
     table = results.to_pandas()
     retried = int(ray.get(ledger.retried_rows.remote()))
     ray.kill(ledger)

@@ -101,11 +101,17 @@ def score_with_ray(
             f"{len(doubled)} twice (e.g. {doubled[:3]})"
         )
     order = {path: i for i, path in enumerate(paths)}
-    table = table.sort_values("path", key=lambda s: s.map(order)).reset_index(drop=True)
+    table = table.sort_values("path", key=lambda s: s.map(order))
+    # Back through Python rows, as the local engine builds its table: Arrow typed a block whose
+    # errors were all None as a null column, and the two engines must give equal frames.
+    table = pd.DataFrame(
+        table.astype(object).where(table.notna(), None).to_dict(orient="records"),
+        columns=list(VERDICT_COLUMNS),
+    )
     if retried:
         logger.warning(
             "Batch scoring on Ray: %d images were scored again after a worker died; each is "
             "in the verdict table once",
             retried,
         )
-    return table[list(VERDICT_COLUMNS)], retried
+    return table, retried

@@ -1,0 +1,255 @@
+"""Batch scoring on Ray (local mode): same verdicts as the local engine, crashes, bad files, S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eyecatcher.distributed.session import ray_session
+from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
+from eyecatcher.pipelines.batch_scoring.ray_engine import RegistryChampionScorer, score_with_ray
+from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, batch_summary
+from eyecatcher.serving.registry import resolve_champion
+from tests.image_factory import good_images
+from tests.pipelines.serving.tiny_champion import CLASSES, MODEL_NAME, TinyRegistry, tiny_registry
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO_IMAGES = REPO / "data" / "01_raw" / "demo" / "images"
+PARAMS = {
+    "model_name": MODEL_NAME,
+    "alias": "champion",
+    "recursive": True,
+    "extensions": [".jpg", ".png", ".webp"],
+    "batch_size": 4,
+    "storage_options": {},
+    "engine": "ray",
+    "ray": {"workers": 2, "max_restarts": 2},
+}
+#: What a worker sees: fake AWS credentials (moto), and the repository on its import path so
+#: that the crashing scorer below can be unpickled there.
+WORKER_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray (2 CPUs, 127.0.0.1, no dashboard) for the whole module."""
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": WORKER_ENV},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegistry]:
+    with tiny_registry(tmp_path_factory.mktemp("ray-registry")) as created:
+        yield created
+
+
+@pytest.fixture(scope="module")
+def champion(registry: TinyRegistry) -> dict:
+    return resolve_champion(PARAMS)
+
+
+class CrashingScorer(RegistryChampionScorer):
+    """Kills its worker process on the first batch holding a ``crash-*`` file.
+
+    A marker file beside that image records the death, so the retried batch succeeds: the
+    test sees what a worker lost to a node failure or the OOM killer looks like.
+    """
+
+    def score(self, paths: list[str]) -> list[dict]:
+        for path in paths:
+            marker = Path(path).with_name(".crashed")
+            if Path(path).name.startswith("crash-") and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)
+        return super().score(paths)
+
+
+def test_ray_verdicts_equal_local_verdicts_on_the_demo(
+    local_ray: None, champion: dict, registry: TinyRegistry
+) -> None:
+    params = {**PARAMS, "source": str(DEMO_IMAGES)}
+    listed = list_images_to_score(params)
+    local, local_summary = score_images(listed, champion, {**params, "engine": "local"})
+    on_ray, ray_summary = score_images(listed, champion, params)
+    assert list(on_ray.columns) == list(VERDICT_COLUMNS)
+    assert on_ray["path"].tolist() == listed["path"].tolist() == local["path"].tolist()
+    assert on_ray["class"].tolist() == local["class"].tolist()
+    assert on_ray["decision"].tolist() == local["decision"].tolist()
+    assert on_ray["error"].isna().all() and local["error"].isna().all()
+    np.testing.assert_allclose(
+        on_ray["unsafe_score"].to_numpy(float), local["unsafe_score"].to_numpy(float), atol=1e-5
+    )
+    ray_probs = np.array([[json.loads(p)[c] for c in CLASSES] for p in on_ray["probabilities"]])
+    local_probs = np.array([[json.loads(p)[c] for c in CLASSES] for p in local["probabilities"]])
+    np.testing.assert_allclose(ray_probs, local_probs, atol=1e-5)
+    assert ray_summary["engine"] == "ray" and local_summary["engine"] == "local"
+    same = {"n_images", "n_scored", "n_errors", "decisions", "classes", "model_version"}
+    assert {k: ray_summary[k] for k in same} == {k: local_summary[k] for k in same}
+    assert ray_summary["n_retried"] == 0
+
+
+def _folder_with_bad_files(root: Path, n_good: int) -> Path:
+    images = good_images(seed=7)
+    root.mkdir(parents=True)
+    names = ["rgb.jpg", "rgba.png", "rgb.webp", "gray.png"]
+    for i in range(n_good):
+        name = names[i % len(names)]
+        (root / f"good-{i:02d}{Path(name).suffix}").write_bytes(images[name])
+    (root / "cut.jpg").write_bytes(images["rgb.jpg"][: len(images["rgb.jpg"]) // 2])
+    (root / "notes.png").write_bytes(b"not an image at all")
+    return root
+
+
+def test_bad_files_get_per_row_errors_on_ray(
+    local_ray: None, champion: dict, tmp_path: Path
+) -> None:
+    root = _folder_with_bad_files(tmp_path / "incoming", n_good=5)
+    # One worker: each actor start costs a process with torch and the model (seconds).
+    params = {**PARAMS, "source": str(root), "ray": {"workers": 1}}
+    listed = list_images_to_score(params)
+    paths = [*listed["path"].tolist(), str(root / "vanished.jpg")]
+    table, summary = score_images(pd.DataFrame({"path": paths}), champion, params)
+    errors = table.set_index(table["path"].map(lambda p: Path(p).name))["error"]
+    assert errors["cut.jpg"].startswith("truncated:")
+    assert errors["notes.png"].startswith("not_an_image:")
+    assert errors["vanished.jpg"].startswith("unreadable:")
+    assert errors.drop(["cut.jpg", "notes.png", "vanished.jpg"]).isna().all()
+    assert summary["errors_by_reason"] == {"truncated": 1, "not_an_image": 1, "unreadable": 1}
+    assert summary["n_scored"] + summary["n_errors"] == summary["n_images"] == len(paths)
+
+
+def test_a_worker_killed_mid_run_loses_no_image_and_scores_none_twice(
+    local_ray: None, champion: dict, tmp_path: Path
+) -> None:
+    root = _folder_with_bad_files(tmp_path / "incoming", n_good=14)
+    images = good_images(seed=7)
+    (root / "crash-here.jpg").write_bytes(images["rgb.jpg"])
+    params = {**PARAMS, "source": str(root)}
+    paths = list_images_to_score(params)["path"].tolist()
+    table, retried = score_with_ray(paths, champion, params, scorer_cls=CrashingScorer)
+    assert (root / ".crashed").exists(), "the worker never died: the test proved nothing"
+    assert table["path"].tolist() == paths  # each image once, in the listing's order
+    assert retried >= 1
+    summary = batch_summary(table, champion, params, n_retried=retried, engine="ray")
+    assert summary["n_scored"] + summary["n_errors"] == summary["n_images"] == len(paths)
+    assert summary["n_errors"] == 2 and summary["n_retried"] == retried
+    assert pd.isna(table.set_index("path").loc[str(root / "crash-here.jpg"), "error"])
+
+
+def test_s3_prefix_is_scored_on_ray(
+    local_ray: None, moto_s3: str, champion: dict, registry: TinyRegistry
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
+    s3.create_bucket(Bucket="uploads")
+    images = good_images(seed=2)
+    s3.put_object(Bucket="uploads", Key="incoming/a.jpg", Body=images["rgb.jpg"])
+    s3.put_object(Bucket="uploads", Key="incoming/b.png", Body=images["gray.png"])
+    cut = images["rgb.jpg"][: len(images["rgb.jpg"]) // 2]
+    s3.put_object(Bucket="uploads", Key="incoming/cut.jpg", Body=cut)
+    params = {
+        **PARAMS,
+        "source": "s3://uploads/incoming",
+        "storage_options": {"client_kwargs": {"endpoint_url": moto_s3}},
+        "ray": {"workers": 1},
+    }
+    listed = list_images_to_score(params)
+    on_ray, summary = score_images(listed, champion, params)
+    local, _ = score_images(listed, champion, {**params, "engine": "local"})
+    assert on_ray["path"].tolist() == [
+        "s3://uploads/incoming/" + n for n in ("a.jpg", "b.png", "cut.jpg")
+    ]
+    assert on_ray["error"].isna().tolist() == [True, True, False]
+    assert on_ray.loc[2, "error"].startswith("truncated:")
+    np.testing.assert_allclose(
+        on_ray["unsafe_score"][:2].to_numpy(float),
+        local["unsafe_score"][:2].to_numpy(float),
+        atol=1e-5,
+    )
+    assert summary["n_scored"] == 2 and summary["engine"] == "ray"
+
+
+def test_settings_are_checked_before_any_work(champion: dict) -> None:
+    listed = pd.DataFrame({"path": ["x.jpg"]})
+    with pytest.raises(ValueError, match="engine must be one of"):
+        score_images(listed, champion, {**PARAMS, "source": ".", "engine": "spark"})
+    with pytest.raises(ValueError, match=r"unknown batch_scoring\.ray keys"):
+        score_with_ray(["x.jpg"], champion, {**PARAMS, "ray": {"wokers": 2}})
+    with pytest.raises(ValueError, match="workers >= 1"):
+        score_with_ray(["x.jpg"], champion, {**PARAMS, "ray": {"workers": 0}})
+
+
+def test_a_running_ray_is_reused_and_left_running(local_ray: None) -> None:
+    with ray_session(num_cpus=1) as where:
+        assert where == "existing"
+    assert ray.is_initialized()
+
+
+def test_kedro_run_with_the_ray_engine_starts_and_stops_its_own_ray(
+    registry: TinyRegistry, kedro_project: Path
+) -> None:
+    """The command a user types, in a fresh process: RAY_ADDRESS unset → a local Ray."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "MLFLOW_REGISTRY_URI": registry.tracking_uri,
+    }
+    env.pop("RAY_ADDRESS", None)
+    params = (
+        f"batch_scoring.engine=ray,batch_scoring.model_name={MODEL_NAME},"
+        "batch_scoring.ray.num_cpus=2"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kedro",
+            "run",
+            "--env",
+            "test",
+            "--pipelines",
+            "batch_scoring",
+            "--params",
+            params,
+        ],
+        check=False,
+        cwd=kedro_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts.parquet")
+    summary = json.loads(
+        (kedro_project / "data/08_reporting/batch_scoring_summary.json").read_text()
+    )
+    assert summary["engine"] == "ray" and summary["n_images"] == len(table) > 0
+    assert summary["n_scored"] + summary["n_errors"] == summary["n_images"]

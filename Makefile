@@ -23,7 +23,7 @@ $(VENV)/.installed-run: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[dev]" -c $(CONSTRAINTS)
+	$(BIN)/python -m pip install -e ".[dev,ray]" -c $(CONSTRAINTS)
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run ## run the whole pipeline on the embedded demo (offline)

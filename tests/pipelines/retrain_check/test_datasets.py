@@ -17,10 +17,11 @@ NAME = "eyecatcher-moderation"
 
 @pytest.fixture
 def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    # The registry follows the tracking URI; setting a registry URI would outlive the test
+    # (MLflow exports it to the environment and never unsets it).
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     yield MlflowClient(tracking_uri=uri, registry_uri=uri)
     mlflow.set_tracking_uri(None)
 

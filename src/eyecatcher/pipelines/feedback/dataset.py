@@ -21,13 +21,20 @@ class FeedbackFilesDataset(AbstractDataset[None, dict[str, bytes]]):
     without any); other files in the folder (a README) are skipped and counted.
     """
 
-    def __init__(self, path: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        storage_options: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Create the dataset.
 
         Args:
             path: A local folder (relative to the project root, or absolute) or ``s3://`` prefix.
             storage_options: Non-secret fsspec options (endpoint, region).
+            metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
         """
+        self.metadata = metadata
         self._path = path
         self._storage_options = dict(storage_options or {})
 

@@ -19,13 +19,17 @@ logger = logging.getLogger(__name__)
 class OptionalTableDataset(AbstractDataset[None, pd.DataFrame | None]):
     """A Parquet table that may not exist yet (``None`` then, with the reason logged)."""
 
-    def __init__(self, filepath: str, missing_hint: str = "") -> None:
+    def __init__(
+        self, filepath: str, missing_hint: str = "", metadata: dict[str, Any] | None = None
+    ) -> None:
         """Create the dataset.
 
         Args:
             filepath: The Parquet file.
             missing_hint: What produces the file, said when it is missing.
+            metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
         """
+        self.metadata = metadata
         self._filepath = filepath
         self._hint = missing_hint
 
@@ -57,6 +61,7 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
         alias: str = "champion",
         reference_predictions: str = "data/07_model_output/{candidate}/test_predictions.parquet",
         quantization_decision: str = "data/08_reporting/quantization_decision.json",
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         """Create the dataset.
 
@@ -65,7 +70,9 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
             alias: The alias to follow.
             reference_predictions: Path template of training's test predictions.
             quantization_decision: Quantization's decision (bundle fingerprints).
+            metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
         """
+        self.metadata = metadata
         self._model_name = model_name
         self._alias = alias
         self._predictions = reference_predictions

@@ -25,7 +25,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -279,13 +279,15 @@ def read_image(uri: str, expected_sha256: str) -> Image.Image:
     return decode_image(data)
 
 
-def _view_transform(view: ViewSpec, data_config: Mapping[str, Any]) -> Any:
+def view_transform(view: ViewSpec, data_config: Mapping[str, Any]) -> Any:
+    """The transform of ``view``: the evaluation one, or the seeded training augmentation."""
     if view.augmentation is None:
         return eval_transform(data_config)
     return train_transform(data_config, **view.augmentation)
 
 
-def _view_input(view: ViewSpec, transform: Any, image: Image.Image, sha256: str) -> torch.Tensor:
+def view_input(view: ViewSpec, transform: Any, image: Image.Image, sha256: str) -> torch.Tensor:
+    """The model input of one image under ``view``; the same pixels on every call and machine."""
     if view.augmentation is None:
         return transform(image)
     # The augmentation of (image, view) must be the same every time for the cache to mean
@@ -332,6 +334,8 @@ def compute_features(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     description: str = "features",
+    engine: str = "local",
+    workers: int = 2,
 ) -> tuple[dict[str, np.ndarray], FeatureStats]:
     """Backbone features of every image under every view, from the cache when possible.
 
@@ -342,8 +346,13 @@ def compute_features(
         views: Views to compute.
         cache: Where to read and store vectors; ``None`` computes without caching.
         batch_size: Images per backbone forward pass.
-        device: Device the model is on.
+        device: Device the model is on (the local engine; Ray workers use their CPUs).
         description: Progress-bar label.
+        engine: Where cache misses are computed: ``local`` (this process) or ``ray`` (a pool
+            of ``workers`` Ray actors, each with a copy of the model; see
+            :mod:`eyecatcher.distributed.feature_extraction`). Keys, and the cache entries
+            this process writes, are the same either way.
+        workers: Ray actors, for ``engine="ray"``.
 
     Returns:
         ``{view name: array (len(images), n_features)}`` and the hit/miss statistics.
@@ -364,33 +373,95 @@ def compute_features(
                 rows[view.name][index] = vector
                 stats.hits += 1
 
-    transforms = {view.name: _view_transform(view, backbone.data_config) for view in views}
-    todo = sorted(missing)
+    if engine not in ("local", "ray"):
+        raise ValueError(f"feature engine must be 'local' or 'ray', got {engine!r}")
     total = sum(len(v) for v in missing.values())
-    with tqdm(total=total, desc=description, unit="img", disable=total == 0) as bar:
-        for chunk_start in range(0, len(todo), batch_size):
-            chunk = todo[chunk_start : chunk_start + batch_size]
-            decoded = {index: read_image(images[index][1], images[index][0]) for index in chunk}
-            for view in views:
-                members = [index for index in chunk if view in missing[index]]
-                if not members:
-                    continue
-                batch = torch.stack(
-                    [
-                        _view_input(view, transforms[view.name], decoded[i], images[i][0])
-                        for i in members
-                    ]
-                ).to(device)
-                vectors = extract_features(model, batch).float().cpu().numpy()
-                key, digest = keys[view.name]
-                for index, vector in zip(members, vectors, strict=True):
-                    rows[view.name][index] = vector
-                    if cache is not None:
-                        cache.put(key, digest, images[index][0], vector)
-                stats.misses += len(members)
-                bar.update(len(members))
+    if engine == "ray" and total:
+        from eyecatcher.distributed.feature_extraction import compute_on_ray
+
+        computed = compute_on_ray(
+            model, backbone.data_config, images, missing, batch_size=batch_size, workers=workers
+        )
+    else:
+        computed = _compute_here(
+            model,
+            backbone.data_config,
+            images,
+            missing,
+            batch_size=batch_size,
+            device=device,
+            description=description,
+        )
+    for index, view, vector in computed:
+        rows[view.name][index] = vector
+        if cache is not None:
+            key, digest = keys[view.name]
+            cache.put(key, digest, images[index][0], vector)
+        stats.misses += 1
 
     stats.seconds = time.perf_counter() - start
     if not images:
         return {view.name: np.zeros((0, 0), dtype=np.float32) for view in views}, stats
     return {name: np.stack(vectors) for name, vectors in rows.items()}, stats  # type: ignore[arg-type]
+
+
+def compute_view_batches(
+    model: torch.nn.Module,
+    data_config: Mapping[str, Any],
+    images: Sequence[tuple[str, str]],
+    missing: Mapping[int, Sequence[ViewSpec]],
+    *,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[list[tuple[int, ViewSpec, np.ndarray]], int]]:
+    """Backbone vectors of the (image, view) pairs in ``missing``, one forward pass at a time.
+
+    The unit of work of both engines: each chunk of ``batch_size`` images is decoded once and
+    run through the backbone once per view, so the Ray engine batches exactly as this one does.
+
+    Args:
+        model: The frozen timm model, on ``device``.
+        data_config: The preprocessing config of the cache key.
+        images: ``(sha256, uri)`` pairs.
+        missing: For each image index to compute, the views it needs.
+        batch_size: Images per forward pass.
+        device: Device the model is on.
+
+    Yields:
+        ``(index, view, float32 vector)`` triples of one forward pass, and its size.
+    """
+    transforms: dict[str, Any] = {}
+    todo = sorted(missing)
+    for chunk_start in range(0, len(todo), batch_size):
+        chunk = todo[chunk_start : chunk_start + batch_size]
+        decoded = {index: read_image(images[index][1], images[index][0]) for index in chunk}
+        views = {view.name: view for index in chunk for view in missing[index]}
+        for name, view in views.items():
+            members = [index for index in chunk if view in missing[index]]
+            if name not in transforms:
+                transforms[name] = view_transform(view, data_config)
+            batch = torch.stack(
+                [view_input(view, transforms[name], decoded[i], images[i][0]) for i in members]
+            ).to(device)
+            vectors = extract_features(model, batch).float().cpu().numpy()
+            yield [(i, view, v) for i, v in zip(members, vectors, strict=True)], len(members)
+
+
+@torch.no_grad()
+def _compute_here(
+    model: torch.nn.Module,
+    data_config: Mapping[str, Any],
+    images: Sequence[tuple[str, str]],
+    missing: Mapping[int, Sequence[ViewSpec]],
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    description: str,
+) -> Iterator[tuple[int, ViewSpec, np.ndarray]]:
+    total = sum(len(v) for v in missing.values())
+    with tqdm(total=total, desc=description, unit="img", disable=total == 0) as bar:
+        for triples, size in compute_view_batches(
+            model, data_config, images, missing, batch_size=batch_size, device=device
+        ):
+            yield from triples
+            bar.update(size)

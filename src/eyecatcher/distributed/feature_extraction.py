@@ -1,0 +1,132 @@
+"""Cold-cache backbone features computed by Ray actors (``compute_features(engine="ray")``).
+
+Workers only compute: each actor holds a copy of the frozen model and runs
+:func:`eyecatcher.features.compute_view_batches`, the local engine's own unit of work, on one
+batch of images at a time (the same batches the local engine forms). The vectors come back to
+the caller, which writes the cache entries under the keys it computed, so a cache filled through
+Ray is the cache a laptop run fills, and the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
+from eyecatcher.distributed.session import ray_session
+from eyecatcher.features import ViewSpec, compute_view_batches
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureWorker:
+    """A Ray actor holding one copy of the frozen backbone.
+
+    Args:
+        model: The frozen timm model (moved to CPU, eval mode).
+        data_config: The preprocessing config of the cache key.
+        views: Every view a row may name, by name.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, data_config: Mapping[str, Any], views: Mapping[str, ViewSpec]
+    ) -> None:
+        self.model = model.cpu().eval()
+        self.data_config = dict(data_config)
+        self.views = dict(views)
+
+    @torch.no_grad()
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Rows ``index, sha256, uri, views`` in; one row per (image, view) out, vector as bytes."""
+        images = list(zip(batch["sha256"], batch["uri"], strict=True))
+        missing = {
+            local: [self.views[name] for name in names.split(",")]
+            for local, names in enumerate(batch["views"])
+        }
+        out: list[dict[str, Any]] = []
+        for triples, _ in compute_view_batches(
+            self.model, self.data_config, images, missing, batch_size=len(images)
+        ):
+            for local, view, vector in triples:
+                out.append(
+                    {
+                        "index": int(batch["index"].iloc[local]),
+                        "view": view.name,
+                        # Raw float32 bytes: the exact values, whatever Arrow would make of arrays.
+                        "vector": np.asarray(vector, dtype=np.float32).tobytes(),
+                    }
+                )
+        return pd.DataFrame(out, columns=["index", "view", "vector"])
+
+
+def compute_on_ray(
+    model: torch.nn.Module,
+    data_config: Mapping[str, Any],
+    images: Sequence[tuple[str, str]],
+    missing: Mapping[int, Sequence[ViewSpec]],
+    *,
+    batch_size: int,
+    workers: int,
+) -> Iterator[tuple[int, ViewSpec, np.ndarray]]:
+    """The vectors of the (image, view) pairs in ``missing``, computed by Ray actors.
+
+    Ray is used as :func:`eyecatcher.distributed.session.ray_session` says (``RAY_ADDRESS``,
+    or a local Ray for the call). The image URIs must be readable from the workers.
+
+    Args:
+        model: The frozen timm model.
+        data_config: The preprocessing config of the cache key.
+        images: ``(sha256, uri)`` pairs.
+        missing: For each image index to compute, the views it needs.
+        batch_size: Images per forward pass (and per Ray task).
+        workers: Actors in the pool.
+
+    Returns:
+        ``(index, view, float32 vector)`` for every pair in ``missing``, each exactly once.
+
+    Raises:
+        RuntimeError: If a pair comes back twice or not at all.
+    """
+    views = {view.name: view for wanted in missing.values() for view in wanted}
+    todo = sorted(missing)
+    frame = pd.DataFrame(
+        {
+            "index": todo,
+            "sha256": [images[i][0] for i in todo],
+            "uri": [images[i][1] for i in todo],
+            "views": [",".join(view.name for view in missing[i]) for i in todo],
+        }
+    )
+    settings = ActorPoolSettings(workers=workers, batch_size=max(1, batch_size))
+    with ray_session() as where:
+        logger.info(
+            "Features on Ray (%s): %d images, %d workers, batches of %d",
+            where,
+            len(todo),
+            settings.workers,
+            settings.batch_size,
+        )
+        table, retried = map_with_actor_pool(
+            frame,
+            FeatureWorker,
+            {"model": model, "data_config": dict(data_config), "views": views},
+            settings,
+            key_column="index",
+        )
+    if retried:
+        logger.warning("Features on Ray: %d images recomputed after a worker died", retried)
+    expected = {(i, view.name) for i, wanted in missing.items() for view in wanted}
+    got = list(zip(table["index"].astype(int), table["view"], strict=True))
+    if len(got) != len(expected) or set(got) != expected:
+        raise RuntimeError(
+            f"Ray returned {len(got)} feature vectors for {len(expected)} (image, view) pairs"
+        )
+    return (
+        (int(index), views[name], np.frombuffer(vector, dtype=np.float32).copy())
+        for index, name, vector in zip(table["index"], table["view"], table["vector"], strict=True)
+    )

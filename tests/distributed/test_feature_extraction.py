@@ -1,0 +1,124 @@
+"""Cold-cache features on Ray (local mode) fill the same cache entries as the local engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eyecatcher.features import (
+    BackboneKey,
+    FeatureCache,
+    backbone_fingerprint,
+    compute_features,
+    training_views,
+)
+from eyecatcher.images import sha256_bytes
+from eyecatcher.models.factory import create_classifier
+from eyecatcher.preprocessing import data_config_for
+from tests.image_factory import good_images
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+
+#: The stated tolerance between engines: the same batches through the same float32 kernels give
+#: the same bits in practice; different processes may pick other kernel paths.
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray (2 CPUs, 127.0.0.1, no dashboard) for the whole module."""
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[torch.nn.Module, BackboneKey, list[tuple[str, str]]]:
+    torch.manual_seed(3)
+    model, source = create_classifier("test_resnet", 3, "random")
+    model.eval()
+    data_config = data_config_for(model, 64)
+    backbone = BackboneKey("test_resnet", source, 3, backbone_fingerprint(model), data_config)
+    images: list[tuple[str, str]] = []
+    for seed in range(3):
+        for name, data in good_images(seed=seed).items():
+            # Distinct images only: a copy would be a cache hit and blur the counts below.
+            if name.endswith((".jpg", ".png", ".webp")) and sha256_bytes(data) not in dict(images):
+                path = tmp_path / "images" / f"{seed}-{name}"
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(data)
+                images.append((sha256_bytes(data), str(path)))
+    return model, backbone, images
+
+
+def _entries(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file()}
+
+
+def test_ray_fills_the_cache_a_laptop_run_fills_and_each_reuses_the_other(
+    local_ray: None, setup: tuple, tmp_path: Path
+) -> None:
+    model, backbone, images = setup
+    views = training_views(3, {"horizontal_flip": 0.5, "rotation_degrees": 10.0}, seed=7)
+    laptop, cluster = FeatureCache(tmp_path / "laptop"), FeatureCache(tmp_path / "cluster")
+    common = {"batch_size": 4}
+    local, local_stats = compute_features(model, backbone, images, views, cache=laptop, **common)
+    on_ray, ray_stats = compute_features(
+        model, backbone, images, views, cache=cluster, engine="ray", workers=2, **common
+    )
+    assert ray_stats.misses == local_stats.misses == len(images) * len(views)
+    assert ray_stats.digests == local_stats.digests
+    laptop_files, cluster_files = _entries(laptop.root), _entries(cluster.root)
+    assert sorted(laptop_files) == sorted(cluster_files)  # identical keys, identical layout
+    worst = 0.0
+    for name, path in laptop_files.items():
+        if name.endswith("key.json"):
+            assert path.read_text() == cluster_files[name].read_text()
+            continue
+        a, b = np.load(path), np.load(cluster_files[name])
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        worst = max(worst, float(np.abs(a - b).max()))
+    assert worst <= TOLERANCE
+    for name in local:
+        np.testing.assert_allclose(on_ray[name], local[name], atol=TOLERANCE)
+    # A cache filled on the cluster serves a laptop run, and the other way round.
+    _, laptop_reads_cluster = compute_features(model, backbone, images, views, cache=cluster)
+    _, cluster_reads_laptop = compute_features(
+        model, backbone, images, views, cache=laptop, engine="ray"
+    )
+    for stats in (laptop_reads_cluster, cluster_reads_laptop):
+        assert stats.misses == 0 and stats.hits == len(images) * len(views)
+
+
+def test_a_partly_filled_cache_sends_only_the_misses_to_ray(
+    local_ray: None, setup: tuple, tmp_path: Path
+) -> None:
+    model, backbone, images = setup
+    views = training_views(1, {}, seed=0)
+    cache = FeatureCache(tmp_path / "cache")
+    half = len(images) // 2
+    compute_features(model, backbone, images[:half], views, cache=cache)
+    features, stats = compute_features(
+        model, backbone, images, views, cache=cache, engine="ray", workers=1
+    )
+    assert stats.hits == half and stats.misses == len(images) - half
+    fresh, _ = compute_features(model, backbone, images, views, cache=None)
+    np.testing.assert_allclose(features["clean"], fresh["clean"], atol=TOLERANCE)
+
+
+def test_an_unknown_engine_is_refused(setup: tuple) -> None:
+    model, backbone, images = setup
+    with pytest.raises(ValueError, match="feature engine"):
+        compute_features(
+            model, backbone, images, training_views(1, {}, 0), cache=None, engine="dask"
+        )

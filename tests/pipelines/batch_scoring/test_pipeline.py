@@ -217,6 +217,26 @@ def test_batch_scoring_pipeline_writes_the_verdict_table(
         (kedro_project / "data/08_reporting/batch_scoring_summary.json").read_text()
     )
     assert summary["n_images"] == len(expected) and summary["model_version"] == "1"
+    assert summary["engine"] == "local" and summary["n_retried"] == 0
+    metrics = run_metrics(registry.tracking_uri)
+    assert metrics["monitoring.items"] == len(expected)
+    assert metrics["monitoring.error_rate"] == 0.0 and metrics["monitoring.retried_items"] == 0.0
+    assert sum(v for k, v in metrics.items() if k.startswith("monitoring.decision_rate.")) == (
+        pytest.approx(1.0)
+    )
+
+
+def run_metrics(tracking_uri: str) -> dict[str, float]:
+    """The metrics of the latest run that logged batch-scoring monitoring figures."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, "metrics.`monitoring.items` >= 0", order_by=["start_time DESC"]
+    )
+    assert runs, "no run logged the batch-scoring monitoring metrics"
+    return dict(runs[0].data.metrics)
 
 
 def test_default_extensions_cover_every_served_format_and_skips_are_warned(

@@ -19,6 +19,7 @@ from eyecatcher.pipelines.batch_scoring.ray_engine import RegistryChampionScorer
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, batch_summary
 from eyecatcher.serving.registry import resolve_champion
 from tests.image_factory import good_images
+from tests.pipelines.batch_scoring.test_pipeline import run_metrics
 from tests.pipelines.serving.tiny_champion import CLASSES, MODEL_NAME, TinyRegistry, tiny_registry
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
@@ -126,40 +127,27 @@ def _folder_with_bad_files(root: Path, n_good: int) -> Path:
     return root
 
 
-def test_bad_files_get_per_row_errors_on_ray(
+def test_a_worker_killed_mid_run_and_bad_files_lose_no_image_and_score_none_twice(
     local_ray: None, champion: dict, tmp_path: Path
 ) -> None:
-    root = _folder_with_bad_files(tmp_path / "incoming", n_good=5)
-    # One worker: each actor start costs a process with torch and the model (seconds).
-    params = {**PARAMS, "source": str(root), "ray": {"workers": 1}}
-    listed = list_images_to_score(params)
-    paths = [*listed["path"].tolist(), str(root / "vanished.jpg")]
-    table, summary = score_images(pd.DataFrame({"path": paths}), champion, params)
+    """One Ray run (each costs actor starts): bad files give row errors, a dead worker a retry."""
+    root = _folder_with_bad_files(tmp_path / "incoming", n_good=14)
+    (root / "crash-here.jpg").write_bytes(good_images(seed=7)["rgb.jpg"])
+    params = {**PARAMS, "source": str(root)}
+    paths = [*list_images_to_score(params)["path"].tolist(), str(root / "vanished.jpg")]
+    table, retried = score_with_ray(paths, champion, params, scorer_cls=CrashingScorer)
+    assert (root / ".crashed").exists(), "the worker never died: the test proved nothing"
+    assert table["path"].tolist() == paths  # each image once, in the listing's order
+    assert retried >= 1
     errors = table.set_index(table["path"].map(lambda p: Path(p).name))["error"]
     assert errors["cut.jpg"].startswith("truncated:")
     assert errors["notes.png"].startswith("not_an_image:")
     assert errors["vanished.jpg"].startswith("unreadable:")
     assert errors.drop(["cut.jpg", "notes.png", "vanished.jpg"]).isna().all()
+    summary = batch_summary(table, champion, params, n_retried=retried, engine="ray")
     assert summary["errors_by_reason"] == {"truncated": 1, "not_an_image": 1, "unreadable": 1}
     assert summary["n_scored"] + summary["n_errors"] == summary["n_images"] == len(paths)
-
-
-def test_a_worker_killed_mid_run_loses_no_image_and_scores_none_twice(
-    local_ray: None, champion: dict, tmp_path: Path
-) -> None:
-    root = _folder_with_bad_files(tmp_path / "incoming", n_good=14)
-    images = good_images(seed=7)
-    (root / "crash-here.jpg").write_bytes(images["rgb.jpg"])
-    params = {**PARAMS, "source": str(root)}
-    paths = list_images_to_score(params)["path"].tolist()
-    table, retried = score_with_ray(paths, champion, params, scorer_cls=CrashingScorer)
-    assert (root / ".crashed").exists(), "the worker never died: the test proved nothing"
-    assert table["path"].tolist() == paths  # each image once, in the listing's order
-    assert retried >= 1
-    summary = batch_summary(table, champion, params, n_retried=retried, engine="ray")
-    assert summary["n_scored"] + summary["n_errors"] == summary["n_images"] == len(paths)
-    assert summary["n_errors"] == 2 and summary["n_retried"] == retried
-    assert pd.isna(table.set_index("path").loc[str(root / "crash-here.jpg"), "error"])
+    assert summary["n_scored"] == 15 and summary["n_retried"] == retried
 
 
 def test_s3_prefix_is_scored_on_ray(
@@ -253,3 +241,4 @@ def test_kedro_run_with_the_ray_engine_starts_and_stops_its_own_ray(
     )
     assert summary["engine"] == "ray" and summary["n_images"] == len(table) > 0
     assert summary["n_scored"] + summary["n_errors"] == summary["n_images"]
+    assert run_metrics(registry.tracking_uri)["monitoring.items"] == len(table)

@@ -18,6 +18,7 @@ import fsspec
 import pandas as pd
 from tqdm.auto import tqdm
 
+from eyecatcher.monitoring.run_metrics import scoring_run_metrics
 from eyecatcher.pipelines.batch_scoring.scoring import (
     VERDICT_COLUMNS,
     ChampionScorer,
@@ -133,3 +134,21 @@ def _score_locally(
             verdicts.extend(scorer.score(batch))
             progress.update(len(batch))
     return pd.DataFrame(verdicts, columns=list(VERDICT_COLUMNS))
+
+
+def batch_scoring_metrics(
+    verdicts: pd.DataFrame, summary: Mapping[str, Any]
+) -> dict[str, dict[str, float]]:
+    """The run's monitoring figures for MLflow, the same for both engines.
+
+    Args:
+        verdicts: The verdict table of :func:`score_images`.
+        summary: Its summary (for the images retried after a worker died).
+
+    Returns:
+        :func:`eyecatcher.monitoring.run_metrics.scoring_run_metrics` of the table (items, error
+        rate, decision rates, unsafe-score distribution) and ``retried_items``, in the form of
+        kedro-mlflow's metrics dataset (the catalog adds the ``monitoring.`` prefix).
+    """
+    metrics = {**scoring_run_metrics(verdicts), "retried_items": float(summary["n_retried"])}
+    return {name: {"value": float(value), "step": 0} for name, value in metrics.items()}

@@ -2,12 +2,16 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
+from eyecatcher.pipelines.batch_scoring.nodes import (
+    batch_scoring_metrics,
+    list_images_to_score,
+    score_images,
+)
 from eyecatcher.serving.registry import resolve_champion
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the batch-scoring pipeline: champion + listed images → verdict table."""
+    """Create the batch-scoring pipeline: champion + listed images → verdicts, metrics."""
     return Pipeline(
         [
             Node(
@@ -29,6 +33,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["images_to_score", "batch_scoring_champion", "params:batch_scoring"],
                 outputs=["batch_verdicts", "batch_scoring_summary"],
                 name="score_images",
+                tags=["batch_scoring"],
+            ),
+            Node(
+                batch_scoring_metrics,
+                inputs=["batch_verdicts", "batch_scoring_summary"],
+                outputs="batch_scoring_metrics",
+                name="batch_scoring_metrics",
                 tags=["batch_scoring"],
             ),
         ]

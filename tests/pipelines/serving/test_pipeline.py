@@ -27,6 +27,7 @@ from eyecatcher.pipelines.serving.nodes import (
     select_smoke_test_images,
     staging_smoke_test,
 )
+from eyecatcher.pipelines.serving.staging import Observations, monitoring_metrics
 from eyecatcher.serving.client import (
     compare_predictions,
     dataframe_split_body,
@@ -181,6 +182,25 @@ def test_failed_report_fails_the_run_with_every_reason() -> None:
 
 
 # -- registry ---------------------------------------------------------------------------------
+
+
+def test_monitoring_metrics_count_failed_requests_as_errors() -> None:
+    seen = Observations(latencies=[10.0, 30.0, 20.0])
+    seen.answers = [
+        {"id": "a", "class": "safe", "unsafe_score": 0.1, "decision": "allow", "error": None},
+        {"id": "b", "class": "explicit", "unsafe_score": 0.9, "decision": "block", "error": None},
+        {"id": "c", "class": "safe", "unsafe_score": 0.2, "decision": "allow", "error": None},
+        {"id": "d", "error": "HTTP 500"},
+    ]
+    metrics = {k: v["value"] for k, v in monitoring_metrics(seen).items()}
+    assert metrics["items"] == 4
+    assert metrics["error_rate"] == 0.25
+    assert metrics["decision_rate.allow"] == pytest.approx(2 / 3)
+    assert metrics["decision_rate.block"] == pytest.approx(1 / 3)
+    assert metrics["decision_rate.review"] == 0.0
+    assert metrics["unsafe_score.p50"] == pytest.approx(0.2)
+    assert metrics["latency_ms.p50"] == 20.0
+    assert metrics["latency_ms.p95"] == pytest.approx(29.0)
 
 
 def test_champion_is_resolved_to_a_pinned_version(registry: TinyRegistry) -> None:
@@ -357,6 +377,15 @@ def test_serving_pipeline_smoke_tests_then_serves_until_interrupted(
         report["latency_ms"]["p50_ms"]
     )
     assert metrics["serving.smoke_test.passed"] == 1.0
+    # Monitoring: the champion's behaviour on the sent images, as every scoring run logs it.
+    n = report["n_images"]
+    assert metrics["monitoring.items"] == n
+    assert metrics["monitoring.error_rate"] == 0.0
+    assert metrics["monitoring.latency_ms.p50"] == pytest.approx(report["latency_ms"]["p50_ms"])
+    assert metrics["monitoring.latency_ms.p95"] == pytest.approx(report["latency_ms"]["p95_ms"])
+    rates = [v for k, v in metrics.items() if k.startswith("monitoring.decision_rate.")]
+    assert len(rates) == 3 and sum(rates) == pytest.approx(1.0)
+    assert 0.0 <= metrics["monitoring.unsafe_score.p10"] <= metrics["monitoring.unsafe_score.p90"]
     artefacts = {a.path for a in client.list_artifacts(run.info.run_id, "serving")}
     assert {"serving/serving_smoke_test.json", "serving/serving_latency.png"} <= artefacts
 
@@ -365,7 +394,7 @@ def test_smoke_test_failure_is_reported_then_raised(registry: TinyRegistry) -> N
     """A manifest pointing at missing files: the report says so and the run fails."""
     champion = resolve_champion(PARAMS)
     manifest = demo_manifest(2).assign(uri=lambda df: df["uri"] + ".missing")
-    report, metrics, _ = staging_smoke_test(
+    report, metrics, _, monitoring = staging_smoke_test(
         champion,
         manifest,
         {**PARAMS, "smoke_test": {**PARAMS["smoke_test"], "bad_request_probes": False}},
@@ -376,6 +405,8 @@ def test_smoke_test_failure_is_reported_then_raised(registry: TinyRegistry) -> N
     with pytest.raises(SmokeTestFailedError, match="readable test images"):
         enforce_smoke_test(report)
     assert metrics["passed"]["value"] == 0.0
+    # Nothing was sent: no rate over nothing is reported as a number.
+    assert monitoring == {"items": {"value": 0.0, "step": 0}}
     assert os.environ.get("MLFLOW_TRACKING_URI") == registry.tracking_uri
 
 

@@ -23,6 +23,7 @@ from eyecatcher.pipelines.serving.staging import (
     in_process_rows,
     judge,
     latency_figure,
+    monitoring_metrics,
     new_report,
     read_smoke_images,
     send_probes,
@@ -82,7 +83,7 @@ def select_smoke_test_images(
 
 def staging_smoke_test(
     champion: Mapping[str, Any], split_manifest: pd.DataFrame, params: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any], Figure]:
+) -> tuple[dict[str, Any], dict[str, Any], Figure, dict[str, Any]]:
     """Start the scoring server, smoke-test it, stop it (or keep serving in foreground mode).
 
     Args:
@@ -91,8 +92,10 @@ def staging_smoke_test(
         params: The ``serving`` parameter block (see ``conf/base/parameters_serving.yml``).
 
     Returns:
-        The report (also the reason when the test fails), metrics for MLflow, and a latency
-        histogram. A failed smoke test is *reported* here and raised by
+        The report (also the reason when the test fails), metrics for MLflow, a latency
+        histogram, and the champion's monitoring metrics on the test images (decision rates,
+        unsafe-score distribution, error rate, latency p50/p95; ``monitoring.*`` in MLflow).
+        A failed smoke test is *reported* here and raised by
         :func:`enforce_smoke_test`, so the report is saved before the run exits non-zero.
     """
     import mlflow.pyfunc
@@ -165,7 +168,12 @@ def staging_smoke_test(
         summary["p95_ms"],
     )
     title = f"{champion['name']} v{champion['version']} served, batch 1"
-    return report, smoke_metrics(report, seen), latency_figure(seen.latencies, summary, title)
+    return (
+        report,
+        smoke_metrics(report, seen),
+        latency_figure(seen.latencies, summary, title),
+        monitoring_metrics(seen),
+    )
 
 
 def enforce_smoke_test(report: Mapping[str, Any]) -> None:

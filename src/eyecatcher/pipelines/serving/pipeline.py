@@ -28,6 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "serving_smoke_test_report",
                     "serving_smoke_test_metrics",
                     "serving_latency_plot",
+                    "serving_monitoring_metrics",
                 ],
                 name="staging_smoke_test",
                 tags=["serving"],

@@ -21,6 +21,7 @@ import requests
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from eyecatcher.monitoring.run_metrics import scoring_run_metrics
 from eyecatcher.redaction import redact_uri
 from eyecatcher.serving.client import (
     compare_predictions,
@@ -51,6 +52,8 @@ class Observations:
     row_errors: list[dict[str, Any]] = field(default_factory=list)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)
+    #: One row per test image sent: the served answer, or the request's error.
+    answers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @contextmanager
@@ -169,12 +172,15 @@ def send_test_images(
             )
         except requests.RequestException as exc:
             seen.request_errors.append({"id": image_id, "status": None, "error": repr(exc)})
+            seen.answers.append({"id": image_id, "error": repr(exc)})
             continue
         if status != 200:
             seen.request_errors.append({"id": image_id, "status": status, "error": text[:500]})
+            seen.answers.append({"id": image_id, "error": f"HTTP {status}"})
             continue
         seen.latencies.append(elapsed_ms)
         served = normalise_prediction(served_rows(text)[0])
+        seen.answers.append({**served, "id": image_id})
         if served["error"] is not None:
             seen.row_errors.append({"id": image_id, "error": served["error"]})
         problems = compare_predictions(served, local_rows[position], tolerance)
@@ -283,6 +289,21 @@ def smoke_metrics(report: Mapping[str, Any], seen: Observations) -> dict[str, An
         "passed": float(report["passed"]),
     }
     return {k: {"value": v, "step": 0} for k, v in metrics.items() if not math.isnan(v)}
+
+
+def monitoring_metrics(seen: Observations) -> dict[str, Any]:
+    """The champion's behaviour on the test images, as ``monitoring.*`` metrics for MLflow.
+
+    The same numbers every scoring run records (:func:`scoring_run_metrics`): decision rates,
+    the unsafe-score distribution, the error rate (failed requests included) and latency
+    p50/p95 over the answered requests. The bad-request probes are not scored images and are
+    left out.
+    """
+    verdicts = pd.DataFrame(
+        seen.answers, columns=["id", "class", "unsafe_score", "decision", "error"]
+    )
+    values = scoring_run_metrics(verdicts, seen.latencies)
+    return {k: {"value": v, "step": 0} for k, v in values.items() if math.isfinite(v)}
 
 
 def latency_figure(latencies_ms: list[float], summary: Mapping[str, float], title: str) -> Figure:

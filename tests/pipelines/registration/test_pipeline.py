@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -39,7 +40,7 @@ from eyecatcher.pipelines.registration.gate import (
     decide,
     mcnemar_worse_p_value,
 )
-from eyecatcher.pipelines.registration.lineage import git_commit, manifest_hash
+from eyecatcher.pipelines.registration.lineage import git_commit, label_sources, manifest_hash
 from eyecatcher.pipelines.registration.nodes import (
     RegistrationInputError,
     enforce_gate,
@@ -254,6 +255,7 @@ def in_process_accuracy(bundle: ClassifierBundle, manifest: pd.DataFrame) -> flo
 def test_first_registration_through_the_pipeline(registry, bundles, tmp_path) -> None:
     """A Kedro run of the pipeline registers v1 as champion with lineage, and it serves."""
     manifest = write_manifest(tmp_path / "images")
+    manifest["label_source"] = ["human", "folder"] + ["rekognition"] * (len(manifest) - 2)
     kwargs = inputs(bundles, manifest, accuracy=0.8)
     catalog = DataCatalog(
         {
@@ -292,6 +294,11 @@ def test_first_registration_through_the_pipeline(registry, bundles, tmp_path) ->
     assert version.tags["test_accuracy"] == "0.8"
     assert version.tags["quantization_precision"] == "fp32"
     assert version.tags["smoke_test"] == "passed"
+    assert json.loads(version.tags["label_sources"]) == {
+        "folder": 1,
+        "human": 1,
+        "rekognition": len(manifest) - 2,
+    }
     run_tags = registry.get_run(run.info.run_id).data.tags
     assert run_tags["registration.gate"] == "passed"
     assert run_tags["registration.model_version"] == "1"
@@ -675,6 +682,9 @@ def test_lineage_helpers() -> None:
     assert manifest_hash(frame, "test") != manifest_hash(frame)
     relabelled = frame.assign(**{"class": ["safe", "y", "y"]})
     assert manifest_hash(relabelled, "test") != manifest_hash(frame, "test")
+    assert label_sources(frame) is None  # a manifest from before label sources
+    sourced = frame.assign(label_source=["rekognition", None, "human"])
+    assert json.loads(label_sources(sourced)) == {"human": 1, "missing": 1, "rekognition": 1}
 
 
 def test_pipeline_reads_every_candidate_and_writes_the_report() -> None:

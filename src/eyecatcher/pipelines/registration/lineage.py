@@ -10,11 +10,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from eyecatcher.fingerprints import manifest_hash
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["git_commit", "manifest_hash", "model_fingerprint"]
+__all__ = ["git_commit", "label_sources", "manifest_hash", "model_fingerprint"]
+
+#: Split-manifest column saying who decided each image's class (docs/labelling.md).
+LABEL_SOURCE_COLUMN = "label_source"
 
 
 def git_commit(path: str | Path = ".") -> tuple[str, bool | None]:
@@ -81,3 +86,21 @@ def model_fingerprint(
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def label_sources(split_manifest: pd.DataFrame) -> str | None:
+    """How many of the version's images each label source decided, as a JSON tag value.
+
+    Args:
+        split_manifest: The split manifest the version was trained and tested on.
+
+    Returns:
+        JSON of ``{source: images}`` over every split, sorted by source, e.g.
+        ``{"human": 16, "rekognition": 184}`` (only sources present are listed; rows without
+        a source count as ``"missing"``); ``None`` when the manifest has no ``label_source``
+        column (a manifest made before label sources were recorded).
+    """
+    if LABEL_SOURCE_COLUMN not in split_manifest.columns:
+        return None
+    counts = split_manifest[LABEL_SOURCE_COLUMN].fillna("missing").astype(str).value_counts()
+    return json.dumps({str(k): int(v) for k, v in sorted(counts.items())}, sort_keys=True)

@@ -14,7 +14,7 @@ import pandas as pd
 from eyecatcher.fingerprints import manifest_hash
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.registration.gate import GateDecision, GateSettings
-from eyecatcher.pipelines.registration.lineage import git_commit
+from eyecatcher.pipelines.registration.lineage import git_commit, label_sources
 
 #: Version tag holding the test split's hash.
 TEST_SPLIT_TAG = "test_split_hash"
@@ -83,6 +83,9 @@ def lineage_tags(
         "gate_mcnemar_p_value": gate.checks.get("mcnemar_p_value"),
         "gate_summary": gate.summary,
     }
+    sources = label_sources(split_manifest)
+    if sources is not None:
+        tags["label_sources"] = sources
     if bundle.weights_source == "random":
         tags["warning"] = "RANDOM WEIGHTS: the backbone was randomly initialised"
     if gate.warnings:

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
-from eyecatcher.distributed.session import ray_session
+from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.features import ViewSpec, compute_view_batches
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ def compute_on_ray(
             settings.workers,
             settings.batch_size,
         )
+        check_pool_fits(settings.workers, settings.cpus_per_worker, where)
         table, retried = map_with_actor_pool(
             frame,
             FeatureWorker,

@@ -62,3 +62,30 @@ def ray_session(num_cpus: int | None = None) -> Iterator[str]:
         yield where
     finally:
         ray.shutdown()
+
+
+def check_pool_fits(workers: int, cpus_per_worker: float, where: str) -> None:
+    """Refuse an actor pool that a local Ray can never place (it would wait forever).
+
+    On a cluster the pool may wait for the autoscaler to add nodes, so only a warning is given.
+
+    Args:
+        workers: Actors requested.
+        cpus_per_worker: CPUs each reserves.
+        where: What :func:`ray_session` yielded.
+
+    Raises:
+        ValueError: On a local Ray with fewer CPUs than the pool needs.
+    """
+    ray = import_ray()
+    available = float(ray.cluster_resources().get("CPU", 0.0))
+    needed = workers * cpus_per_worker
+    if needed <= available:
+        return
+    message = (
+        f"{workers} Ray workers x {cpus_per_worker} CPUs need {needed:g} CPUs; this Ray has "
+        f"{available:g}"
+    )
+    if where == "local":
+        raise ValueError(f"{message}: lower the workers or cpus_per_worker")
+    logger.warning("%s: the pool waits until the cluster has room", message)

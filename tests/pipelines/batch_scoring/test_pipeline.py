@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
+from eyecatcher.pipelines.batch_scoring.nodes import (
+    PARAMETER_KEYS,
+    list_images_to_score,
+    score_images,
+)
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, predict_batch
 from eyecatcher.preprocessing import bytes_to_batch
 from eyecatcher.serving.registry import resolve_champion
@@ -242,7 +247,6 @@ def run_metrics(tracking_uri: str) -> dict[str, float]:
 def test_default_extensions_cover_every_served_format_and_skips_are_warned(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import yaml
 
     conf = Path(__file__).resolve().parents[3] / "conf/base/parameters_batch_scoring.yml"
     defaults = yaml.safe_load(conf.read_text())["batch_scoring"]
@@ -291,3 +295,15 @@ def test_a_file_over_the_model_limit_is_refused_without_reading_it_whole(
     assert pd.isna(table.loc[1, "error"])
     assert max(read_sizes) <= MAX_IMAGE_BYTES + 1
     assert summary["errors_by_reason"] == {"too_large_file": 1}
+
+
+def test_a_misspelt_key_or_an_unknown_engine_is_refused_before_any_work(champion: dict) -> None:
+    listed = pd.DataFrame({"path": ["x.jpg"]})
+    with pytest.raises(ValueError, match="did you mean 'engine'"):
+        score_images(listed, champion, {**PARAMS, "source": ".", "engin": "ray"})
+    with pytest.raises(ValueError, match="engine must be one of"):
+        score_images(listed, champion, {**PARAMS, "source": ".", "engine": "spark"})
+    defaults = yaml.safe_load(
+        (Path(__file__).resolve().parents[3] / "conf/base/parameters_batch_scoring.yml").read_text()
+    )["batch_scoring"]
+    assert set(defaults) <= PARAMETER_KEYS

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eyecatcher.distributed.session import ray_session
+from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.pipelines.batch_scoring.ray_engine import RegistryChampionScorer, score_with_ray
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, batch_summary
@@ -185,9 +185,6 @@ def test_s3_prefix_is_scored_on_ray(
 
 
 def test_settings_are_checked_before_any_work(champion: dict) -> None:
-    listed = pd.DataFrame({"path": ["x.jpg"]})
-    with pytest.raises(ValueError, match="engine must be one of"):
-        score_images(listed, champion, {**PARAMS, "source": ".", "engine": "spark"})
     with pytest.raises(ValueError, match=r"unknown batch_scoring\.ray keys"):
         score_with_ray(["x.jpg"], champion, {**PARAMS, "ray": {"wokers": 2}})
     with pytest.raises(ValueError, match="workers >= 1"):
@@ -198,6 +195,13 @@ def test_a_running_ray_is_reused_and_left_running(local_ray: None) -> None:
     with ray_session(num_cpus=1) as where:
         assert where == "existing"
     assert ray.is_initialized()
+
+
+def test_a_pool_larger_than_the_local_ray_is_refused_not_left_waiting(local_ray: None) -> None:
+    check_pool_fits(2, 1.0, "local")
+    with pytest.raises(ValueError, match="need 3 CPUs; this Ray has 2"):
+        check_pool_fits(3, 1.0, "local")
+    check_pool_fits(3, 1.0, "ray://head:10001")  # a cluster may still grow: a warning only
 
 
 def test_kedro_run_with_the_ray_engine_starts_and_stops_its_own_ray(

@@ -9,6 +9,7 @@ the reason, and never stops the others. ``batch_scoring.engine`` chooses where t
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping
 from pathlib import PurePosixPath
@@ -29,6 +30,27 @@ from eyecatcher.pipelines.batch_scoring.scoring import (
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+#: Every key of the ``batch_scoring`` block: anything else is a typo that would be ignored.
+PARAMETER_KEYS = frozenset(
+    {
+        "model_name",
+        "alias",
+        "source",
+        "recursive",
+        "extensions",
+        "batch_size",
+        "engine",
+        "ray",
+        "storage_options",
+    }
+)
+
+
+def _refuse_unknown_keys(params: Mapping[str, Any]) -> None:
+    for key in sorted(set(params) - PARAMETER_KEYS):
+        close = difflib.get_close_matches(key, PARAMETER_KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown parameter batch_scoring.{key}{hint}")
 
 
 def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
@@ -98,8 +120,9 @@ def score_images(
         worker died, the model and the engine).
 
     Raises:
-        ValueError: If ``engine`` is not one of :data:`ENGINES`.
+        ValueError: If ``engine`` is not one of :data:`ENGINES`, or a key is unknown.
     """
+    _refuse_unknown_keys(params)
     engine = str(params.get("engine", "local"))
     if engine not in ENGINES:
         raise ValueError(f"batch_scoring.engine must be one of {list(ENGINES)}, got {engine!r}")

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
-from eyecatcher.distributed.session import ray_session
+from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, ChampionScorer
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def score_with_ray(
             settings.workers,
             settings.batch_size,
         )
+        check_pool_fits(settings.workers, settings.cpus_per_worker, where)
         table, retried = map_with_actor_pool(
             pd.DataFrame({"path": paths}),
             scorer_cls,

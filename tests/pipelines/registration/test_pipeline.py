@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog, DatasetError, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from mlflow import MlflowClient
@@ -47,6 +47,7 @@ from eyecatcher.pipelines.registration.nodes import (
     register_model,
 )
 from eyecatcher.pipelines.registration.settings import RegistrationSettings
+from eyecatcher.pipelines.registration.shadow_period import OptionalJSONDataset
 from eyecatcher.preprocessing import bytes_to_batch, data_config_for
 from eyecatcher.serving_model import encode_image
 from tests.image_factory import good_images
@@ -276,6 +277,7 @@ def test_first_registration_through_the_pipeline(registry, bundles, tmp_path) ->
             # A file, not memory: the runner releases memory datasets once consumed.
             "registration_report": JSONDataset(filepath=str(tmp_path / "report.json")),
             "registration_metrics": MemoryDataset(),
+            "registration_shadow_evidence": OptionalJSONDataset(str(tmp_path / "none.json")),
         }
     )
     with mlflow.start_run() as run:
@@ -668,6 +670,127 @@ def test_every_served_limit_can_be_set_per_registration() -> None:
     assert served_limits == set(vars(settings.serving))
     with pytest.raises(ValueError, match="did you mean 'max_rows'"):
         RegistrationSettings.from_params({"serving": {"max_row": 8}})
+
+
+def shadow_report(shadow: str, champion: str, compared: int, agreement: float) -> dict[str, Any]:
+    """A shadow report as batch scoring writes it (a shadow comparison naming both versions)."""
+    return {
+        "shadow_model_version": shadow,
+        "champion_model_version": champion,
+        "compared": compared,
+        "errors": 0,
+        "class_agreement_rate": agreement,
+        "decision_agreement_rate": agreement,
+        "n_disagreements": round(compared * (1 - agreement)),
+    }
+
+
+def test_a_required_shadow_period_keeps_the_challenger_until_the_shadow_has_shown_enough(
+    registry, bundles, tmp_path
+) -> None:
+    manifest = write_manifest(tmp_path / "images")
+    shadow = {"required": True, "min_images": 200, "min_agreement": 0.9}
+    with mlflow.start_run():
+        first, _ = register_model(**inputs(bundles, manifest, accuracy=0.8, shadow=shadow))
+    # Nothing to shadow yet: the first version becomes champion, said so.
+    assert first["outcome"] == "registered"
+    assert first["shadow"]["reasons"] == [
+        "no champion to shadow: the first version needs no shadow period"
+    ]
+
+    def challenge(evidence: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+        kwargs = inputs(
+            bundles,
+            manifest,
+            accuracy=0.8,
+            selected="test_vit",
+            shadow={**shadow, **extra},
+            gate__fail_run_on_failure=True,
+        )
+        with mlflow.start_run():
+            report, metrics = register_model(**kwargs, shadow_evidence=evidence)
+        report["metrics"] = metrics
+        report["params"] = kwargs["params"]
+        return report
+
+    # No shadow report at all: registered as challenger, not promoted, and CI fails on it.
+    pending = challenge(None)
+    assert pending["outcome"] == "shadow_pending"
+    assert pending["aliases"] == {"challenger": "2"}
+    assert champion_version(registry) == "1"
+    assert str(registry.get_registered_model(MODEL).aliases["challenger"]) == "2"
+    assert pending["explanation"].startswith(
+        f"{MODEL} v2 was registered as challenger but NOT promoted: its shadow period is not "
+        "met (no shadow report exists: score with batch_scoring.shadow_model first"
+    )
+    tags = registry.get_model_version(MODEL, "2").tags
+    assert tags["shadow_period"].startswith("not met: no shadow report exists")
+    assert tags["promotion"] == "not promoted: shadow period not met"
+    assert pending["metrics"]["shadow_period_passed"]["value"] == 0.0
+    with pytest.raises(GateFailedError, match="shadow period is not met"):
+        enforce_gate(pending, pending["params"])
+
+    # Evidence about another model, or too little agreement: still not met, and why.
+    other = challenge(shadow_report("1", "1", 500, 1.0))
+    assert other["outcome"] == "shadow_pending"
+    assert "about v1, which does not serve this candidate" in other["explanation"]
+    low = challenge(shadow_report("2", "1", 250, 0.8))
+    assert low["outcome"] == "shadow_pending"
+    assert low["shadow"]["reasons"] == [
+        "shadow v2: 250 images compared >= min_images=200",
+        "shadow v2: decision agreement 0.800 < min_agreement=0.9",
+    ]
+    assert champion_version(registry) == "1"
+
+    # v2 (the same model as this candidate) shadowed the champion long enough: promoted.
+    met = challenge(shadow_report("2", "1", 250, 0.95))
+    assert met["outcome"] == "registered" and champion_version(registry) == met["version"]
+    assert registry.get_model_version(MODEL, met["version"]).tags["shadow_period"] == (
+        "met: shadow v2: 250 images compared >= min_images=200; "
+        "shadow v2: decision agreement 0.950 >= min_agreement=0.9"
+    )
+    assert met["metrics"]["shadow_period_passed"]["value"] == 1.0
+
+
+def test_shadow_period_approval_stale_evidence_and_settings(registry, bundles, tmp_path) -> None:
+    manifest = write_manifest(tmp_path / "images")
+    with mlflow.start_run():
+        register_model(**inputs(bundles, manifest, accuracy=0.8))
+    # Compared with a champion that is no longer the champion: not evidence for this one.
+    required = {"required": True, "min_images": 10}
+    kwargs = inputs(bundles, manifest, accuracy=0.8, selected="test_vit", shadow=required)
+    with mlflow.start_run():
+        assert register_model(**kwargs)[0]["aliases"] == {"challenger": "2"}
+    with mlflow.start_run():
+        stale, _ = register_model(**kwargs, shadow_evidence=shadow_report("2", "7", 50, 1.0))
+    assert stale["outcome"] == "shadow_pending"
+    assert "compared with v7, but the champion is now v1" in stale["explanation"]
+    # An explicit approval replaces the checks and is recorded on the version.
+    approved = {**required, "approved": True}
+    kwargs = inputs(bundles, manifest, accuracy=0.8, selected="test_vit", shadow=approved)
+    with mlflow.start_run():
+        report, _ = register_model(**kwargs)
+    assert report["outcome"] == "registered" and champion_version(registry) == report["version"]
+    tag = registry.get_model_version(MODEL, report["version"]).tags["shadow_period"]
+    assert tag == "met: shadow period explicitly approved (registration.shadow.approved)"
+
+    assert RegistrationSettings.from_params({}).shadow.period() is None  # the demo's default
+    with pytest.raises(ValueError, match="'min_agreemnt' \\(did you mean 'min_agreement'\\?\\)"):
+        RegistrationSettings.from_params({"shadow": {"min_agreemnt": 0.9}})
+    with pytest.raises(ValueError, match="min_agreement must be within"):
+        RegistrationSettings.from_params({"shadow": {"min_agreement": 90}})
+    with pytest.raises(ValueError, match="required and approved must be true or false"):
+        RegistrationSettings.from_params({"shadow": {"required": "yes"}})
+
+
+def test_shadow_evidence_dataset(tmp_path) -> None:
+    path = tmp_path / "shadow_report.json"
+    assert OptionalJSONDataset(str(path)).load() is None
+    path.write_text('{"shadow_model_version": "3"}')
+    assert OptionalJSONDataset(str(path)).load() == {"shadow_model_version": "3"}
+    path.write_text("{not json")
+    with pytest.raises(DatasetError, match="is not a readable JSON report"):
+        OptionalJSONDataset(str(path)).load()
 
 
 def test_lineage_helpers() -> None:

@@ -32,6 +32,7 @@ from eyecatcher.pipelines.registration.report import (
     metrics,
 )
 from eyecatcher.pipelines.registration.settings import RegistrationSettings
+from eyecatcher.pipelines.registration.shadow_period import fingerprint_of, shadow_status
 from eyecatcher.pipelines.registration.staging import smoke_test
 from eyecatcher.serving_model.contract import ServingConfig
 from eyecatcher.serving_model.decision import DecisionThresholds
@@ -40,7 +41,13 @@ from eyecatcher.serving_model.packaging import log_served_model
 logger = logging.getLogger(__name__)
 
 #: Outcomes that mean "this candidate did not become the champion" (CI fails on them).
-REFUSED = {"rejected", "not_comparable", "smoke_test_failed", "champion_changed"}
+REFUSED = {
+    "rejected",
+    "not_comparable",
+    "smoke_test_failed",
+    "champion_changed",
+    "shadow_pending",
+}
 
 
 class RegistrationInputError(ValueError):
@@ -113,6 +120,8 @@ def register_model(
     split_manifest: pd.DataFrame,
     params: dict[str, Any],
     quantization_params: dict[str, Any],
+    *,
+    shadow_evidence: dict[str, Any] | None = None,
     **candidate_outputs: Any,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Verify, gate and register the selected candidate; promote it if nothing moved meanwhile.
@@ -125,6 +134,8 @@ def register_model(
         params: The ``registration`` parameters.
         quantization_params: The ``quantization`` parameters (their hash must match the
             decision's: thresholds calibrated under other settings are stale).
+        shadow_evidence: The shadow report batch scoring wrote (``None``: none yet); it
+            matters only when ``registration.shadow.required``.
         **candidate_outputs: ``evaluation__<c>``, ``bundle__<c>``, ``mlflow_run__<c>``.
 
     Returns:
@@ -189,6 +200,13 @@ def register_model(
             "calibration": entry["calibration"],
             "fingerprints": fingerprints,
             "run_id": run.info.run_id,
+            "shadow": shadow_status(
+                settings.shadow.period(),
+                shadow_evidence,
+                fingerprint=fingerprint,
+                champion=champion,
+                version_fingerprint=fingerprint_of(registry.client, settings.model_name),
+            ),
         }
         if not gate.passed:
             report["outcome"] = (
@@ -234,6 +252,7 @@ def register_model(
                     expected_champion=report["previous_champion"],
                     floor=floor,
                     accuracy=served.accuracy,
+                    shadow=report["shadow"],
                 )
             )
         if report["outcome"] == "smoke_test_failed":
@@ -262,8 +281,9 @@ def _stage_and_promote(
     expected_champion: str | None,
     floor: Floor | None,
     accuracy: float,
+    shadow: dict[str, Any],
 ) -> dict[str, Any]:
-    """Record the seen images, run the staging test on the pinned version, then promote."""
+    """Record the seen images, run the staging test, check the shadow period, then promote."""
     registry.record_seen_images(version, seen_images(split_manifest))
     registry.set_challenger(version)
     rows = split_manifest[split_manifest["split"] == "test"].sort_values("sha256")
@@ -283,6 +303,14 @@ def _stage_and_promote(
     )
     if not smoke["passed"]:
         return {**outcome, "outcome": "smoke_test_failed", "aliases": {"challenger": version}}
+    if shadow["required"]:
+        verdict = "met" if shadow["passed"] else "not met"
+        registry.tag_version(
+            version, "shadow_period", f"{verdict}: " + "; ".join(shadow["reasons"])
+        )
+    if not shadow["passed"]:
+        registry.tag_version(version, "promotion", "not promoted: shadow period not met")
+        return {**outcome, "outcome": "shadow_pending", "aliases": {"challenger": version}}
     start = Floor(settings.gate.min_test_accuracy, "min_test_accuracy")
     base = start if floor is None or settings.gate.reset_floor else floor
     raised = base.raised_by(accuracy, settings.gate.max_regression_vs_champion, version)

@@ -46,6 +46,7 @@ def create_pipeline(candidates: Sequence[str] | None = None, **kwargs: Any) -> P
                     "split_manifest": "split_manifest",
                     "params": "params:registration",
                     "quantization_params": "params:quantization",
+                    "shadow_evidence": "registration_shadow_evidence",
                     **per_candidate,
                 },
                 outputs=["registration_report", "registration_metrics"],

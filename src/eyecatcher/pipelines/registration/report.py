@@ -104,6 +104,11 @@ def explain(report: Mapping[str, Any]) -> str:
         head = f"Candidate {candidate} is what champion v{report['previous_champion']} serves."
     elif outcome == "champion_changed":
         head = f"{name} v{report['version']} was registered but NOT promoted: {report['stopped']}."
+    elif outcome == "shadow_pending":
+        head = (
+            f"{name} v{report['version']} was registered as challenger but NOT promoted: its "
+            "shadow period is not met (" + "; ".join(report["shadow"]["reasons"]) + ")."
+        )
     elif outcome == "smoke_test_failed":
         head = f"{name} v{report['version']} stays challenger: its staging test failed."
     else:
@@ -145,6 +150,9 @@ def metrics(report: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         "gate_passed": float(report["gate"]["passed"]),
         "registered": float(report["outcome"] == "registered"),
     }
+    shadow = report.get("shadow") or {}
+    if shadow.get("required"):
+        values["shadow_period_passed"] = float(shadow["passed"])
     return {
         k: {"value": float(v), "step": 0}
         for k, v in values.items()

@@ -17,6 +17,7 @@ from eyecatcher.images import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_MAX_PIXELS,
 )
+from eyecatcher.monitoring.shadow import ShadowPeriod
 from eyecatcher.pipelines.registration.gate import GateSettings
 from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_ROWS
 
@@ -54,6 +55,39 @@ class ServingLimits:
 
 
 @dataclass(frozen=True)
+class ShadowSettings:
+    """The shadow period a candidate must pass before the ``champion`` alias moves to it.
+
+    Attributes:
+        required: Check the period at all (off by default: a new project has no shadow
+            runs, and the demo's ``kedro run`` promotes directly).
+        min_images: Images the shadow and the champion both scored without an error.
+        min_agreement: Decision agreement with the champion over those images (0-1).
+        approved: An explicit approval that replaces both checks (recorded on the version).
+    """
+
+    required: bool = False
+    min_images: int = 200
+    min_agreement: float = 0.9
+    approved: bool = False
+
+    def __post_init__(self) -> None:
+        """``min_images`` >= 1 and ``min_agreement`` within [0, 1]; the switches are booleans."""
+        if not isinstance(self.required, bool) or not isinstance(self.approved, bool):
+            raise ValueError("registration.shadow.required and approved must be true or false")
+        if int(self.min_images) < 1:
+            raise ValueError("registration.shadow.min_images must be >= 1")
+        if not 0.0 <= float(self.min_agreement) <= 1.0:
+            raise ValueError("registration.shadow.min_agreement must be within [0, 1]")
+
+    def period(self) -> ShadowPeriod | None:
+        """The period to check, or ``None`` when none is required."""
+        if not self.required:
+            return None
+        return ShadowPeriod(int(self.min_images), float(self.min_agreement), self.approved)
+
+
+@dataclass(frozen=True)
 class RegistrationSettings:
     """The ``registration`` parameter block, validated.
 
@@ -61,6 +95,7 @@ class RegistrationSettings:
         model_name: Registered model name (serve ``models:/<name>@champion``).
         gate: The gate's thresholds and policies.
         serving: The served model's limits.
+        shadow: The shadow period before promotion (not required by default).
         smoke_test_images: Test images sent through the new version before it is champion.
         batch_size: Images per batch when the champion is re-scored.
         storage_options: fsspec options for ``s3://`` image URIs.
@@ -71,6 +106,7 @@ class RegistrationSettings:
     model_name: str = "eyecatcher-moderation"
     gate: GateSettings = field(default_factory=GateSettings)
     serving: ServingLimits = field(default_factory=ServingLimits)
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
     smoke_test_images: int = 8
     batch_size: int = 16
     storage_options: dict[str, Any] = field(default_factory=dict)
@@ -89,9 +125,12 @@ class RegistrationSettings:
         _refuse_unknown("registration.gate", gate, [f.name for f in fields(GateSettings)])
         serving = dict(params.get("serving") or {})
         _refuse_unknown("registration.serving", serving, [f.name for f in fields(ServingLimits)])
-        values = {k: v for k, v in params.items() if k not in {"gate", "serving"}}
+        shadow = dict(params.get("shadow") or {})
+        _refuse_unknown("registration.shadow", shadow, [f.name for f in fields(ShadowSettings)])
+        values = {k: v for k, v in params.items() if k not in {"gate", "serving", "shadow"}}
         settings = cls(
             gate=GateSettings(**gate),
+            shadow=ShadowSettings(**shadow),
             serving=ServingLimits(**{k: int(v) for k, v in serving.items()}),
             **values,
         )

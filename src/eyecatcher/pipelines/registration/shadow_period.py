@@ -1,0 +1,149 @@
+"""The shadow period: may the ``champion`` alias move to a candidate the shadow has not proven?
+
+Evidence is the shadow report batch scoring writes when it scores with
+``batch_scoring.shadow_model`` (:func:`eyecatcher.monitoring.shadow.shadow_comparison` plus
+which versions were compared). It counts for a candidate only when the version scored as
+the shadow serves exactly what the candidate would (the same ``model_fingerprint`` tag) and
+the champion it was compared with is still the champion. See docs/registry.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from eyecatcher.monitoring.shadow import ShadowPeriod
+from eyecatcher.pipelines.registration.report import FINGERPRINT_TAG
+
+logger = logging.getLogger(__name__)
+
+#: Keys of the shadow report that name the compared versions.
+SHADOW_VERSION_KEY = "shadow_model_version"
+CHAMPION_VERSION_KEY = "champion_model_version"
+
+
+class OptionalJSONDataset(AbstractDataset[None, dict[str, Any] | None]):
+    """A JSON report that may not exist yet: ``None`` then, with what would write it logged."""
+
+    def __init__(
+        self, filepath: str, missing_hint: str = "", metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Create the dataset.
+
+        Args:
+            filepath: The JSON file (local).
+            missing_hint: What writes the file, said when it is missing.
+            metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
+        """
+        self.metadata = metadata
+        self._filepath = filepath
+        self._hint = missing_hint
+
+    def _load(self) -> dict[str, Any] | None:
+        path = Path(self._filepath)
+        if not path.exists():
+            logger.info("%s does not exist: %s", path, self._hint or "none loaded")
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{path} is not a readable JSON report: {exc}") from exc
+
+    def _save(self, data: None) -> None:
+        raise DatasetError("OptionalJSONDataset is read-only")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}
+
+
+def shadow_status(
+    period: ShadowPeriod | None,
+    evidence: Mapping[str, Any] | None,
+    *,
+    fingerprint: str,
+    champion: ModelVersion | None,
+    version_fingerprint: Callable[[str], str | None],
+) -> dict[str, Any]:
+    """Whether the shadow period lets this candidate become champion, and why, in sentences.
+
+    Args:
+        period: The required period (``None``: not required).
+        evidence: The shadow report, or ``None`` when batch scoring has written none.
+        fingerprint: The candidate's model fingerprint.
+        champion: The current champion (``None``: there is nothing to shadow).
+        version_fingerprint: ``f(version) -> fingerprint or None`` for a registered version.
+
+    Returns:
+        ``required``, ``passed``, ``reasons`` (what held or what is missing) and ``evidence``
+        (which versions the report compared, when it named them).
+    """
+    status: dict[str, Any] = {"required": period is not None, "passed": True, "reasons": []}
+    if period is None:
+        status["reasons"].append("no shadow period required (registration.shadow.required)")
+    elif period.approved:
+        status["reasons"].append("shadow period explicitly approved (registration.shadow.approved)")
+    elif champion is None:
+        status["reasons"].append("no champion to shadow: the first version needs no shadow period")
+    else:
+        status["passed"], status["reasons"] = _judge(
+            period, evidence, fingerprint, str(champion.version), version_fingerprint
+        )
+        if evidence is not None:
+            status["evidence"] = {
+                "shadow": evidence.get(SHADOW_VERSION_KEY),
+                "champion": evidence.get(CHAMPION_VERSION_KEY),
+            }
+    return status
+
+
+def _judge(
+    period: ShadowPeriod,
+    evidence: Mapping[str, Any] | None,
+    fingerprint: str,
+    champion: str,
+    version_fingerprint: Callable[[str], str | None],
+) -> tuple[bool, list[str]]:
+    """The period against the evidence: the first missing piece, or the checks' results."""
+    if evidence is None:
+        return False, [
+            "no shadow report exists: score with batch_scoring.shadow_model first "
+            "(kedro run --pipelines batch_scoring --params batch_scoring.shadow_model=challenger)"
+        ]
+    shadow = evidence.get(SHADOW_VERSION_KEY)
+    compared = evidence.get(CHAMPION_VERSION_KEY)
+    if shadow is None:
+        return False, [
+            f"the shadow report does not name the shadow's version ({SHADOW_VERSION_KEY})"
+        ]
+    if version_fingerprint(str(shadow)) != fingerprint:
+        return False, [
+            f"the shadow report is about v{shadow}, which does not serve this candidate "
+            "(another model fingerprint); shadow this candidate's challenger version"
+        ]
+    if compared is not None and str(compared) != champion:
+        return False, [
+            f"the shadow report compared with v{compared}, but the champion is now "
+            f"v{champion}; shadow again"
+        ]
+    passed, checks = period.check(evidence)
+    return passed, [f"shadow v{shadow}: {check}" for check in checks]
+
+
+def fingerprint_of(registry_client: MlflowClient, model_name: str) -> Callable[[str], str | None]:
+    """``f(version) -> model_fingerprint tag`` (``None`` for an unknown version)."""
+
+    def lookup(version: str) -> str | None:
+        try:
+            return registry_client.get_model_version(model_name, version).tags.get(FINGERPRINT_TAG)
+        except MlflowException:
+            return None
+
+    return lookup

@@ -21,14 +21,12 @@ CELLS = [
         "index.head()"
     ),
     new_markdown_cell("## Formats, modes and sizes"),
-    new_code_cell(
-        'index.groupby(["format", "mode"]).size().rename("images").to_frame()'
-    ),
+    new_code_cell('index.groupby(["format", "mode"]).size().rename("images").to_frame()'),
     new_code_cell('index[["width", "height", "bytes"]].describe()'),
     new_markdown_cell("## Quarantine reasons\n\nEvery rejected file, with the reason and detail."),
     new_code_cell(
         'reasons = quarantine["reason"].value_counts()\n'
-        "print(reasons.to_string() if len(reasons) else \"nothing quarantined\")\n"
+        'print(reasons.to_string() if len(reasons) else "nothing quarantined")\n'
         'quarantine[["uri", "reason", "detail"]].head(20)'
     ),
     new_markdown_cell("## Thumbnails"),

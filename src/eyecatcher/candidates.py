@@ -47,6 +47,7 @@ def _warn_once(message: str) -> None:
         _warned.add(message)
         logger.warning(message)
 
+
 _captured: dict[str, Any] = {}
 
 

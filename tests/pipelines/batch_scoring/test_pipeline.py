@@ -95,7 +95,8 @@ def test_folder_is_scored_with_a_row_per_file(
 ) -> None:
     listed = list_images_to_score({**PARAMS, "source": str(folder)})
     table, summary = score_images(listed, champion, {**PARAMS, "source": str(folder)})
-    assert list(table.columns) == list(VERDICT_COLUMNS)
+    assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at"]
+    assert table["scored_at"].nunique() == 1 and str(table["scored_at"].dt.tz) == "UTC"
     assert table["path"].tolist() == listed["path"].tolist()
     by_name = table.set_index(table["path"].map(lambda p: Path(p).name))
     assert by_name.loc["cut.jpg", "error"].startswith("truncated:")
@@ -201,7 +202,9 @@ def test_batch_scoring_pipeline_writes_the_verdict_table(
     ) as session:
         session.run(pipeline_names=["batch_scoring"])
     table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts.parquet")
-    assert list(table.columns) == list(VERDICT_COLUMNS)
+    # No shadow model by default: no shadow column and no shadow report.
+    assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at"]
+    assert not (kedro_project / "data/08_reporting/shadow_report.json").exists()
     images = kedro_project / "data" / "01_raw" / "demo" / "images"
     extensions = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
     expected = sorted(

@@ -98,7 +98,7 @@ def test_ray_verdicts_equal_local_verdicts_on_the_demo(
     listed = list_images_to_score(params)
     local, local_summary = score_images(listed, champion, {**params, "engine": "local"})
     on_ray, ray_summary = score_images(listed, champion, params)
-    assert list(on_ray.columns) == list(VERDICT_COLUMNS)
+    assert list(on_ray.columns) == [*VERDICT_COLUMNS, "scored_at"]
     assert on_ray["path"].tolist() == listed["path"].tolist() == local["path"].tolist()
     assert on_ray["class"].tolist() == local["class"].tolist()
     assert on_ray["decision"].tolist() == local["decision"].tolist()

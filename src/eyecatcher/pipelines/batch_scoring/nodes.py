@@ -42,6 +42,7 @@ PARAMETER_KEYS = frozenset(
         "engine",
         "ray",
         "storage_options",
+        "shadow_model",
     }
 )
 
@@ -115,9 +116,10 @@ def score_images(
             ``storage_options``, ``ray``).
 
     Returns:
-        The verdict table (columns :data:`VERDICT_COLUMNS`, one row per listed file, in order)
-        and a summary (counts per decision and class, errors per reason, images retried after a
-        worker died, the model and the engine).
+        The verdict table (columns :data:`VERDICT_COLUMNS` and ``scored_at``, the UTC time the
+        scoring finished, one value per run; one row per listed file, in order) and a summary
+        (counts per decision and class, errors per reason, images retried after a worker died,
+        the model and the engine).
 
     Raises:
         ValueError: If ``engine`` is not one of :data:`ENGINES`, or a key is unknown.
@@ -133,6 +135,9 @@ def score_images(
         table, retried = score_with_ray(paths, champion, params)
     else:
         table, retried = _score_locally(paths, champion, params), 0
+    # One time per run, not per row: it dates the verdicts for per-day monitoring, and rows
+    # scored minutes apart in one run belong to the same day's batch.
+    table["scored_at"] = pd.Timestamp.now(tz="UTC")
     summary = batch_summary(table, champion, params, n_retried=retried, engine=engine)
     logger.info(
         "Batch scoring (%s): %d images, decisions %s, %d errors, %d retried",

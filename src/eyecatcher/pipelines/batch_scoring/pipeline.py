@@ -7,11 +7,16 @@ from eyecatcher.pipelines.batch_scoring.nodes import (
     list_images_to_score,
     score_images,
 )
+from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
 from eyecatcher.serving.registry import resolve_champion
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the batch-scoring pipeline: champion + listed images → verdicts, metrics."""
+    """Create the batch-scoring pipeline: champion (+ shadow) + listed images → verdicts, metrics.
+
+    Without ``batch_scoring.shadow_model`` the shadow nodes pass the champion's verdicts through
+    and write no shadow output.
+    """
     return Pipeline(
         [
             Node(
@@ -19,6 +24,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="params:batch_scoring",
                 outputs="batch_scoring_champion",
                 name="resolve_batch_scoring_champion",
+                tags=["batch_scoring"],
+            ),
+            Node(
+                resolve_shadow,
+                inputs="params:batch_scoring",
+                outputs="batch_scoring_shadow",
+                name="resolve_batch_scoring_shadow",
                 tags=["batch_scoring"],
             ),
             Node(
@@ -31,8 +43,26 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 score_images,
                 inputs=["images_to_score", "batch_scoring_champion", "params:batch_scoring"],
-                outputs=["batch_verdicts", "batch_scoring_summary"],
+                outputs=["champion_verdicts", "batch_scoring_summary"],
                 name="score_images",
+                tags=["batch_scoring"],
+            ),
+            Node(
+                score_shadow,
+                inputs=[
+                    "images_to_score",
+                    "champion_verdicts",
+                    "batch_scoring_champion",
+                    "batch_scoring_shadow",
+                    "params:batch_scoring",
+                ],
+                outputs=[
+                    "batch_verdicts",
+                    "shadow_report",
+                    "shadow_metrics",
+                    "shadow_disagreements",
+                ],
+                name="score_shadow",
                 tags=["batch_scoring"],
             ),
             Node(

@@ -169,6 +169,12 @@ def test_kedro_run_with_the_champion_as_shadow_writes_columns_report_and_mlflow(
     assert report["shadow_model_version"] == report["champion_model_version"] == "1"
     assert report["decision_agreement_rate"] == 1.0 and report["compared"] == len(table)
     assert (kedro_project / "data/08_reporting/shadow_disagreements.png").exists()
+    monitoring = json.loads(
+        (kedro_project / "data/08_reporting/batch_scoring_monitoring.json").read_text()
+    )
+    assert monitoring["model_version"] == "1" and monitoring["scored_at"] is not None
+    assert monitoring["metrics"]["items"] == len(table)
+    assert monitoring["metrics"]["error_rate"] == 0.0
     client = MlflowClient(tracking_uri=registry.tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     (run,) = client.search_runs(experiments, "metrics.`shadow.compared` >= 0")

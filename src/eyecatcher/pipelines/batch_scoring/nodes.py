@@ -166,17 +166,27 @@ def _score_locally(
 
 def batch_scoring_metrics(
     verdicts: pd.DataFrame, summary: Mapping[str, Any]
-) -> dict[str, dict[str, float]]:
-    """The run's monitoring figures for MLflow, the same for both engines.
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """The run's monitoring figures, the same for both engines: for MLflow and as a file.
 
     Args:
         verdicts: The verdict table of :func:`score_images`.
-        summary: Its summary (for the images retried after a worker died).
+        summary: Its summary (the model, and the images retried after a worker died).
 
     Returns:
         :func:`eyecatcher.monitoring.run_metrics.scoring_run_metrics` of the table (items, error
         rate, decision rates, unsafe-score distribution) and ``retried_items``, in the form of
-        kedro-mlflow's metrics dataset (the catalog adds the ``monitoring.`` prefix).
+        kedro-mlflow's metrics dataset (the catalog adds the ``monitoring.`` prefix); and the
+        same figures as a monitoring report, with the model version, source and ``scored_at``.
     """
     metrics = {**scoring_run_metrics(verdicts), "retried_items": float(summary["n_retried"])}
-    return {name: {"value": float(value), "step": 0} for name, value in metrics.items()}
+    report = {
+        "model_name": summary["model_name"],
+        "model_version": summary["model_version"],
+        "source": summary["source"],
+        "engine": summary["engine"],
+        "scored_at": str(verdicts["scored_at"].max()) if "scored_at" in verdicts else None,
+        "metrics": {name: float(value) for name, value in metrics.items()},
+    }
+    mlflow_metrics = {name: {"value": float(value), "step": 0} for name, value in metrics.items()}
+    return mlflow_metrics, report

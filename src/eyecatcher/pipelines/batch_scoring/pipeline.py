@@ -68,7 +68,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 batch_scoring_metrics,
                 inputs=["batch_verdicts", "batch_scoring_summary"],
-                outputs="batch_scoring_metrics",
+                outputs=["batch_scoring_metrics", "batch_scoring_monitoring"],
                 name="batch_scoring_metrics",
                 tags=["batch_scoring"],
             ),

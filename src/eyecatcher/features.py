@@ -13,24 +13,23 @@ and stored under a key made of everything that changes them:
 * the image's sha256 (its identity everywhere in the project), and the timm version.
 
 Layout: ``<root>/<architecture>/<key digest>/key.json`` (the key in full, for humans) and one
-``.npy`` file per image below it. Entries are written atomically, so an interrupted run keeps
+``.npy`` file per image below it; ``<root>`` is a local folder or an ``s3://`` prefix. Entries
+are written atomically (:func:`eyecatcher.storage.write_atomic`), so an interrupted run keeps
 everything it finished and never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import timm
 import torch
@@ -38,9 +37,11 @@ from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
 from tqdm.auto import tqdm
 
+from eyecatcher import storage
 from eyecatcher.images import decode_image, sha256_bytes
 from eyecatcher.models.factory import extract_features
 from eyecatcher.preprocessing import eval_transform, train_transform
+from eyecatcher.storage import StorageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -173,93 +174,115 @@ def cache_key(backbone: BackboneKey, view: ViewSpec) -> tuple[dict[str, Any], st
 
 
 class FeatureCache:
-    """A directory of cached feature vectors, one ``.npy`` file per key and image."""
+    """A folder (local or ``s3://``) of cached feature vectors, one ``.npy`` file per key and image.
 
-    def __init__(self, root: str | Path) -> None:
-        """Create a handle on ``root`` (created on first write).
+    Args:
+        root: Cache folder or prefix (``data/04_feature/feature_cache`` in the catalog).
+        storage_options: fsspec filesystem arguments for a remote ``root`` (and credentials,
+            when the catalog passes them).
+    """
 
-        Args:
-            root: Cache directory (``data/04_feature/feature_cache`` in the catalog).
-        """
-        self.root = Path(root)
+    def __init__(self, root: str | Path, storage_options: StorageOptions | None = None) -> None:
+        self.storage_options = dict(storage_options or {})
+        self.root: Path | str = Path(root) if storage.is_local(str(root)) else str(root).rstrip("/")
+        self._written_keys: set[str] = set()
 
-    def _entry_dir(self, key: Mapping[str, Any], digest: str) -> Path:
-        return self.root / str(key["architecture"]) / digest[:24]
+    def _entry_dir(self, key: Mapping[str, Any], digest: str) -> str:
+        return storage.join(str(self.root), str(key["architecture"]), digest[:24])
 
-    def path(self, key: Mapping[str, Any], digest: str, sha256: str) -> Path:
-        """Where the vector of image ``sha256`` under ``key`` lives."""
-        return self._entry_dir(key, digest) / sha256[:2] / f"{sha256}.npy"
+    def path(self, key: Mapping[str, Any], digest: str, sha256: str) -> Path | str:
+        """Where the vector of image ``sha256`` under ``key`` lives (a URL for a remote cache)."""
+        uri = storage.join(self._entry_dir(key, digest), sha256[:2], f"{sha256}.npy")
+        return Path(uri) if isinstance(self.root, Path) else uri
 
     def get(self, key: Mapping[str, Any], digest: str, sha256: str) -> np.ndarray | None:
         """The cached vector, or ``None`` on a miss (a corrupt file counts as a miss)."""
-        path = self.path(key, digest, sha256)
-        if not path.is_file():
+        uri = str(self.path(key, digest, sha256))
+        try:
+            data = storage.read_bytes(uri, self.storage_options)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning("Ignoring unreadable feature cache entry %s (%s)", uri, exc)
             return None
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(io.BytesIO(data), allow_pickle=False)
         except (OSError, ValueError) as exc:
-            logger.warning("Ignoring unreadable feature cache entry %s (%s)", path, exc)
+            logger.warning("Ignoring unreadable feature cache entry %s (%s)", uri, exc)
             return None
 
     def put(self, key: Mapping[str, Any], digest: str, sha256: str, vector: np.ndarray) -> None:
-        """Store ``vector`` atomically (write to a temporary file, then rename)."""
-        entry = self._entry_dir(key, digest)
-        key_file = entry / "key.json"
-        if not key_file.is_file():
-            entry.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(key_file, json.dumps(key, indent=2, sort_keys=True).encode())
-        path = self.path(key, digest, sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
-            np.save(fh, np.asarray(vector, dtype=np.float32), allow_pickle=False)
-        os.replace(fh.name, path)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
-        fh.write(data)
-    os.replace(fh.name, path)
+        """Store ``vector`` atomically (:func:`eyecatcher.storage.write_atomic`)."""
+        key_uri = storage.join(self._entry_dir(key, digest), "key.json")
+        if key_uri not in self._written_keys:
+            if not storage.exists(key_uri, self.storage_options):
+                text = json.dumps(key, indent=2, sort_keys=True).encode()
+                storage.write_atomic(key_uri, text, self.storage_options)
+            self._written_keys.add(key_uri)
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(vector, dtype=np.float32), allow_pickle=False)
+        storage.write_atomic(
+            str(self.path(key, digest, sha256)), buffer.getvalue(), self.storage_options
+        )
 
 
 class FeatureCacheDataset(AbstractDataset[FeatureCache, None]):
     """Catalog entry for the feature cache: loading gives a :class:`FeatureCache` handle.
 
     The cache is read and written entry by entry while features are computed, so the node
-    receives a handle on the directory rather than its content; the directory itself is
-    declared in the catalog like any other dataset.
+    receives a handle on the folder rather than its content; the folder itself is declared in
+    the catalog like any other dataset. Example::
+
+        feature_cache:
+          type: eyecatcher.features.FeatureCacheDataset
+          path: s3://my-bucket/eyecatcher/04_feature/feature_cache
+          fs_args: ${globals:storage_options}
     """
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Create the dataset.
 
         Args:
-            path: The cache directory (local).
+            path: The cache folder: a local path or an ``s3://`` prefix.
+            credentials: Secrets for the filesystem (``credentials.yml``), or ``None`` for the
+                default chain.
+            fs_args: fsspec filesystem arguments (``${globals:storage_options}``).
             metadata: Free-form metadata for Kedro plugins; unused here.
         """
-        self._path = PurePosixPath(path)
+        self._path = str(path)
+        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
         self.metadata = metadata
 
     def load(self) -> FeatureCache:
-        """A handle on the cache directory."""
-        return FeatureCache(Path(self._path))
+        """A handle on the cache folder."""
+        return FeatureCache(self._path, self._options)
 
     def save(self, data: None) -> None:
         """Not supported: the cache is written through its handle."""
         raise DatasetError("The feature cache is written through FeatureCache, not saved.")
 
     def _exists(self) -> bool:
-        return Path(self._path).is_dir()
+        return storage.exists(self._path, self._options)
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": self._path}
 
 
-def read_image(uri: str, expected_sha256: str) -> Image.Image:
-    """Read an image from a local path or an fsspec URI and check that it is unchanged.
+def read_image(
+    uri: str, expected_sha256: str, storage_options: StorageOptions | None = None
+) -> Image.Image:
+    """Read an image through the storage layer and check that it is unchanged.
 
     Args:
         uri: ``/path``, ``relative/path`` or ``s3://bucket/key``.
         expected_sha256: The sha256 recorded for it upstream.
+        storage_options: fsspec options of the image source (``${globals:storage_options}``).
 
     Returns:
         The decoded upright RGB image.
@@ -268,8 +291,7 @@ def read_image(uri: str, expected_sha256: str) -> Image.Image:
         ImageIntegrityError: If the bytes changed since the manifest was written (cached
             features and labels would silently belong to another image otherwise).
     """
-    with fsspec.open(uri, "rb") as fh:
-        data = fh.read()
+    data = storage.read_bytes(uri, storage_options)
     actual = sha256_bytes(data)
     if actual != expected_sha256:
         raise ImageIntegrityError(
@@ -336,6 +358,7 @@ def compute_features(
     description: str = "features",
     engine: str = "local",
     workers: int = 2,
+    storage_options: StorageOptions | None = None,
 ) -> tuple[dict[str, np.ndarray], FeatureStats]:
     """Backbone features of every image under every view, from the cache when possible.
 
@@ -353,6 +376,7 @@ def compute_features(
             :mod:`eyecatcher.distributed.feature_extraction`). Keys, and the cache entries
             this process writes, are the same either way.
         workers: Ray actors, for ``engine="ray"``.
+        storage_options: fsspec options of the image source (``${globals:storage_options}``).
 
     Returns:
         ``{view name: array (len(images), n_features)}`` and the hit/miss statistics.
@@ -380,7 +404,13 @@ def compute_features(
         from eyecatcher.distributed.feature_extraction import compute_on_ray
 
         computed = compute_on_ray(
-            model, backbone.data_config, images, missing, batch_size=batch_size, workers=workers
+            model,
+            backbone.data_config,
+            images,
+            missing,
+            batch_size=batch_size,
+            workers=workers,
+            storage_options=storage_options,
         )
     else:
         computed = _compute_here(
@@ -391,6 +421,7 @@ def compute_features(
             batch_size=batch_size,
             device=device,
             description=description,
+            storage_options=storage_options,
         )
     for index, view, vector in computed:
         rows[view.name][index] = vector
@@ -413,6 +444,7 @@ def compute_view_batches(
     *,
     batch_size: int,
     device: str | torch.device = "cpu",
+    storage_options: StorageOptions | None = None,
 ) -> Iterator[tuple[list[tuple[int, ViewSpec, np.ndarray]], int]]:
     """Backbone vectors of the (image, view) pairs in ``missing``, one forward pass at a time.
 
@@ -426,6 +458,7 @@ def compute_view_batches(
         missing: For each image index to compute, the views it needs.
         batch_size: Images per forward pass.
         device: Device the model is on.
+        storage_options: fsspec options of the image source.
 
     Yields:
         ``(index, view, float32 vector)`` triples of one forward pass, and its size.
@@ -434,7 +467,10 @@ def compute_view_batches(
     todo = sorted(missing)
     for chunk_start in range(0, len(todo), batch_size):
         chunk = todo[chunk_start : chunk_start + batch_size]
-        decoded = {index: read_image(images[index][1], images[index][0]) for index in chunk}
+        decoded = {
+            index: read_image(images[index][1], images[index][0], storage_options)
+            for index in chunk
+        }
         views = {view.name: view for index in chunk for view in missing[index]}
         for name, view in views.items():
             members = [index for index in chunk if view in missing[index]]
@@ -457,11 +493,18 @@ def _compute_here(
     batch_size: int,
     device: str | torch.device,
     description: str,
+    storage_options: StorageOptions | None,
 ) -> Iterator[tuple[int, ViewSpec, np.ndarray]]:
     total = sum(len(v) for v in missing.values())
     with tqdm(total=total, desc=description, unit="img", disable=total == 0) as bar:
         for triples, size in compute_view_batches(
-            model, data_config, images, missing, batch_size=batch_size, device=device
+            model,
+            data_config,
+            images,
+            missing,
+            batch_size=batch_size,
+            device=device,
+            storage_options=storage_options,
         ):
             yield from triples
             bar.update(size)

@@ -31,14 +31,20 @@ class FeatureWorker:
         model: The frozen timm model (moved to CPU, eval mode).
         data_config: The preprocessing config of the cache key.
         views: Every view a row may name, by name.
+        storage_options: fsspec options of the image source.
     """
 
     def __init__(
-        self, model: torch.nn.Module, data_config: Mapping[str, Any], views: Mapping[str, ViewSpec]
+        self,
+        model: torch.nn.Module,
+        data_config: Mapping[str, Any],
+        views: Mapping[str, ViewSpec],
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model.cpu().eval()
         self.data_config = dict(data_config)
         self.views = dict(views)
+        self.storage_options = dict(storage_options or {})
 
     @torch.no_grad()
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +56,12 @@ class FeatureWorker:
         }
         out: list[dict[str, Any]] = []
         for triples, _ in compute_view_batches(
-            self.model, self.data_config, images, missing, batch_size=len(images)
+            self.model,
+            self.data_config,
+            images,
+            missing,
+            batch_size=len(images),
+            storage_options=self.storage_options,
         ):
             for local, view, vector in triples:
                 out.append(
@@ -72,6 +83,7 @@ def compute_on_ray(
     *,
     batch_size: int,
     workers: int,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[int, ViewSpec, np.ndarray]]:
     """The vectors of the (image, view) pairs in ``missing``, computed by Ray actors.
 
@@ -85,6 +97,7 @@ def compute_on_ray(
         missing: For each image index to compute, the views it needs.
         batch_size: Images per forward pass (and per Ray task).
         workers: Actors in the pool.
+        storage_options: fsspec options of the image source, passed to every worker.
 
     Returns:
         ``(index, view, float32 vector)`` for every pair in ``missing``, each exactly once.
@@ -115,7 +128,12 @@ def compute_on_ray(
         table, retried = map_with_actor_pool(
             frame,
             FeatureWorker,
-            {"model": model, "data_config": dict(data_config), "views": views},
+            {
+                "model": model,
+                "data_config": dict(data_config),
+                "views": views,
+                "storage_options": dict(storage_options or {}),
+            },
             settings,
             key_column="index",
         )

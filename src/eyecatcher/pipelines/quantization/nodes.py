@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -53,6 +52,7 @@ from eyecatcher.pipelines.quantization.scoring import (
 )
 from eyecatcher.pipelines.quantization.settings import QuantizationSettings
 from eyecatcher.preprocessing import images_to_batch
+from eyecatcher.storage import StorageOptions, read_bytes
 
 matplotlib.use("Agg")  # figures are written to files and MLflow, never shown
 import matplotlib.pyplot as plt
@@ -71,6 +71,7 @@ def _read_split(
     *,
     sample_size: int | None = None,
     seed: int = 0,
+    storage_options: StorageOptions | None = None,
 ) -> tuple[list[Any], np.ndarray]:
     """Decode the images of one split (optionally a seeded sample) and their class indices.
 
@@ -93,8 +94,7 @@ def _read_split(
     images = []
     for uri in tqdm(rows["uri"], desc=f"decode {split} images", leave=False):
         try:
-            with fsspec.open(uri, "rb") as handle:
-                images.append(decode_image(handle.read()))
+            images.append(decode_image(read_bytes(uri, storage_options)))
         except Exception as exc:
             raise ValueError(f"Could not read {split} image {uri}: {exc}") from exc
     labels = np.array([classes.index(c) for c in rows["class"]], dtype=np.int64)
@@ -144,6 +144,7 @@ def build_onnx_models(
             model_bundle.classes,
             sample_size=settings.calibration_size,
             seed=settings.calibration_seed,
+            storage_options=settings.storage_options,
         )
         if images:
             calibration = images_to_batch(images, model_bundle.data_config).numpy()
@@ -389,7 +390,9 @@ def benchmark_candidate(
     classes, n_classes = list(model_bundle.classes), len(model_bundle.classes)
     batches, labels = {}, {}
     for split in ("validation", "test"):
-        images, labels[split] = _read_split(split_manifest, split, classes)
+        images, labels[split] = _read_split(
+            split_manifest, split, classes, storage_options=settings.storage_options
+        )
         if not images:
             raise ValueError(f"The {split} split is empty: there is nothing to measure on.")
         batches[split] = images_to_batch(images, model_bundle.data_config).numpy()

@@ -45,6 +45,8 @@ class QuantizationSettings:
     )
     by_architecture: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+    # fsspec options for reading s3:// images (``${globals:storage_options}``; never secrets).
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_params(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from eyecatcher.features import (
 )
 from eyecatcher.images import sha256_bytes
 from eyecatcher.models.factory import create_classifier
+from eyecatcher.pipelines.training.fitting import fit_head
 from eyecatcher.preprocessing import data_config_for
 from tests.image_factory import good_images
+from tests.pipelines.training.conftest import tiny_training
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 
@@ -65,6 +68,21 @@ def _entries(root: Path) -> dict[str, Path]:
     return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file()}
 
 
+def _assert_same_entries(laptop: FeatureCache, cluster: FeatureCache) -> None:
+    """Identical keys and layout; vectors equal within :data:`TOLERANCE`."""
+    laptop_files, cluster_files = _entries(laptop.root), _entries(cluster.root)
+    assert laptop_files and sorted(laptop_files) == sorted(cluster_files)
+    worst = 0.0
+    for name, path in laptop_files.items():
+        if name.endswith("key.json"):
+            assert path.read_text() == cluster_files[name].read_text()
+            continue
+        a, b = np.load(path), np.load(cluster_files[name])
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        worst = max(worst, float(np.abs(a - b).max()))
+    assert worst <= TOLERANCE
+
+
 def test_ray_fills_the_cache_a_laptop_run_fills_and_each_reuses_the_other(
     local_ray: None, setup: tuple, tmp_path: Path
 ) -> None:
@@ -78,17 +96,7 @@ def test_ray_fills_the_cache_a_laptop_run_fills_and_each_reuses_the_other(
     )
     assert ray_stats.misses == local_stats.misses == len(images) * len(views)
     assert ray_stats.digests == local_stats.digests
-    laptop_files, cluster_files = _entries(laptop.root), _entries(cluster.root)
-    assert sorted(laptop_files) == sorted(cluster_files)  # identical keys, identical layout
-    worst = 0.0
-    for name, path in laptop_files.items():
-        if name.endswith("key.json"):
-            assert path.read_text() == cluster_files[name].read_text()
-            continue
-        a, b = np.load(path), np.load(cluster_files[name])
-        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
-        worst = max(worst, float(np.abs(a - b).max()))
-    assert worst <= TOLERANCE
+    _assert_same_entries(laptop, cluster)
     for name in local:
         np.testing.assert_allclose(on_ray[name], local[name], atol=TOLERANCE)
     # A cache filled on the cluster serves a laptop run, and the other way round.
@@ -122,3 +130,33 @@ def test_an_unknown_engine_is_refused(setup: tuple) -> None:
         compute_features(
             model, backbone, images, training_views(1, {}, 0), cache=None, engine="dask"
         )
+
+
+def test_the_training_feature_step_on_ray_writes_the_local_engines_cache_entries(
+    local_ray: None, setup: tuple, tmp_path: Path
+) -> None:
+    """``training.features.engine: ray`` through the training step that fills the cache."""
+    model, backbone, images = setup
+    labels = np.arange(len(images)) % 3
+    train, validation = (images[:-2], labels[:-2]), (images[-2:], labels[-2:])
+    views = training_views(2, {"horizontal_flip": 0.5, "rotation_degrees": 10.0}, seed=5)
+    caches, fits = {}, {}
+    for engine in ("local", "ray"):
+        features = {"views": 2, "batch_size": 4, "engine": engine, "ray": {"workers": 2}}
+        caches[engine] = FeatureCache(tmp_path / engine)
+        fits[engine] = fit_head(
+            copy.deepcopy(model),  # the head trains in place; both start from the same one
+            backbone,
+            train,
+            validation,
+            tiny_training(epochs=1, features=features),
+            views=views,
+            feature_cache=caches[engine],
+            device=torch.device("cpu"),
+            candidate=engine,
+        )
+    local, on_ray = fits["local"].stats, fits["ray"].stats
+    assert fits["ray"].mode == "cached_features"
+    assert on_ray.misses == local.misses == len(train[0]) * 2 + len(validation[0])
+    assert on_ray.digests == local.digests
+    _assert_same_entries(caches["local"], caches["ray"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,9 @@ from eyecatcher.models.head_training import (
     train_head_on_features,
     train_head_reference,
 )
+from eyecatcher.pipelines.training.settings import FeatureSettings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,7 +59,9 @@ def fit_head(
 
     With ``features.cache: true`` the backbone runs once per image and view and the head trains
     on cached features; with ``false`` the reference loop runs the backbone on freshly
-    augmented images every epoch.
+    augmented images every epoch. ``features.engine: ray`` computes the cache misses of both
+    splits on Ray actors (one Ray session for the two splits); the cache entries are the
+    local engine's.
 
     Args:
         model: The frozen model, on ``device``.
@@ -69,11 +76,20 @@ def fit_head(
 
     Returns:
         The per-epoch history, mode, views, cache statistics and timings.
+
+    Raises:
+        ValueError: If ``features`` has an unknown key or a bad value.
     """
-    features = dict(config.get("features", {}))
-    batch_size = int(features.get("batch_size", 16))
+    features = FeatureSettings.from_params(config.get("features"))
+    batch_size = int(features.batch_size)
     head_config = HeadTrainingConfig.from_params(config)
-    if not bool(features.get("cache", True)):
+    if not features.cache:
+        if features.engine == "ray":
+            logger.warning(
+                "%s: training.features.engine is ray, but features.cache is false: the "
+                "reference loop runs in this process (Ray computes cached features only)",
+                candidate,
+            )
         start = time.perf_counter()
         history = train_head_reference(
             model,
@@ -92,21 +108,24 @@ def fit_head(
     start = time.perf_counter()
     fit = HeadFit([], "cached_features", [view.name for view in views])
     computed = {}
-    for split, (images, _), split_views in (
-        ("train", train, views),
-        ("validation", validation, [ViewSpec(CLEAN_VIEW)]),
-    ):
-        computed[split], stats = compute_features(
-            model,
-            key,
-            images,
-            split_views,
-            cache=feature_cache,
-            batch_size=batch_size,
-            device=device,
-            description=f"{candidate}: {split} features",
-        )
-        fit.stats.add(stats)
+    with feature_engine_session(features):
+        for split, (images, _), split_views in (
+            ("train", train, views),
+            ("validation", validation, [ViewSpec(CLEAN_VIEW)]),
+        ):
+            computed[split], stats = compute_features(
+                model,
+                key,
+                images,
+                split_views,
+                cache=feature_cache,
+                batch_size=batch_size,
+                device=device,
+                description=f"{candidate}: {split} features",
+                engine=features.engine,
+                workers=int(features.ray.workers),
+            )
+            fit.stats.add(stats)
     fit.feature_seconds = _since(start)
     start = time.perf_counter()
     fit.history = train_head_on_features(
@@ -121,6 +140,30 @@ def fit_head(
     )
     fit.training_seconds = _since(start)
     return fit
+
+
+@contextlib.contextmanager
+def feature_engine_session(features: FeatureSettings) -> Iterator[str]:
+    """Hold one Ray session around a candidate's feature extraction when ``engine`` is ``ray``.
+
+    Each ``compute_features`` call would otherwise start (and stop) its own local Ray; inside
+    this block they reuse the one opened here. The local engine needs no Ray at all.
+
+    Args:
+        features: The validated ``training.features`` settings.
+
+    Yields:
+        ``"none"`` for the local engine, else where Ray runs (see
+        :func:`eyecatcher.distributed.session.ray_session`).
+    """
+    if features.engine != "ray":
+        yield "none"
+        return
+    from eyecatcher.distributed.session import ray_session
+
+    num_cpus = features.ray.num_cpus
+    with ray_session(num_cpus=None if num_cpus is None else int(num_cpus)) as where:
+        yield where
 
 
 def _since(start: float) -> float:

@@ -1,0 +1,106 @@
+"""The training pipeline's feature-extraction settings: ``training.features``, validated once.
+
+Unknown keys (a typo in YAML or ``--params``) are refused with the closest known key: an
+ignored ``features.engin=ray`` would silently run everything on one machine.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: Where cold-cache features are computed (``eyecatcher.features.compute_features``).
+FEATURE_ENGINES = ("local", "ray")
+
+
+def _refuse_unknown(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ValueError(f"Unknown {kind} parameter(s) {', '.join(parts)}; known: {known}.")
+
+
+@dataclass(frozen=True)
+class FeatureRaySettings:
+    """``training.features.ray``: the actor pool of ``engine: ray``.
+
+    Named like ``batch_scoring.ray``; the feature engine reserves one CPU per actor.
+
+    Attributes:
+        workers: Actors in the pool (each holds one copy of the frozen backbone).
+        num_cpus: CPUs of the local Ray started when ``RAY_ADDRESS`` is unset (``None``: all
+            cores); ignored on a cluster.
+    """
+
+    workers: int = 2
+    num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        """``workers`` >= 1; ``num_cpus`` null or >= 1."""
+        if int(self.workers) < 1:
+            raise ValueError("training.features.ray.workers must be >= 1")
+        if self.num_cpus is not None and int(self.num_cpus) < 1:
+            raise ValueError("training.features.ray.num_cpus must be null or >= 1")
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """``training.features``: how backbone features are computed and cached.
+
+    Attributes:
+        cache: Train the head on cached features (``False``: the reference loop).
+        views: Views per training image.
+        clean_view: View 0 is the clean image.
+        augmentation_seed: Seed of the augmented views (``None``: ``training.seed``).
+        batch_size: Images per backbone forward pass (and per Ray task).
+        engine: ``local`` (this process) or ``ray`` (cold-cache misses on Ray actors).
+        ray: The actor pool of ``engine: ray``.
+    """
+
+    cache: bool = True
+    views: int = 2
+    clean_view: bool = True
+    augmentation_seed: int | None = None
+    batch_size: int = 16
+    engine: str = "local"
+    ray: FeatureRaySettings = field(default_factory=FeatureRaySettings)
+
+    def __post_init__(self) -> None:
+        """A known engine, a boolean ``cache``, positive ``views`` and ``batch_size``."""
+        if self.engine not in FEATURE_ENGINES:
+            raise ValueError(
+                f"training.features.engine must be one of {list(FEATURE_ENGINES)}, "
+                f"got {self.engine!r}"
+            )
+        if not isinstance(self.cache, bool) or not isinstance(self.clean_view, bool):
+            raise ValueError("training.features.cache and clean_view must be true or false")
+        if int(self.views) < 1 or int(self.batch_size) < 1:
+            raise ValueError("training.features.views and batch_size must be >= 1")
+
+    @classmethod
+    def from_params(cls, features: Mapping[str, Any] | None) -> FeatureSettings:
+        """Build from the ``training.features`` block (absent keys take their defaults).
+
+        Args:
+            features: The block, or ``None``.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            ValueError: On an unknown key (with the closest known one) or a bad value.
+        """
+        given = dict(features or {})
+        _refuse_unknown("training.features", given, (item.name for item in fields(cls)))
+        ray = dict(given.pop("ray", None) or {})
+        _refuse_unknown(
+            "training.features.ray", ray, (item.name for item in fields(FeatureRaySettings))
+        )
+        return cls(**given, ray=FeatureRaySettings(**ray))

@@ -201,7 +201,7 @@ def test_batch_scoring_pipeline_writes_the_verdict_table(
         project_path=kedro_project, env="test", runtime_params=runtime
     ) as session:
         session.run(pipeline_names=["batch_scoring"])
-    table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts.parquet")
+    table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts")
     # No shadow model by default: no shadow column and no shadow report.
     assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at"]
     assert not (kedro_project / "data/08_reporting/shadow_report.json").exists()

@@ -66,7 +66,7 @@ def test_feedback_triggers_retraining_and_only_a_passing_gate_moves_the_champion
     assert set(labels["label_source"].dropna()) == {"rekognition"}
 
     _run(kedro_project, ["batch_scoring"])
-    verdicts = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts.parquet")
+    verdicts = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts")
     verdicts = verdicts[verdicts["error"].isna()].sort_values("path")
     assert set(verdicts["model_version"]) == {str(first.version)}
 

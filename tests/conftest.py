@@ -53,6 +53,31 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture
+def s3_bucket(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty bucket on :func:`moto_s3`, reached through ``AWS_ENDPOINT_URL``; yields ``s3://…``.
+
+    The endpoint comes from the standard environment variable only (no ``storage_options``),
+    which is how a user points the project at MinIO or moto. fsspec keeps one S3 filesystem per
+    set of arguments, so its instance cache is cleared: a filesystem made for an earlier
+    test's server must not be reused.
+    """
+    import urllib.request
+
+    import boto3
+    import s3fs
+
+    # moto keeps its state per process, not per server: start from an empty S3.
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_s3}/moto-api/reset", method="POST"), timeout=10
+    ).close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_s3)
+    s3fs.S3FileSystem.clear_instance_cache()
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="eyecatcher-test")
+    yield "s3://eyecatcher-test"
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 def copy_demo(dest: Path, per_class: int | None = None) -> Path:
     """Copy the demo images (optionally ``per_class`` of each class) and recorded responses.
 

@@ -131,9 +131,16 @@ def open_read(uri: str, storage_options: StorageOptions | None = None) -> Iterat
         yield handle
 
 
+def _fresh(fs: Any, path: str) -> None:
+    # s3fs caches listings per filesystem instance; another process may have written since.
+    if not isinstance(fs, LocalFileSystem):
+        fs.invalidate_cache(path)
+
+
 def exists(uri: str, storage_options: StorageOptions | None = None) -> bool:
     """Whether a file (or a non-empty prefix) exists at ``uri``."""
     fs, path = filesystem(uri, storage_options)
+    _fresh(fs, path)
     return bool(fs.exists(path))
 
 
@@ -141,23 +148,28 @@ def list_files(
     prefix: str,
     storage_options: StorageOptions | None = None,
     extensions: Iterable[str] | None = None,
+    *,
+    recursive: bool = True,
 ) -> list[str]:
-    """Every file under ``prefix`` (recursively), sorted, as URLs usable by the readers here.
+    """Every file under ``prefix``, sorted, as URLs usable by the readers here.
 
     Args:
         prefix: A local folder or an object-store prefix.
         storage_options: fsspec filesystem arguments.
         extensions: Keep only names ending with one of these (``.jpg``; case-insensitive).
+        recursive: Also list files in sub-folders; ``False`` lists the folder's own files.
 
     Returns:
         Local paths or ``s3://`` URLs; an empty list when ``prefix`` does not exist.
     """
     fs, root = filesystem(prefix, storage_options)
+    _fresh(fs, root)
     if not fs.exists(root):
         return []
     wanted = tuple(e.lower() for e in extensions) if extensions is not None else None
     found = []
-    for path in fs.find(root):
+    paths = fs.find(root) if recursive else fs.find(root, maxdepth=1)
+    for path in paths:
         if wanted is not None and not path.lower().endswith(wanted):
             continue
         found.append(full_uri(fs, path))

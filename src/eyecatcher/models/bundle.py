@@ -8,12 +8,15 @@ with it.
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+
+from eyecatcher.storage import write_atomic
 
 
 @dataclass
@@ -84,14 +87,23 @@ class ClassifierBundle:
         """Logit indices of every class other than :attr:`safe_class`."""
         return [i for i, name in enumerate(self.classes) if name != self.safe_class]
 
+    def to_bytes(self) -> bytes:
+        """The bundle serialised with ``torch.save`` (tensors plus plain Python metadata)."""
+        buffer = io.BytesIO()
+        torch.save(asdict(self), buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ClassifierBundle:
+        """Read a bundle serialised by :meth:`to_bytes` (safe ``weights_only`` loading)."""
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return cls(**payload)
+
     def save(self, path: str | Path) -> None:
-        """Write the bundle with ``torch.save`` (tensors plus plain Python metadata)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(asdict(self), path)
+        """Write the bundle to a local file, atomically (see :mod:`eyecatcher.storage`)."""
+        write_atomic(str(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> ClassifierBundle:
-        """Read a bundle written by :meth:`save` (safe ``weights_only`` loading)."""
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        return cls(**payload)
+        """Read a bundle file written by :meth:`save` (safe ``weights_only`` loading)."""
+        return cls.from_bytes(Path(path).read_bytes())

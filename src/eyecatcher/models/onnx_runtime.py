@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from eyecatcher import storage
+
 logger = logging.getLogger(__name__)
 
 #: Quantization methods this module implements (see :func:`quantize_onnx`).
@@ -232,7 +234,9 @@ class OnnxClassifier:
     exactly like training and the quantization benchmark.
 
     Args:
-        model: Path to a ``.onnx`` file, or its serialized bytes.
+        model: Path or URL (``s3://``, read through :mod:`eyecatcher.storage` with the default
+            credential chain and ``AWS_ENDPOINT_URL``) of a ``.onnx`` file, or its serialized
+            bytes.
         threads: Intra-op threads (``None``: ONNX Runtime's default, one per core).
         spinning: See :func:`session_options` (keep the default for serving).
 
@@ -250,6 +254,8 @@ class OnnxClassifier:
         self.threads = threads
         self.spinning = spinning
         source = model if isinstance(model, bytes) else str(model)
+        if isinstance(source, str) and not storage.is_local(source):
+            source = storage.read_bytes(source)  # ONNX Runtime reads local files or bytes
         self.session_ = ort.InferenceSession(
             source,
             sess_options=session_options(threads, spinning=spinning),

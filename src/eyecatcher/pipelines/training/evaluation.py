@@ -30,8 +30,12 @@ def predict_probabilities(
     batch_size: int,
     device: torch.device,
     description: str,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """Softmax probabilities ``(len(images), n_classes)`` from clean-view (cached) features."""
+    """Softmax probabilities ``(len(images), n_classes)`` from clean-view (cached) features.
+
+    ``storage_options`` are the fsspec options of the image source.
+    """
     features, _ = compute_features(
         model,
         key,
@@ -41,6 +45,7 @@ def predict_probabilities(
         batch_size=batch_size,
         device=device,
         description=description,
+        storage_options=storage_options,
     )
     with torch.no_grad():
         inputs = torch.as_tensor(features[CLEAN_VIEW], device=device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -93,7 +94,7 @@ def fit_head(
         start = time.perf_counter()
         history = train_head_reference(
             model,
-            read_image,
+            functools.partial(read_image, storage_options=config.get("storage_options")),
             [(int(y), sha, uri) for (sha, uri), y in zip(*train, strict=True)],
             [(int(y), sha, uri) for (sha, uri), y in zip(*validation, strict=True)],
             data_config=key.data_config,
@@ -124,6 +125,7 @@ def fit_head(
                 description=f"{candidate}: {split} features",
                 engine=features.engine,
                 workers=int(features.ray.workers),
+                storage_options=config.get("storage_options"),
             )
             fit.stats.add(stats)
     fit.feature_seconds = _since(start)

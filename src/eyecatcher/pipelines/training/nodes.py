@@ -173,6 +173,7 @@ def evaluate_candidate(
             batch_size=int(features.get("batch_size", 16)),
             device=device,
             description=f"{candidate}: {split} features",
+            storage_options=config.get("storage_options"),
         )
         results[split] = (labels, probabilities, images)
     record = evaluation_record(

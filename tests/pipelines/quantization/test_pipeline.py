@@ -21,7 +21,7 @@ from eyecatcher.models.onnx_runtime import (
     read_metadata,
     with_metadata,
 )
-from eyecatcher.pipelines.quantization import nodes
+from eyecatcher.pipelines.quantization import export, nodes
 from eyecatcher.pipelines.quantization.nodes import (
     QuantizationSettings,
     benchmark_candidate,
@@ -262,7 +262,7 @@ def test_export_failure_keeps_fp32_and_records_it(manifest, monkeypatch, caplog)
     def failing_export(*args, **kwargs):
         raise QuantizationError("export", "UnsupportedOperatorError: aten::weird_op")
 
-    monkeypatch.setattr(nodes, "export_onnx", failing_export)
+    monkeypatch.setattr(export, "export_onnx", failing_export)
     bundle = _bundle()
     models, attempt = build_onnx_models(bundle, manifest, PARAMS)
     assert models == {}
@@ -286,7 +286,7 @@ def test_an_export_that_changes_the_logits_is_a_failure(manifest, monkeypatch):
         def predict_logits(self, batch):
             return super().predict_logits(batch) + 0.5
 
-    monkeypatch.setattr(nodes, "OnnxClassifier", DriftingClassifier)
+    monkeypatch.setattr(export, "OnnxClassifier", DriftingClassifier)
     models, attempt = build_onnx_models(_bundle(), manifest, PARAMS)
     assert models == {}
     assert attempt["failure"]["stage"] == "export"
@@ -381,7 +381,7 @@ def test_pipeline_runs_per_candidate_and_summarises(manifest):
 
 def test_summary_of_a_failed_candidate_records_the_failure(manifest, monkeypatch):
     monkeypatch.setattr(
-        nodes, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no export"))
+        export, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no export"))
     )
     bundle = _bundle()
     models, attempt = build_onnx_models(bundle, manifest, PARAMS)

@@ -30,13 +30,9 @@ from tqdm.auto import tqdm
 
 from eyecatcher.images import decode_image
 from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.models.onnx_runtime import (
-    OnnxClassifier,
-    export_onnx,
-    quantize_onnx,
-    with_metadata,
-)
+from eyecatcher.models.onnx_runtime import quantize_onnx, with_metadata
 from eyecatcher.pipelines.quantization.calibration import calibrate
+from eyecatcher.pipelines.quantization.export import check_against_torch, export_fp32_graph
 from eyecatcher.pipelines.quantization.measure import (
     classification_scores,
     compare_latency_ms,
@@ -158,28 +154,12 @@ def build_onnx_models(
     model = model_bundle.build_model()
     with tempfile.TemporaryDirectory(prefix="eyecatcher-onnx-") as scratch:
         fp32_path = Path(scratch) / "fp32.onnx"
-        start = time.perf_counter()
         try:
-            export_onnx(
-                model, model_bundle.data_config["input_size"], fp32_path, opset=settings.opset
+            attempt["export"] = export_fp32_graph(
+                model, model_bundle.data_config["input_size"], fp32_path, settings
             )
             check = calibration[:8] if calibration is not None else _zeros(model_bundle)
-            with torch.inference_mode():
-                expected = model(torch.from_numpy(check)).numpy()
-            got = OnnxClassifier(fp32_path, threads=settings.threads).predict_logits(check)
-            max_diff = float(np.abs(expected - got).max())
-            # Relative to the logits' scale: float reassociation grows with their magnitude.
-            allowed = settings.export_tolerance * max(1.0, float(np.abs(expected).max()))
-            attempt["export"] = {
-                "seconds": time.perf_counter() - start,
-                "max_abs_logit_diff": max_diff,
-                "allowed_diff": allowed,
-                "opset": settings.opset,
-            }
-            if not max_diff <= allowed:
-                raise RuntimeError(
-                    f"ONNX logits differ from PyTorch by {max_diff:.3g} > {allowed:.3g}"
-                )
+            attempt["export"].update(check_against_torch(model, fp32_path, check, settings))
         except Exception as exc:  # an unexportable model keeps fp32 (PyTorch), recorded
             attempt["failure"] = _failure("export", exc)
             logger.warning(

@@ -13,6 +13,7 @@ from typing import Any
 
 from eyecatcher.models.onnx_runtime import DEFAULT_OPSET, METHODS
 from eyecatcher.pipelines.quantization.calibration import CalibrationSettings, settings_from
+from eyecatcher.pipelines.quantization.graph_optimization import TRANSFORMER_MODEL_TYPES
 
 
 def unknown_keys_error(kind: str, unknown: Iterable[str], known: Iterable[str]) -> ValueError:
@@ -35,6 +36,8 @@ class QuantizationSettings:
     calibration_seed: int = 0
     per_channel: bool = True
     reduce_range: bool = False
+    plain_attention: bool = True
+    transformer_optimizer: str | None = "vit"
     threads: int = 2
     opset: int = DEFAULT_OPSET
     export_tolerance: float = 1e-3
@@ -94,6 +97,16 @@ class QuantizationSettings:
             raise ValueError(
                 f"quantization.methods must be a non-empty subset of {METHODS}, got "
                 f"{list(settings.methods)}."
+            )
+        for name in ("per_channel", "reduce_range", "plain_attention"):
+            if not isinstance(getattr(settings, name), bool):
+                raise ValueError(
+                    f"quantization.{name} must be true or false, got {getattr(settings, name)!r}."
+                )
+        if settings.transformer_optimizer not in (None, *TRANSFORMER_MODEL_TYPES):
+            raise ValueError(
+                "quantization.transformer_optimizer must be null or one of "
+                f"{list(TRANSFORMER_MODEL_TYPES)}, got {settings.transformer_optimizer!r}."
             )
         if settings.max_accuracy_drop_points < 0:
             raise ValueError("quantization.max_accuracy_drop_points must be >= 0.")

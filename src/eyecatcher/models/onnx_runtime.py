@@ -89,6 +89,11 @@ def export_onnx(
     return path
 
 
+#: Outputs of fused contrib operators (``SkipLayerNormalization``, ``BiasGelu``: a graph from
+#: ONNX Runtime's transformer optimizer) have no inferred type; they are float32 here.
+_CONTRIB_OPS_OPTIONS = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
+
+
 def _calibration_reader(input_name: str, calibration: np.ndarray, batch_size: int) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -179,6 +184,7 @@ def quantize_onnx(
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
+                    extra_options=_CONTRIB_OPS_OPTIONS,
                 )
             else:
                 quantize_dynamic(
@@ -188,6 +194,7 @@ def quantize_onnx(
                     per_channel=per_channel,
                     reduce_range=reduce_range,
                     weight_type=QuantType.QInt8,
+                    extra_options=_CONTRIB_OPS_OPTIONS,
                 )
         except Exception as exc:  # an operator the quantizer cannot handle, a bad graph, ...
             raise QuantizationError("quantize", f"{type(exc).__name__}: {exc}") from exc

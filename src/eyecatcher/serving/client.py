@@ -20,14 +20,31 @@ import requests
 from eyecatcher.serving_model.contract import encode_image
 
 
-def dataframe_split_body(images: list[str], ids: list[str] | None = None) -> dict[str, Any]:
-    """The JSON body MLflow's scoring server reads as a DataFrame (``dataframe_split``)."""
-    if ids is None:
-        return {"dataframe_split": {"columns": ["image"], "data": [[image] for image in images]}}
+def dataframe_split_body(
+    images: list[str], ids: list[str] | None = None, explain: list[Any] | None = None
+) -> dict[str, Any]:
+    """The JSON body MLflow's scoring server reads as a DataFrame (``dataframe_split``).
+
+    Args:
+        images: Base64-encoded images, one per row.
+        ids: Optional row ids, passed through to the response.
+        explain: Optional per-row ``explain`` values (``True`` asks for a heatmap).
+    """
+    columns: dict[str, list[Any]] = {}
+    if ids is not None:
+        columns["id"] = list(ids)
+    columns["image"] = list(images)
+    if explain is not None:
+        columns["explain"] = list(explain)
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"columns of different lengths: { {k: len(v) for k, v in columns.items()} }"
+        )
     return {
         "dataframe_split": {
-            "columns": ["id", "image"],
-            "data": [[i, image] for i, image in zip(ids, images, strict=True)],
+            "columns": list(columns),
+            "data": [list(row) for row in zip(*columns.values(), strict=True)],
         }
     }
 

@@ -114,7 +114,9 @@ def tiny_gif() -> bytes:
 
 
 def bad_request_probes(
-    max_image_bytes: int | None = None, max_rows: int | None = None
+    max_image_bytes: int | None = None,
+    max_rows: int | None = None,
+    max_explain_rows: int | None = None,
 ) -> list[BadRequestProbe]:
     """Every malformed request the serving contract promises to survive.
 
@@ -123,6 +125,8 @@ def bad_request_probes(
             over it is sent as the ``too_large`` probe; when None that probe is left out.
         max_rows: The served model's row limit per request. When given, a request one row
             over it is sent as the ``too_many_rows`` probe; when None that probe is left out.
+        max_explain_rows: The served model's limit on rows asking for a heatmap. When given,
+            a request one over it is sent as the ``too_many_explain_rows`` probe.
 
     Returns:
         The probes, in a stable order.
@@ -162,6 +166,12 @@ def bad_request_probes(
             row_level=False,
         ),
         BadRequestProbe(
+            "malformed_explain",
+            _json(dataframe_split_body([encode_image(jpeg)], ["why"], explain=["yes"])),
+            reasons=("explain",),
+            row_level=False,
+        ),
+        BadRequestProbe(
             "not_json",
             b"this body is not JSON {",
             reasons=("json", "JSON", "decode", "parse"),
@@ -182,6 +192,20 @@ def bad_request_probes(
                 "too_many_rows",
                 _json(dataframe_split_body([encode_image(tiny_gif())] * (max_rows + 1))),
                 reasons=("max_rows",),
+                row_level=False,
+            )
+        )
+    if max_explain_rows is not None:
+        asking = max_explain_rows + 1
+        probes.append(
+            BadRequestProbe(
+                "too_many_explain_rows",
+                _json(
+                    dataframe_split_body(
+                        [encode_image(tiny_gif())] * asking, explain=[True] * asking
+                    )
+                ),
+                reasons=("max_explain_rows",),
                 row_level=False,
             )
         )

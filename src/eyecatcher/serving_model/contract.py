@@ -2,10 +2,12 @@
 
 Request: a DataFrame (from any standard MLflow payload: ``dataframe_split``,
 ``dataframe_records``, ``inputs``) with a string column ``image`` holding base64-encoded image
-bytes and, optionally, a string column ``id`` that is passed through unchanged.
+bytes and, optionally, a string column ``id`` that is passed through unchanged and a boolean
+column ``explain`` that asks for a Grad-CAM heatmap of the row's class.
 
 Response: one row per request row, in request order, with the columns of
-:data:`OUTPUT_COLUMNS`. A row whose image is unusable carries ``error`` and nulls elsewhere;
+:data:`OUTPUT_COLUMNS` (and :data:`EXPLAIN_COLUMNS` when the request has an ``explain``
+column). A row whose image is unusable carries ``error`` and nulls elsewhere;
 it never fails the other rows. A request that is unusable as a whole (no rows, no ``image``
 column) raises :class:`mlflow.exceptions.MlflowException` with ``INVALID_PARAMETER_VALUE``,
 which the MLflow scoring server answers with HTTP 400.
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -51,6 +55,11 @@ OUTPUT_COLUMNS = (
     "model_version",
     "error",
 )
+#: Name of the optional boolean request column that asks for a heatmap per row.
+EXPLAIN_COLUMN = "explain"
+#: Response columns added after :data:`OUTPUT_COLUMNS` when the request has an ``explain``
+#: column: a base64 PNG heatmap and one sentence saying what it shows (or why there is none).
+EXPLAIN_COLUMNS = ("heatmap_png", "heatmap_info")
 #: Moderation decisions, from least to most severe.
 DECISIONS = ("allow", "review", "block")
 
@@ -58,6 +67,12 @@ DECISIONS = ("allow", "review", "block")
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: Default limit on rows per request: a larger request is refused whole (HTTP 400).
 DEFAULT_MAX_ROWS = 64
+#: Default limit on rows that ask for a heatmap in one request: more is refused whole (HTTP 400).
+DEFAULT_MAX_EXPLAIN_ROWS = 4
+#: Default side of the served heatmap PNG, in pixels.
+DEFAULT_HEATMAP_SIZE = 64
+#: Runtimes that can serve the model (``onnxruntime`` always for int8).
+RUNTIMES = ("torch", "onnxruntime")
 
 # Browsers and many clients send data URLs; the prefix is metadata, not image bytes.
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -115,6 +130,47 @@ def check_row_count(frame: pd.DataFrame, max_rows: int) -> None:
         )
 
 
+def explain_flags(frame: pd.DataFrame, max_explain_rows: int) -> list[bool]:
+    """Which rows ask for a heatmap; refuse a malformed ``explain`` column or too many asks.
+
+    ``explain`` is optional: without the column, or where a row leaves it empty (``null``, a
+    missing key in ``dataframe_records``), no heatmap is made. Only JSON booleans are accepted,
+    so that ``"false"`` can never turn into a costly ``true``.
+
+    Args:
+        frame: The request (see :func:`request_frame`).
+        max_explain_rows: Most rows that may ask for a heatmap in one request.
+
+    Returns:
+        One flag per row.
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400) for a value that is not a
+            boolean, or more than ``max_explain_rows`` rows asking, before any image is decoded.
+    """
+    if EXPLAIN_COLUMN not in frame.columns:
+        return [False] * len(frame)
+    flags: list[bool] = []
+    for position, value in enumerate(frame[EXPLAIN_COLUMN].tolist()):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            flags.append(False)
+        elif isinstance(value, bool | np.bool_):
+            flags.append(bool(value))
+        else:
+            raise invalid_request(
+                f"'{EXPLAIN_COLUMN}' must be true, false or null; row {position} has "
+                f"{type(value).__name__} {str(value)[:40]!r}"
+            )
+    asked = sum(flags)
+    if asked > max_explain_rows:
+        raise invalid_request(
+            f"{asked} rows ask for a heatmap ('{EXPLAIN_COLUMN}': true), more than this model's "
+            f"limit of {max_explain_rows} per request (max_explain_rows): ask for at most "
+            f"{max_explain_rows} heatmaps per request"
+        )
+    return flags
+
+
 def decode_base64_image(value: Any, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
     """Turn one request cell into encoded image bytes, or say why it cannot be one.
 
@@ -164,7 +220,13 @@ class ServingConfig:
         model_name: Registered model name.
         model_version: Registered model version this artefact was logged for.
         candidate: Training candidate the model came from.
-        precision: ``fp32`` (torch, from the bundle) or ``int8`` (ONNX Runtime).
+        precision: ``fp32`` or ``int8`` (what the weights are).
+        runtime: What computes the served probabilities: ``torch`` (the bundle's fp32 network)
+            or ``onnxruntime`` (the int8 model, or the fp32 ONNX graph once packaging checked
+            that it agrees with PyTorch; see :mod:`eyecatcher.serving_model.runtime_check`).
+        runtime_check: What packaging measured when it chose the runtime of an fp32 model
+            (max abs probability difference ONNX vs PyTorch, tolerance, outcome); ``None``
+            when no fp32 ONNX graph was offered.
         classes: Class names in output order.
         safe_class: The class meaning "nothing to moderate".
         thresholds: The decision thresholds (review on the unsafe score, block per class),
@@ -182,6 +244,8 @@ class ServingConfig:
         frames_to_score: Frames of an animation scored, spread over it; the row reports the
             most unsafe one.
         max_decode_pixels: Per-image decode budget, pixels x frames decoded.
+        max_explain_rows: Most rows of one request that may ask for a heatmap (more: 400).
+        heatmap_size: Side in pixels of the served heatmap PNG.
     """
 
     model_name: str
@@ -200,6 +264,20 @@ class ServingConfig:
     max_frames: int = DEFAULT_MAX_FRAMES
     frames_to_score: int = DEFAULT_FRAMES_TO_SCORE
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+    max_explain_rows: int = DEFAULT_MAX_EXPLAIN_ROWS
+    heatmap_size: int = DEFAULT_HEATMAP_SIZE
+    runtime: str = ""
+    runtime_check: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # Empty means the precision's own runtime (a config that does not name one).
+        if not self.runtime:
+            default = "onnxruntime" if self.precision == "int8" else "torch"
+            object.__setattr__(self, "runtime", default)
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}: one of {RUNTIMES}")
+        if self.precision == "int8" and self.runtime != "onnxruntime":
+            raise ValueError("an int8 model is served by onnxruntime only")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (the inverse of :meth:`from_dict`)."""
@@ -220,6 +298,10 @@ class ServingConfig:
             "max_frames": self.max_frames,
             "frames_to_score": self.frames_to_score,
             "max_decode_pixels": self.max_decode_pixels,
+            "max_explain_rows": self.max_explain_rows,
+            "heatmap_size": self.heatmap_size,
+            "runtime": self.runtime,
+            "runtime_check": self.runtime_check,
         }
 
     @classmethod

@@ -2,13 +2,15 @@
 
 Logged through models-from-code (``model_code.py``), so no live object is pickled: the model is
 rebuilt at load time from its artefacts (the :class:`ClassifierBundle`, the ONNX file when the
-quantization stage chose int8, and ``serving_config.json``).
+quantization stage chose int8 or the fp32 graph packaging checked against PyTorch, and
+``serving_config.json``).
 
 Memory and CPU are bounded per request and per image, whatever a client sends: a request has
 at most ``max_rows`` rows (more is a 400), rows are decoded and scored one batch at a time and
 only their outputs are kept, and each image is decoded within the limits of
 :class:`~eyecatcher.images.DecodeLimits` (frames, aspect ratio, pixels x frames), shrunk before
-any colour conversion.
+any colour conversion. Heatmaps (the optional ``explain`` column) are capped per request
+(``max_explain_rows``) and keep one model-sized frame per asking row until the rows are scored.
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.preprocessing import decode_min_side, eval_transform
 from eyecatcher.serving_model.backends import TorchClassifier, onnx_classifier
 from eyecatcher.serving_model.contract import (
+    EXPLAIN_COLUMN,
+    EXPLAIN_COLUMNS,
     ID_COLUMN,
     IMAGE_COLUMN,
     OUTPUT_COLUMNS,
     ServingConfig,
     check_row_count,
     decode_base64_image,
+    explain_flags,
     request_frame,
 )
+from eyecatcher.serving_model.explanations import ServedExplainer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +70,11 @@ class _Row:
     unsafe_score: float = -1.0
     non_finite: bool = False
     frames: int = 0
+    explain: bool = False
+    # The frame that decides the row, kept only while a heatmap of it is still to be made.
+    deciding_frame: torch.Tensor | None = None
+    heatmap_png: str | None = None
+    heatmap_info: str | None = None
 
 
 @dataclass
@@ -80,8 +91,10 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
     Attributes:
         config_: The :class:`ServingConfig` read from the artefacts.
         bundle_: The trained bundle (classes and preprocessing config).
-        classifier_: The backend: :class:`TorchClassifier` (fp32) or the ONNX Runtime
-            classifier (int8).
+        classifier_: The backend the config's runtime names: :class:`TorchClassifier`
+            (``torch``) or the ONNX Runtime classifier (``onnxruntime``: int8, or fp32 checked
+            against PyTorch at packaging).
+        explainer_: The heatmap maker for rows that ask (fp32 PyTorch, built on first use).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
@@ -103,14 +116,26 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
                 f"serving config classes {self.config_.classes} differ from the bundle's "
                 f"{self.bundle_.classes}"
             )
-        if self.config_.precision == "int8":
-            if ONNX_ARTIFACT not in artifacts:
-                raise ValueError("precision is int8 but the model has no ONNX artefact")
-            self.classifier_ = onnx_classifier(artifacts[ONNX_ARTIFACT])
-        elif self.config_.precision == "fp32":
-            self.classifier_ = TorchClassifier(self.bundle_)
-        else:
+        if self.config_.precision not in ("fp32", "int8"):
             raise ValueError(f"unknown precision {self.config_.precision!r}: fp32 or int8")
+        torch_model = None
+        if self.config_.runtime == "onnxruntime":
+            if ONNX_ARTIFACT not in artifacts:
+                raise ValueError(
+                    f"the {self.config_.precision} model is served by onnxruntime but has no "
+                    "ONNX artefact"
+                )
+            self.classifier_ = onnx_classifier(artifacts[ONNX_ARTIFACT])
+        else:
+            self.classifier_ = TorchClassifier(self.bundle_)
+            torch_model = self.classifier_.model_
+        self.explainer_ = ServedExplainer(
+            self.bundle_,
+            runtime=self.config_.runtime,
+            precision=self.config_.precision,
+            size=self.config_.heatmap_size,
+            model=torch_model,
+        )
         self._safe_index = self.config_.classes.index(self.config_.safe_class)
         self._transform = eval_transform(self.bundle_.data_config)
         self._min_side = decode_min_side(self.bundle_.data_config)
@@ -138,11 +163,13 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
 
         Raises:
             MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400) for an empty request, one
-                without an ``image`` column, or one with more than ``max_rows`` rows.
+                without an ``image`` column, one with more than ``max_rows`` rows, a malformed
+                ``explain`` column or more than ``max_explain_rows`` rows asking for a heatmap.
         """
         frame = request_frame(model_input)
         check_row_count(frame, int(self.config_.max_rows))
-        rows = [_Row() for _ in range(len(frame))]
+        flags = explain_flags(frame, int(self.config_.max_explain_rows))
+        rows = [_Row(explain=flag) for flag in flags]
         pending = _PendingFrames()
         batch_size = max(1, int(self.config_.batch_size))
         with self._busy:
@@ -155,6 +182,7 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
                     if len(pending.tensors) >= batch_size:
                         self._score(pending, rows)
             self._score(pending, rows)
+            self._explain(rows, batch_size)
             _release_freed_memory()
         return self._response(frame, rows)
 
@@ -201,11 +229,10 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             for position in positions:
                 rows[position].error = message
             return
-        del tensors
-        for position, probs in zip(positions, probabilities, strict=True):
-            self._fold(rows[position], probs)
+        for position, probs, tensor in zip(positions, probabilities, tensors, strict=True):
+            self._fold(rows[position], probs, tensor)
 
-    def _fold(self, row: _Row, probs: np.ndarray) -> None:
+    def _fold(self, row: _Row, probs: np.ndarray, frame: torch.Tensor) -> None:
         """Keep the most unsafe frame of a row (by decision severity, then unsafe score)."""
         if row.error is not None:
             return
@@ -220,20 +247,50 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             row.unsafe_score,
         ):
             row.probabilities, row.decision, row.unsafe_score = probs, decision, unsafe_score
+            if row.explain:
+                row.deciding_frame = frame
 
     def _decide(self, probabilities: np.ndarray) -> str:
         """The moderation decision for one frame's class probabilities."""
         return self.config_.policy.decide(probabilities)
 
+    # -- heatmaps --------------------------------------------------------------------------
+
+    def _explain(self, rows: list[_Row], batch_size: int) -> None:
+        """Heatmaps of the class each asking row was given, a batch of frames at a time."""
+        asking = []
+        for row in rows:
+            if not row.explain or row.error is not None:
+                continue  # the row's error already says why there is nothing to explain
+            if row.non_finite or row.deciding_frame is None:
+                row.heatmap_info = "no heatmap: the model gave no class for this image"
+            else:
+                asking.append(row)
+        for start in range(0, len(asking), batch_size):
+            chunk = asking[start : start + batch_size]
+            targets = [int(np.argmax(row.probabilities)) for row in chunk]
+            try:
+                pngs = self.explainer_.heatmaps(
+                    torch.stack([row.deciding_frame for row in chunk]), targets
+                )
+                infos = [self.explainer_.info(self.config_.classes[t]) for t in targets]
+            except Exception:  # a failed heatmap must not cost the rows their verdicts
+                message = _internal_error(f"explaining a batch of {len(chunk)} rows")
+                pngs, infos = [None] * len(chunk), [f"no heatmap: {message}"] * len(chunk)
+            for row, png, info in zip(chunk, pngs, infos, strict=True):
+                row.heatmap_png, row.heatmap_info, row.deciding_frame = png, info, None
+
     # -- the response ----------------------------------------------------------------------
 
     def _response(self, frame: pd.DataFrame, rows: list[_Row]) -> pd.DataFrame:
+        columns = [column for column in OUTPUT_COLUMNS if column != ID_COLUMN]
+        if EXPLAIN_COLUMN in frame.columns:
+            columns.extend(EXPLAIN_COLUMNS)
         records = [self._record(row) for row in rows]
         result = pd.DataFrame(
             {
                 column: pd.Series([record[column] for record in records], dtype=object)
-                for column in OUTPUT_COLUMNS
-                if column != ID_COLUMN
+                for column in columns
             }
         )
         if ID_COLUMN in frame.columns:
@@ -249,6 +306,8 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             "model_name": self.config_.model_name,
             "model_version": self.config_.model_version,
             "error": row.error,
+            "heatmap_png": row.heatmap_png,
+            "heatmap_info": row.heatmap_info,
         }
         if row.error is not None:
             return record

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.types.schema import ColSpec, DataType, Map, Schema
+from mlflow.types.schema import AnyType, ColSpec, DataType, Map, Schema
 from PIL import Image
 
 from eyecatcher.models.bundle import ClassifierBundle
@@ -31,7 +31,17 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CODE_PATH = Path(__file__).resolve().parent / "model_code.py"
 
 #: The modules of ``eyecatcher`` the served model imports (pipelines and Kedro stay behind).
-SERVED_MODULES = ("__init__.py", "images.py", "preprocessing.py", "models", "serving_model")
+SERVED_MODULES = (
+    "__init__.py",
+    "images.py",
+    "preprocessing.py",
+    # The bundle reads and writes its file through the storage layer.
+    "storage.py",
+    "models",
+    "serving_model",
+    # Heatmaps for rows that ask (``explain``); only its gradcam module is imported.
+    "explain",
+)
 
 #: Distributions the served model imports, pinned to the versions installed here.
 SERVED_DISTRIBUTIONS = (
@@ -44,6 +54,9 @@ SERVED_DISTRIBUTIONS = (
     "pillow-heif",
     "numpy",
     "pandas",
+    "fsspec",
+    # Grad-CAM for the optional heatmaps.
+    "captum",
 )
 
 
@@ -89,7 +102,16 @@ def example_image(size: int = 96) -> bytes:
 
 def serving_signature() -> ModelSignature:
     """The request and response schema of :mod:`eyecatcher.serving_model.contract`."""
-    inputs = Schema([ColSpec(DataType.string, "image"), ColSpec(DataType.string, "id", False)])
+    inputs = Schema(
+        [
+            ColSpec(DataType.string, "image"),
+            ColSpec(DataType.string, "id", False),
+            # A boolean, checked by the model itself (contract.explain_flags): declared
+            # boolean, the scoring server would cast it with astype(bool) before the model
+            # sees it, so "false" or "no" would silently ask for a heatmap.
+            ColSpec(AnyType(), "explain", False),
+        ]
+    )
     outputs = Schema(
         [
             ColSpec(DataType.string, "id", False),
@@ -100,6 +122,8 @@ def serving_signature() -> ModelSignature:
             ColSpec(DataType.string, "model_name"),
             ColSpec(DataType.string, "model_version"),
             ColSpec(DataType.string, "error", False),
+            ColSpec(DataType.string, "heatmap_png", False),
+            ColSpec(DataType.string, "heatmap_info", False),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)

@@ -279,7 +279,7 @@ def test_logged_model_carries_signature_example_requirements_and_code(served) ->
     assert not any(r.startswith("onnxruntime") for r in requirements)
     config = json.loads(next(local.rglob("serving_config.json")).read_text())
     assert config["thresholds"] == {"review": 0.4, "block": 0.8, "calibrated_precision": None}
-    assert served.metadata.signature.inputs.input_names() == ["image", "id"]
+    assert served.metadata.signature.inputs.input_names() == ["image", "id", "explain"]
     assert served.metadata.saved_input_example_info is not None
 
 

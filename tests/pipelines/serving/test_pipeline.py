@@ -42,7 +42,11 @@ from eyecatcher.serving.process import (
     absolute_tracking_uri,
 )
 from eyecatcher.serving.registry import ChampionNotFoundError, resolve_champion
-from eyecatcher.serving_model.contract import DEFAULT_MAX_ROWS, encode_image
+from eyecatcher.serving_model.contract import (
+    DEFAULT_MAX_EXPLAIN_ROWS,
+    DEFAULT_MAX_ROWS,
+    encode_image,
+)
 from tests.pipelines.serving.tiny_champion import (
     MAX_IMAGE_BYTES,
     MODEL_NAME,
@@ -238,7 +242,9 @@ def test_server_answers_a_base64_jpeg(server: ModelServer) -> None:
 
 
 @pytest.mark.parametrize(
-    "probe", bad_request_probes(MAX_IMAGE_BYTES, DEFAULT_MAX_ROWS), ids=lambda probe: probe.name
+    "probe",
+    bad_request_probes(MAX_IMAGE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_MAX_EXPLAIN_ROWS),
+    ids=lambda probe: probe.name,
 )
 def test_bad_request_is_named_and_server_survives(server: ModelServer, probe) -> None:
     result = run_probe(server.url, probe, timeout_s=60)
@@ -257,6 +263,22 @@ def test_bad_request_is_named_and_server_survives(server: ModelServer, probe) ->
     )
     assert response.status_code == 200
     assert response.json()["predictions"][0]["error"] is None
+
+
+def test_a_heatmap_is_served_only_for_the_row_that_asks(server: ModelServer) -> None:
+    images = [encode_image(sample_jpeg(seed=1)), encode_image(sample_jpeg(seed=2))]
+    body = json.dumps(dataframe_split_body(images, ["a", "b"], explain=[True, None])).encode()
+    response = requests.post(
+        server.url + "/invocations",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    first, second = response.json()["predictions"]
+    assert first["error"] is None and first["heatmap_png"]
+    assert f"class '{first['class']}'" in first["heatmap_info"]
+    assert second["error"] is None and second.get("heatmap_png") is None
 
 
 def test_one_bad_row_does_not_fail_the_others(server: ModelServer) -> None:

@@ -17,9 +17,11 @@ from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.pipelines.batch_scoring.ray_engine import RegistryChampionScorer, score_with_ray
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, batch_summary
+from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
 from eyecatcher.serving.registry import resolve_champion
 from tests.image_factory import good_images
 from tests.pipelines.batch_scoring.test_pipeline import run_metrics
+from tests.pipelines.batch_scoring.test_shadow import SHADOW_COLUMNS, register_challenger
 from tests.pipelines.serving.tiny_champion import CLASSES, MODEL_NAME, TinyRegistry, tiny_registry
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
@@ -184,6 +186,55 @@ def test_s3_prefix_is_scored_on_ray(
     assert summary["n_scored"] == 2 and summary["engine"] == "ray"
 
 
+def test_shadow_scoring_on_ray_equals_the_local_engine(
+    local_ray: None, champion: dict, registry: TinyRegistry, tmp_path: Path
+) -> None:
+    """``batch_scoring.shadow_model`` with ``engine: ray``: same shadow columns and report."""
+    assert register_challenger() == "2"
+    root = _folder_with_bad_files(tmp_path / "incoming", n_good=6)
+    params = {**PARAMS, "source": str(root), "shadow_model": "challenger"}
+    listed = list_images_to_score(params)
+    shadow = resolve_shadow(params)
+    outputs = {}
+    for engine in ("local", "ray"):
+        engine_params = {**params, "engine": engine}
+        champion_verdicts, _ = score_images(listed, champion, engine_params)
+        outputs[engine] = score_shadow(listed, champion_verdicts, champion, shadow, engine_params)
+    (local, local_report, local_metrics, _), (on_ray, ray_report, ray_metrics, _) = (
+        outputs["local"],
+        outputs["ray"],
+    )
+    assert (
+        list(on_ray.columns)
+        == list(local.columns)
+        == [
+            *VERDICT_COLUMNS,
+            "scored_at",
+            *SHADOW_COLUMNS,
+        ]
+    )
+    assert (on_ray["shadow_model_version"] == "2").all()
+    for column in ("path", "shadow_class", "shadow_decision", "shadow_model_version"):
+        assert on_ray[column].tolist() == local[column].tolist(), column
+    assert on_ray["shadow_error"].notna().tolist() == local["shadow_error"].notna().tolist()
+    assert on_ray["shadow_error"].notna().sum() == 2  # the cut and the non-image file
+    np.testing.assert_allclose(
+        on_ray["shadow_unsafe_score"].to_numpy(float),
+        local["shadow_unsafe_score"].to_numpy(float),
+        atol=1e-5,
+    )
+    assert ray_report["n_disagreements"] > 0  # the test compares real disagreements
+    for key in ("compared", "errors", "n_disagreements", "confusion", "shadow_model_version"):
+        assert ray_report[key] == local_report[key], key
+    for key in ("decision_agreement_rate", "class_agreement_rate"):
+        assert ray_report[key] == pytest.approx(local_report[key], abs=1e-9)
+    # As sets: rows are listed by score gap, and gaps equal within 1e-5 may swap places.
+    assert {row["path"] for row in ray_report["disagreements"]} == {
+        row["path"] for row in local_report["disagreements"]
+    }
+    assert ray_metrics.keys() == local_metrics.keys()
+
+
 def test_settings_are_checked_before_any_work(champion: dict) -> None:
     with pytest.raises(ValueError, match=r"unknown batch_scoring\.ray keys"):
         score_with_ray(["x.jpg"], champion, {**PARAMS, "ray": {"wokers": 2}})
@@ -239,7 +290,7 @@ def test_kedro_run_with_the_ray_engine_starts_and_stops_its_own_ray(
         timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts.parquet")
+    table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts")
     summary = json.loads(
         (kedro_project / "data/08_reporting/batch_scoring_summary.json").read_text()
     )

@@ -44,30 +44,39 @@ SHADOW_COLUMNS = [
 ]
 
 
+def register_challenger() -> str:
+    """Register a differently initialised version of the tiny champion as ``challenger``.
+
+    Uses the current MLflow registry (a :func:`tiny_registry`); returns the new version.
+    """
+    client = MlflowClient()
+    experiment = client.get_run(client.get_model_version(MODEL_NAME, "1").run_id)
+    config = ServingConfig(
+        model_name=MODEL_NAME,
+        model_version="2",
+        candidate="tiny_resnet",
+        precision="fp32",
+        classes=CLASSES,
+        safe_class="safe",
+        # Low thresholds so that the challenger's decisions differ from the champion's.
+        thresholds=DecisionThresholds(review=0.05, block=0.1),
+        operating_threshold=0.05,
+        max_pixels=4_000_000,
+        max_image_bytes=300_000,
+        batch_size=8,
+    )
+    with mlflow.start_run(experiment_id=experiment.info.experiment_id):
+        info = log_served_model(bundle=make_bundle(seed=7), config=config)
+    version = mlflow.register_model(info.model_uri, MODEL_NAME)
+    client.set_registered_model_alias(MODEL_NAME, "challenger", version.version)
+    return str(version.version)
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRegistry]:
     """The tiny champion (v1) and a differently initialised challenger (v2)."""
     with tiny_registry(tmp_path_factory.mktemp("shadow-registry")) as created:
-        client = MlflowClient()
-        experiment = client.get_run(client.get_model_version(MODEL_NAME, "1").run_id)
-        config = ServingConfig(
-            model_name=MODEL_NAME,
-            model_version="2",
-            candidate="tiny_resnet",
-            precision="fp32",
-            classes=CLASSES,
-            safe_class="safe",
-            # Low thresholds so that the challenger's decisions differ from the champion's.
-            thresholds=DecisionThresholds(review=0.05, block=0.1),
-            operating_threshold=0.05,
-            max_pixels=4_000_000,
-            max_image_bytes=300_000,
-            batch_size=8,
-        )
-        with mlflow.start_run(experiment_id=experiment.info.experiment_id):
-            info = log_served_model(bundle=make_bundle(seed=7), config=config)
-        version = mlflow.register_model(info.model_uri, MODEL_NAME)
-        client.set_registered_model_alias(MODEL_NAME, "challenger", version.version)
+        register_challenger()
         yield created
 
 
@@ -162,7 +171,7 @@ def test_kedro_run_with_the_champion_as_shadow_writes_columns_report_and_mlflow(
         project_path=kedro_project, env="test", runtime_params=runtime
     ) as session:
         session.run(pipeline_names=["batch_scoring"])
-    table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts.parquet")
+    table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts")
     assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at", *SHADOW_COLUMNS]
     assert (table["decision"] == table["shadow_decision"]).all()
     report = json.loads((kedro_project / "data/08_reporting/shadow_report.json").read_text())

@@ -19,7 +19,12 @@ from eyecatcher.images import (
 )
 from eyecatcher.monitoring.shadow import ShadowPeriod
 from eyecatcher.pipelines.registration.gate import GateSettings
-from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_ROWS
+from eyecatcher.serving_model.contract import (
+    DEFAULT_HEATMAP_SIZE,
+    DEFAULT_MAX_EXPLAIN_ROWS,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_ROWS,
+)
 
 
 def _refuse_unknown(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
@@ -46,6 +51,8 @@ class ServingLimits:
     max_frames: int = DEFAULT_MAX_FRAMES
     frames_to_score: int = DEFAULT_FRAMES_TO_SCORE
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+    max_explain_rows: int = DEFAULT_MAX_EXPLAIN_ROWS
+    heatmap_size: int = DEFAULT_HEATMAP_SIZE
 
     def __post_init__(self) -> None:
         """Every limit is a positive integer."""

@@ -45,6 +45,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from eyecatcher import storage
+from eyecatcher.storage import StorageOptions
+
 logger = logging.getLogger(__name__)
 
 #: Opens the cache file for appending (binary). A seam for tests that simulate a full disk.
@@ -137,7 +140,11 @@ class _Scan:
 
 
 def _scan(path: Path) -> _Scan:
-    data = path.read_bytes()
+    return scan_bytes(path.read_bytes())
+
+
+def scan_bytes(data: bytes) -> _Scan:
+    """Split a JSON Lines cache file into records and lines that are not records."""
     lines = data.split(b"\n")
     ends = lines[-1] == b""
     if ends:
@@ -176,6 +183,7 @@ class ResponseCache:
         seed_paths: Read-only JSONL files consulted as well (e.g. the committed demo answers).
         read_only: Never write, even to ``path`` (the offline demo).
         opener: Opens ``path`` for binary appending; tests pass one that fails like a full disk.
+        storage_options: fsspec options for seed files on an object store (``s3://``).
 
     Thread-safe: workers append concurrently; each append is one ``write`` + ``flush`` +
     ``fsync`` under a lock, so records never interleave.
@@ -188,9 +196,14 @@ class ResponseCache:
         *,
         read_only: bool = False,
         opener: Opener = _append_open,
+        storage_options: StorageOptions | None = None,
     ) -> None:
+        self.storage_options = dict(storage_options or {})
         self.path = Path(path) if path is not None else None
-        self.seed_paths = [Path(p) for p in seed_paths]
+        # Seeds may live on an object store (the demo answers synced to S3).
+        self.seed_paths: list[Path | str] = [
+            Path(p) if storage.is_local(str(p)) else str(p) for p in seed_paths
+        ]
         self.read_only = read_only or self.path is None
         self._opener = opener
         self._lock = threading.Lock()
@@ -201,7 +214,7 @@ class ResponseCache:
         self._spill: Path | None = None
         self.n_spilled = 0
         for seed in self.seed_paths:
-            if not seed.exists():
+            if not storage.exists(str(seed), self.storage_options):
                 raise FileNotFoundError(f"seed cache {seed} does not exist")
         self._load()
 
@@ -213,19 +226,28 @@ class ResponseCache:
         self._errors: dict[tuple[str, str], list[tuple[float, dict[str, Any], str]]] = {}
         self.n_records = 0
         self.n_skipped_lines = 0
-        for path in [*self.seed_paths, *self._own_files()]:
-            scan = _scan(path)
+        for path, data in self._sources():
+            scan = scan_bytes(data)
             for number, _, why in scan.bad_lines:
                 self.n_skipped_lines += 1
                 logger.warning(
-                    "%s:%d is %s; skipped (a writer moves it to %s)",
-                    path,
-                    number,
-                    why,
-                    self._quarantine_path() if path == self.path else "quarantine",
+                    "%s:%d is %s; skipped (%s)", path, number, why, self._bad_line_fate(path)
                 )
             for record in scan.records:
                 self._index(record, str(path))
+
+    def _bad_line_fate(self, path: Path | str) -> str:
+        """What happens to a damaged line of ``path``, for the warning that reports it."""
+        return (
+            f"a writer moves it to {self._quarantine_path() if path == self.path else 'quarantine'}"
+        )
+
+    def _sources(self) -> Iterator[tuple[Path | str, bytes]]:
+        """Every file to read, in order (seeds first, then this cache's own), with its bytes."""
+        for seed in self.seed_paths:
+            yield seed, storage.read_bytes(str(seed), self.storage_options)
+        for own in self._own_files():
+            yield own, own.read_bytes()
 
     def _own_files(self) -> list[Path]:
         if self.path is None:

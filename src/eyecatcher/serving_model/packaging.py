@@ -8,6 +8,7 @@ and serving needs no ``pip install`` of this project.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -26,6 +27,11 @@ from PIL import Image
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.serving_model.contract import ServingConfig, encode_image
 from eyecatcher.serving_model.model import BUNDLE_ARTIFACT, CONFIG_ARTIFACT, ONNX_ARTIFACT
+from eyecatcher.serving_model.runtime_check import (
+    DEFAULT_TOLERANCE,
+    choose_fp32_runtime,
+    compare_onnx_with_torch,
+)
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CODE_PATH = Path(__file__).resolve().parent / "model_code.py"
@@ -60,7 +66,7 @@ SERVED_DISTRIBUTIONS = (
 )
 
 
-def pinned_requirements(precision: str) -> list[str]:
+def pinned_requirements(precision: str, runtime: str | None = None) -> list[str]:
     """``name==version`` for every distribution the served model needs, as installed now.
 
     A local version label (``+cu126``) is dropped: it names a build of the same release that a
@@ -68,12 +74,14 @@ def pinned_requirements(precision: str) -> list[str]:
 
     Args:
         precision: ``int8`` adds ONNX Runtime and ``onnx``.
+        runtime: ``onnxruntime`` adds them for an fp32 model served through its ONNX graph.
 
     Returns:
         The pip requirement lines.
     """
     # onnx: onnx_runtime.py reads the fingerprints in the ONNX file's metadata with it.
-    names = [*SERVED_DISTRIBUTIONS, *(["onnxruntime", "onnx"] if precision == "int8" else [])]
+    onnx = precision == "int8" or runtime == "onnxruntime"
+    names = [*SERVED_DISTRIBUTIONS, *(["onnxruntime", "onnx"] if onnx else [])]
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
 
@@ -129,11 +137,39 @@ def serving_signature() -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+def fp32_runtime_config(
+    bundle: ClassifierBundle,
+    config: ServingConfig,
+    fp32_onnx_path: str | Path,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ServingConfig:
+    """The config of an fp32 model with its runtime chosen by the ONNX-vs-PyTorch check.
+
+    The outcome is recorded on the active MLflow run (tags ``served_runtime`` and
+    ``served_runtime_check``, and ``runtime_check.json`` next to the logged model's
+    artefacts) as well as in the returned config, whichever way it went.
+    """
+    check = compare_onnx_with_torch(bundle, fp32_onnx_path, tolerance=tolerance)
+    runtime = choose_fp32_runtime(check)
+    if mlflow.active_run() is not None:
+        mlflow.set_tags(
+            {
+                "served_runtime": runtime,
+                "served_runtime_check": "passed" if check["passed"] else "failed",
+            }
+        )
+        mlflow.log_dict(check, "served_model_runtime_check.json")
+    return dataclasses.replace(config, runtime=runtime, runtime_check=check)
+
+
 def log_served_model(
     *,
     bundle: ClassifierBundle,
     config: ServingConfig,
     onnx_path: str | Path | None = None,
+    fp32_onnx_path: str | Path | None = None,
+    onnx_tolerance: float = DEFAULT_TOLERANCE,
     name: str = "served_model",
     model_id: str | None = None,
 ) -> ModelInfo:
@@ -144,6 +180,10 @@ def log_served_model(
             preprocessing config, and the fp32 weights serve when precision is ``fp32``).
         config: Thresholds, names, version and limits (logged as ``serving_config.json``).
         onnx_path: The ONNX model, required when ``config.precision`` is ``int8``.
+        fp32_onnx_path: For an fp32 model, the fp32 ONNX graph quantization exported: it
+            serves instead of PyTorch if its probabilities agree with PyTorch's within
+            ``onnx_tolerance`` (see :func:`fp32_runtime_config`); ``None`` serves PyTorch.
+        onnx_tolerance: Largest accepted max absolute probability difference for that check.
         name: Name of the logged model within the run.
         model_id: An MLflow logged-model id created beforehand (by
             :func:`mlflow.initialize_logged_model`) so that the registry version number is
@@ -158,6 +198,9 @@ def log_served_model(
     """
     if list(config.classes) != list(bundle.classes):
         raise ValueError(f"config classes {config.classes} are not the bundle's {bundle.classes}")
+    if config.precision == "fp32" and fp32_onnx_path is not None:
+        config = fp32_runtime_config(bundle, config, fp32_onnx_path, tolerance=onnx_tolerance)
+        onnx_path = fp32_onnx_path if config.runtime == "onnxruntime" else None
     with tempfile.TemporaryDirectory(prefix="eyecatcher-served-") as tmp:
         staging = Path(tmp)
         bundle_file = staging / "model_bundle.pt"
@@ -165,9 +208,12 @@ def log_served_model(
         config_file = staging / "serving_config.json"
         config_file.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         artifacts = {BUNDLE_ARTIFACT: str(bundle_file), CONFIG_ARTIFACT: str(config_file)}
-        if config.precision == "int8":
+        if config.runtime == "onnxruntime":
             if onnx_path is None or not Path(onnx_path).is_file():
-                raise ValueError(f"precision is int8 but the ONNX file {onnx_path} does not exist")
+                raise ValueError(
+                    f"the {config.precision} model is served by onnxruntime but the ONNX file "
+                    f"{onnx_path} does not exist"
+                )
             artifacts[ONNX_ARTIFACT] = str(onnx_path)
         code_dir = stage_code(staging / "code")
         input_example = pd.DataFrame(
@@ -180,6 +226,6 @@ def log_served_model(
             code_paths=[str(code_dir)],
             signature=serving_signature(),
             input_example=input_example,
-            pip_requirements=pinned_requirements(config.precision),
+            pip_requirements=pinned_requirements(config.precision, config.runtime),
             model_id=model_id,
         )

@@ -232,10 +232,19 @@ def register_model(
             if gate.warnings and comparison.method == "not_comparable":
                 tags["class_change_approved"] = "true"
 
+            # An fp32 champion serves through the fp32 ONNX graph quantization exported,
+            # if packaging finds it agrees with PyTorch (else PyTorch, said and recorded).
+            fp32 = entry.get("fp32") or {}
+            fp32_onnx = fp32.get("path") if fp32.get("format") == "onnx" else None
+
             def log(model_id: str, version: str) -> None:
                 serving = ServingConfig(model_version=version, **config)
                 log_served_model(
-                    bundle=bundle, config=serving, onnx_path=onnx_path, model_id=model_id
+                    bundle=bundle,
+                    config=serving,
+                    onnx_path=onnx_path,
+                    fp32_onnx_path=fp32_onnx,
+                    model_id=model_id,
                 )
 
             version = str(

@@ -101,10 +101,11 @@ def test_the_table_lives_on_s3_with_the_configured_storage_options(moto_s3: str)
     assert sorted(o["Key"] for o in listed["Contents"]) == ["batch/part-00000.parquet"]
 
 
-def test_the_retrain_checks_reader_reads_the_partitioned_table(tmp_path: Path) -> None:
-    from eyecatcher.pipelines.retrain_check.datasets import OptionalTableDataset
-
+def test_an_optional_reader_loads_none_until_a_table_exists(tmp_path: Path) -> None:
+    """How the retrain check declares the table: no batch scored yet is not an error."""
     folder = tmp_path / "batch_verdicts"
+    reader = VerdictTableDataset(str(folder), optional=True, missing_hint="score a batch first")
+    assert reader.load() is None
     table = _verdicts(9)
     VerdictTableDataset(str(folder), rows_per_part=4).save(table)
-    pd.testing.assert_frame_equal(OptionalTableDataset(str(folder)).load(), table)
+    pd.testing.assert_frame_equal(reader.load(), table)

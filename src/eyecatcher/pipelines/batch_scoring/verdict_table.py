@@ -33,8 +33,11 @@ def part_names(n_rows: int, rows_per_part: int) -> list[str]:
     return [_PART.format(index=index) for index in range(n_parts)]
 
 
-class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame | None]):
     """A pandas table saved as ``part-00000.parquet``, ``part-00001.parquet``… in one folder.
+
+    Readers downstream (the retrain check) declare the same folder with ``optional: true``:
+    no table yet then loads as ``None``, with ``missing_hint`` logged, instead of an error.
 
     Args:
         filepath: The folder: a local path or an fsspec URL (``s3://bucket/verdicts``).
@@ -42,6 +45,8 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         credentials: Secrets from ``credentials.yml``; without them, the AWS default chain.
         rows_per_part: Rows per part file.
         load_args: Passed to ``pyarrow.parquet.ParquetDataset.read`` (e.g. ``columns``).
+        optional: Load ``None`` when there is no table yet, rather than raising.
+        missing_hint: What produces the table, said when an optional one is missing.
         metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
     """
 
@@ -53,6 +58,8 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         credentials: Mapping[str, Any] | None = None,
         rows_per_part: int = DEFAULT_ROWS_PER_PART,
         load_args: Mapping[str, Any] | None = None,
+        optional: bool = False,
+        missing_hint: str = "",
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if int(rows_per_part) < 1:
@@ -63,6 +70,8 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         self._credentials = dict(credentials or {})
         self._rows_per_part = int(rows_per_part)
         self._load_args = dict(load_args or {})
+        self._optional = bool(optional)
+        self._hint = missing_hint
 
     def _filesystem(self) -> tuple[Any, str]:
         return dataset_filesystem(self._path, self._credentials, self._fs_args)
@@ -76,8 +85,11 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             p for p in names if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet")
         )
 
-    def _load(self) -> pd.DataFrame:
+    def _load(self) -> pd.DataFrame | None:
         fs, parts = self._parts()
+        if not parts and self._optional:
+            logger.warning("No verdict table at %s: %s", self._path, self._hint or "skipped")
+            return None
         if not parts:
             raise DatasetError(f"no verdict table at {self._path} (no part-*.parquet files)")
         # The parts in name order: the rows come back in the order they were saved.
@@ -99,10 +111,14 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                     pa.Table.from_pandas(chunk, schema=schema, preserve_index=False), handle
                 )
         _, old_parts = self._parts()
-        for old in old_parts:
-            fs.rm(old)
+        # Each new part replaces its namesake; only then do the old surplus parts go, so a
+        # reader never finds the folder empty.
         for name in names:
             fs.mv(f"{staging}/{name}", f"{root}/{name}")
+        kept = {f"{root}/{name}" for name in names}
+        for old in old_parts:
+            if old not in kept:
+                fs.rm(old)
         if fs.exists(staging):  # object stores have no empty folders left to remove
             fs.rm(staging, recursive=True)
         logger.info("Verdict table: %d rows in %d part files at %s", len(data), len(names), root)

@@ -226,6 +226,60 @@ def session_options(threads: int | None, *, spinning: bool = True) -> Any:
     return options
 
 
+#: ONNX Runtime's GPU provider; only the ``onnxruntime-gpu`` package ships it.
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+# Which provider choice was already logged: once per process, not once per session.
+_announced: set[str] = set()
+
+
+def _announce(level: int, message: str) -> None:
+    if message not in _announced:
+        _announced.add(message)
+        logger.log(level, message)
+
+
+def execution_providers(device: str = "auto") -> list[str]:
+    """ONNX Runtime providers for ``device``, in order of preference.
+
+    Args:
+        device: ``auto`` (CUDA when the installed ONNX Runtime has the CUDA provider, else the
+            CPU, with a log line either way), ``cuda`` (an error without the provider) or
+            ``cpu``.
+
+    Returns:
+        Provider names for ``InferenceSession(providers=...)``; the CPU provider is always
+        last, so operators the CUDA provider lacks still run.
+
+    Raises:
+        ValueError: For an unknown ``device``, or ``cuda`` without the CUDA provider.
+    """
+    import onnxruntime as ort
+
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"ONNX Runtime device must be 'auto', 'cuda' or 'cpu', not {device!r}.")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if CUDA_PROVIDER in available:
+        _announce(logging.INFO, "ONNX Runtime: running on CUDA (CUDAExecutionProvider)")
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    if device == "cuda":
+        raise ValueError(
+            f"ONNX Runtime has no {CUDA_PROVIDER} (available: {available}); install "
+            "onnxruntime-gpu in place of onnxruntime, or use device 'auto' or 'cpu'."
+        )
+    gpu = torch.cuda.is_available()
+    _announce(
+        logging.WARNING if gpu else logging.INFO,
+        "ONNX Runtime: CUDAExecutionProvider not available"
+        + (" although a CUDA GPU is (install onnxruntime-gpu)" if gpu else "")
+        + "; running on the CPU",
+    )
+    return [CPU_PROVIDER]
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -233,7 +287,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxClassifier:
-    """An ONNX image classifier (fp32 or int8) run by ONNX Runtime on CPU.
+    """An ONNX image classifier (fp32 or int8) run by ONNX Runtime (CUDA when available).
 
     Reads like a fitted scikit-learn estimator: configuration in ``__init__``, the inference
     session (state) in ``session_``. Inputs are batches produced by
@@ -246,6 +300,7 @@ class OnnxClassifier:
             bytes.
         threads: Intra-op threads (``None``: ONNX Runtime's default, one per core).
         spinning: See :func:`session_options` (keep the default for serving).
+        device: ``auto``, ``cuda`` or ``cpu``: see :func:`execution_providers`.
 
     Attributes:
         session_: The ``onnxruntime.InferenceSession``.
@@ -253,20 +308,26 @@ class OnnxClassifier:
     """
 
     def __init__(
-        self, model: str | Path | bytes, *, threads: int | None = None, spinning: bool = True
+        self,
+        model: str | Path | bytes,
+        *,
+        threads: int | None = None,
+        spinning: bool = True,
+        device: str = "auto",
     ) -> None:
         import onnxruntime as ort
 
         self.model = model
         self.threads = threads
         self.spinning = spinning
+        self.device = device
         source = model if isinstance(model, bytes) else str(model)
         if isinstance(source, str) and not storage.is_local(source):
             source = storage.read_bytes(source)  # ONNX Runtime reads local files or bytes
         self.session_ = ort.InferenceSession(
             source,
             sess_options=session_options(threads, spinning=spinning),
-            providers=["CPUExecutionProvider"],
+            providers=execution_providers(device),
         )
         self.input_name: str = self.session_.get_inputs()[0].name
 

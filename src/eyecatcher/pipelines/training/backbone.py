@@ -30,10 +30,24 @@ class FrozenModel:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; anything else is passed to torch."""
+    """``auto`` is CUDA when available, else the CPU (logged); anything else goes to torch.
+
+    Raises:
+        ValueError: ``cuda`` asked for on a machine where torch sees no CUDA device.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        if torch.cuda.is_available():
+            logger.info("Device auto: CUDA (%s)", torch.cuda.get_device_name(0))
+            return torch.device("cuda")
+        logger.info("Device auto: no CUDA device visible to torch; running on the CPU")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"training.device is {device!r} but torch sees no CUDA device (CPU-only build or "
+            "no GPU): set training.device to auto or cpu."
+        )
+    return resolved
 
 
 def seed_everything(seed: int) -> None:

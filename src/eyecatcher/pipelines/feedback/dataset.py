@@ -24,22 +24,25 @@ class FeedbackFilesDataset(AbstractDataset[None, dict[str, bytes]]):
     def __init__(
         self,
         path: str,
-        storage_options: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Create the dataset.
 
         Args:
             path: A local folder (relative to the project root, or absolute) or ``s3://`` prefix.
-            storage_options: Non-secret fsspec options (endpoint, region).
+            credentials: Secrets for an object store (``credentials.yml``), or ``None`` for the
+                default chain.
+            fs_args: fsspec filesystem arguments (``${globals:storage_options}``).
             metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
         """
         self.metadata = metadata
         self._path = path
-        self._storage_options = dict(storage_options or {})
+        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
 
     def _load(self) -> dict[str, bytes]:
-        fs, root = filesystem(self._path, self._storage_options)
+        fs, root = filesystem(self._path, self._options)
         if not fs.exists(root):
             logger.warning("Feedback folder %s does not exist: no human verdicts", self._path)
             return {}

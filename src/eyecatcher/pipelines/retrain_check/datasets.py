@@ -5,13 +5,15 @@ The champion's registry entry is read through this adapter so that the nodes sta
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+
+from eyecatcher import storage
 
 logger = logging.getLogger(__name__)
 
@@ -20,24 +22,33 @@ class OptionalTableDataset(AbstractDataset[None, pd.DataFrame | None]):
     """A Parquet table that may not exist yet (``None`` then, with the reason logged)."""
 
     def __init__(
-        self, filepath: str, missing_hint: str = "", metadata: dict[str, Any] | None = None
+        self,
+        filepath: str,
+        missing_hint: str = "",
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         """Create the dataset.
 
         Args:
-            filepath: The Parquet file.
+            filepath: The Parquet file (local or ``s3://``).
             missing_hint: What produces the file, said when it is missing.
+            credentials: Secrets for an object store (``credentials.yml``), or ``None`` for the
+                default chain.
+            fs_args: fsspec filesystem arguments (``${globals:storage_options}``).
             metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
         """
         self.metadata = metadata
         self._filepath = filepath
         self._hint = missing_hint
+        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
 
     def _load(self) -> pd.DataFrame | None:
-        if not Path(self._filepath).exists():
+        if not storage.exists(self._filepath, self._options):
             logger.warning("%s does not exist: %s", self._filepath, self._hint or "skipped")
             return None
-        return pd.read_parquet(self._filepath)
+        return pd.read_parquet(io.BytesIO(storage.read_bytes(self._filepath, self._options)))
 
     def _save(self, data: None) -> None:
         raise DatasetError("OptionalTableDataset is read-only")
@@ -61,6 +72,9 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
         alias: str = "champion",
         reference_predictions: str = "data/07_model_output/{candidate}/test_predictions.parquet",
         quantization_decision: str = "data/08_reporting/quantization_decision.json",
+        *,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Create the dataset.
@@ -70,6 +84,8 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
             alias: The alias to follow.
             reference_predictions: Path template of training's test predictions.
             quantization_decision: Quantization's decision (bundle fingerprints).
+            credentials: Secrets for an object store, or ``None`` for the default chain.
+            fs_args: fsspec filesystem arguments (``${globals:storage_options}``) for both files.
             metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
         """
         self.metadata = metadata
@@ -77,6 +93,7 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
         self._alias = alias
         self._predictions = reference_predictions
         self._decision = quantization_decision
+        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
 
     def _load(self) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
@@ -112,20 +129,21 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
         candidate = tags.get("candidate")
         if not candidate:
             return None, "the champion has no `candidate` tag"
-        path = Path(self._predictions.format(candidate=candidate))
-        if not path.exists():
+        path = self._predictions.format(candidate=candidate)
+        if not storage.exists(path, self._options):
             return None, f"{path} does not exist (train the champion's candidate again)"
-        decision = Path(self._decision)
         recorded = None
-        if decision.exists():
-            entry = json.loads(decision.read_text()).get("candidates", {}).get(candidate, {})
+        if storage.exists(self._decision, self._options):
+            decision = json.loads(storage.read_bytes(self._decision, self._options))
+            entry = decision.get("candidates", {}).get(candidate, {})
             recorded = (entry.get("fingerprints") or {}).get("bundle")
         if recorded is None or recorded != tags.get("bundle_fingerprint"):
             return None, (
                 f"{path} belongs to another bundle than the champion's (a later training run); "
                 "no reference until the champion's test predictions are available"
             )
-        return pd.read_parquet(path), f"test split predictions of {candidate} ({path})"
+        table = pd.read_parquet(io.BytesIO(storage.read_bytes(path, self._options)))
+        return table, f"test split predictions of {candidate} ({path})"
 
     def _save(self, data: None) -> None:
         raise DatasetError("ChampionDataset is read-only")

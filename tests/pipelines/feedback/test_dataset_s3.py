@@ -1,0 +1,15 @@
+"""FeedbackFilesDataset reads moderators' files from an s3:// prefix."""
+
+from __future__ import annotations
+
+from eyecatcher import storage
+from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
+
+
+def test_feedback_files_from_s3(s3_bucket: str) -> None:
+    prefix = f"{s3_bucket}/01_raw/feedback"
+    storage.write_atomic(f"{prefix}/2026-12/verdicts.csv", b"sha256,verdict\n")
+    storage.write_atomic(f"{prefix}/README.md", b"not feedback")
+    files = FeedbackFilesDataset(path=prefix).load()
+    assert files == {"2026-12/verdicts.csv": b"sha256,verdict\n"}
+    assert FeedbackFilesDataset(path=f"{s3_bucket}/nowhere").load() == {}

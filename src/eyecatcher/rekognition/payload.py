@@ -20,9 +20,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 from PIL import Image
 
+from eyecatcher import storage
 from eyecatcher.images import decode_image
 
 #: Largest image the API accepts as raw bytes.
@@ -218,10 +218,9 @@ def _resize(image: Image.Image, scale: float, limits: PayloadLimits) -> Image.Im
 
 
 def read_uri(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
-    """Read an image from a local path or any fsspec URL (``s3://`` included)."""
+    """Read an image through the storage layer (a local path or ``s3://`` included)."""
     try:
-        with fsspec.open(uri, "rb", **(storage_options or {})) as handle:
-            return handle.read()
+        return storage.read_bytes(uri, storage_options)
     except (OSError, ValueError) as exc:
         raise PayloadError("unreadable", f"{uri}: {exc}") from exc
 
@@ -257,7 +256,7 @@ def verified_s3_object(
             ``unreadable``.
     """
     # Version-aware, so that the content checked is the version pinned in the request.
-    fs, path = fsspec.core.url_to_fs(uri, **{"version_aware": True, **(storage_options or {})})
+    fs, path = storage.filesystem(uri, {"version_aware": True, **(storage_options or {})})
     try:
         info = fs.info(path)
     except Exception as exc:

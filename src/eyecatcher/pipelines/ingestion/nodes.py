@@ -58,7 +58,12 @@ def _list_source(
     an unlisted extension (``check_all_files: false``) that were skipped.
     """
     name = source.get("name") or source["uri"]
-    options = dict(source.get("storage_options") or {})
+    # A source's own options win; otherwise the block's (globals.yml's storage_options).
+    options = dict(
+        source["storage_options"]
+        if "storage_options" in source
+        else params.get("storage_options") or {}
+    )
     fs, root = filesystem(source["uri"], options)
     root = root.rstrip("/")
     # URIs are recorded as the user wrote the source (relative paths stay relative), so the
@@ -164,7 +169,8 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
 
     Args:
         params: The ``ingestion`` parameters: ``sources`` (each with ``name``, ``uri``, optional
-            ``folder_labels`` and ``storage_options``), ``extensions``, ``check_all_files``,
+            ``folder_labels`` and ``storage_options``), ``storage_options`` (the default for
+            sources without their own), ``extensions``, ``check_all_files``,
             ``min_side``, ``max_pixels``, ``max_bytes`` and ``workers``.
 
     Returns:

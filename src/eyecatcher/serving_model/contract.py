@@ -76,7 +76,6 @@ RUNTIMES = ("torch", "onnxruntime")
 
 # Browsers and many clients send data URLs; the prefix is metadata, not image bytes.
 _DATA_URL_PREFIX = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
 
 
 def invalid_request(message: str) -> MlflowException:
@@ -191,7 +190,10 @@ def decode_base64_image(value: Any, *, max_image_bytes: int = DEFAULT_MAX_IMAGE_
         raise ImageRejectedError(
             "invalid_base64", f"expected a base64 string, got {type(value).__name__}"
         )
-    text = _WHITESPACE.sub("", _DATA_URL_PREFIX.sub("", value.strip()))
+    text = _DATA_URL_PREFIX.sub("", value.strip(), count=1)
+    # Line breaks (MIME base64) are dropped by str.split in C: a regex over a photo's
+    # ~100 kB of base64 cost more than decoding it.
+    text = "".join(text.split())
     if not text:
         raise ImageRejectedError("empty_file", "the image string is empty")
     # 4 base64 characters carry 3 bytes.

@@ -287,11 +287,10 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         if EXPLAIN_COLUMN in frame.columns:
             columns.extend(EXPLAIN_COLUMNS)
         records = [self._record(row) for row in rows]
+        # One object-dtype frame in one call: None stays None (JSON null, never NaN), and
+        # building a Series per column cost more than the rest of a one-row response.
         result = pd.DataFrame(
-            {
-                column: pd.Series([record[column] for record in records], dtype=object)
-                for column in columns
-            }
+            {column: [record[column] for record in records] for column in columns}, dtype=object
         )
         if ID_COLUMN in frame.columns:
             result.insert(0, ID_COLUMN, pd.Series(frame[ID_COLUMN].tolist(), dtype=object))

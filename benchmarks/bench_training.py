@@ -102,6 +102,7 @@ def _settings(args: argparse.Namespace, epochs: int, cache: bool) -> dict[str, A
     base = yaml.safe_load((ROOT / "conf" / "base" / "parameters_training.yml").read_text())
     training = copy.deepcopy(base["training"])
     training["candidates"] = ["bench"]
+    training["storage_options"] = {}  # local images; the YAML holds ${globals:...} unresolved
     training["candidate_overrides"] = {"bench": {"architecture": args.architecture}}
     training["image_size"] = args.image_size
     training["epochs"] = epochs

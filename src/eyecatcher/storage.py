@@ -53,6 +53,12 @@ def is_local(uri: str) -> bool:
 
 
 def _options(uri: str, storage_options: StorageOptions | None) -> dict[str, Any]:
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise TypeError(
+            "storage_options must be a mapping of fsspec filesystem arguments, got "
+            f"{type(storage_options).__name__} {storage_options!r} (an unresolved "
+            "${globals:storage_options} when parameters are read without Kedro?)"
+        )
     options = dict(storage_options or {})
     if is_local(uri):
         # Options for an object store mean nothing to a local path; keep one setting for both.

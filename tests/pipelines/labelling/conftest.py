@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
 from eyecatcher.images import sha256_bytes, validate_image
+from tests.base_config import base_parameters
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "data" / "01_raw" / "demo"
@@ -24,7 +24,7 @@ def demo_records() -> list[dict[str, Any]]:
 
 def labelling_params(**overrides: Any) -> dict[str, Any]:
     """The base ``labelling`` parameters with top-level overrides."""
-    params = yaml.safe_load((REPO / "conf" / "base" / "parameters_labelling.yml").read_text())
+    params = base_parameters("parameters_labelling.yml")
     return {**params["labelling"], **overrides}
 
 

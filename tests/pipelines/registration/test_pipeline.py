@@ -666,6 +666,9 @@ def test_every_served_limit_can_be_set_per_registration() -> None:
         "safe_class",
         "thresholds",
         "operating_threshold",
+        # Chosen by packaging's ONNX-vs-PyTorch check, not a limit.
+        "runtime",
+        "runtime_check",
     }
     assert served_limits == set(vars(settings.serving))
     with pytest.raises(ValueError, match="did you mean 'max_rows'"):

@@ -75,3 +75,22 @@ def test_read_image_checks_the_s3_bytes(s3_images: list[tuple[str, str]]) -> Non
     assert read_image(uri, sha).size == (40, 48)
     with pytest.raises(ImageIntegrityError, match="changed since"):
         read_image(uri, "0" * 64)
+
+
+def test_storage_options_reach_the_image_reads(
+    s3_images: list[tuple[str, str]], moto_s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without AWS_ENDPOINT_URL, only the configured storage_options can find the endpoint."""
+    import s3fs
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    s3fs.S3FileSystem.clear_instance_cache()
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2).eval()
+    config = data_config_for(model, 64)
+    key = BackboneKey("test_resnet", "random", 0, backbone_fingerprint(model), config)
+    options = {"client_kwargs": {"endpoint_url": moto_s3}}
+    features, stats = compute_features(
+        model, key, s3_images, [ViewSpec("clean")], cache=None, storage_options=options
+    )
+    assert features["clean"].shape[0] == 4 and stats.misses == 4

@@ -31,7 +31,12 @@ def _caption(row: Mapping[str, Any]) -> str:
 
 
 def explain_examples(
-    bundle: ClassifierBundle, examples: pd.DataFrame, *, alpha: float = 0.45, batch_size: int = 8
+    bundle: ClassifierBundle,
+    examples: pd.DataFrame,
+    *,
+    alpha: float = 0.45,
+    batch_size: int = 8,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Image.Image], list[dict[str, Any]]]:
     """Grad-CAM overlays for the predicted class of each chosen image.
 
@@ -40,6 +45,7 @@ def explain_examples(
         examples: Rows from :func:`eyecatcher.explain.pick_examples`.
         alpha: Heatmap weight in the overlay.
         batch_size: Images per backward pass.
+        storage_options: fsspec options of the image source (``${globals:storage_options}``).
 
     Returns:
         ``{file stem: overlay}`` and one index record per overlay (file, reason, truth,
@@ -55,7 +61,9 @@ def explain_examples(
     rows = examples.to_dict("records")
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        batch = torch.stack([transform(read_image(r["uri"], r["sha256"])) for r in chunk])
+        batch = torch.stack(
+            [transform(read_image(r["uri"], r["sha256"], storage_options)) for r in chunk]
+        )
         targets = [classes.index(r["predicted"]) for r in chunk]
         maps = explainer.heatmaps(batch, targets)
         for row, tensor, heatmap in zip(chunk, batch, maps, strict=True):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from eyecatcher import storage
 from eyecatcher.fingerprints import manifest_hash
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def model_fingerprint(
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     if onnx_path is not None:
-        with Path(onnx_path).open("rb") as fh:
+        # Local or s3:// (quantization's ONNX dataset may live on an object store).
+        with storage.open_read(str(onnx_path)) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()

@@ -244,7 +244,8 @@ def explain_candidate(
         ``{file stem: overlay image}`` and the index (method, threshold, one record per
         image: why it was chosen, truth, prediction, scores).
     """
-    settings = dict(candidate_config(training, candidate).get("explanations", {}))
+    config = candidate_config(training, candidate)
+    settings = dict(config.get("explanations", {}))
     threshold = evaluation["operating_threshold"]["threshold"]
     examples = pick_examples(
         test_predictions,
@@ -254,7 +255,10 @@ def explain_candidate(
         correct_per_class=int(settings.get("correct_per_class", 1)),
     )
     overlays, records = explain_examples(
-        model_bundle, examples, alpha=float(settings.get("alpha", 0.45))
+        model_bundle,
+        examples,
+        alpha=float(settings.get("alpha", 0.45)),
+        storage_options=config.get("storage_options"),
     )
     logger.info("Candidate %s: %d heatmaps of test images.", candidate, len(overlays))
     index = {

@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from eyecatcher.monitoring.run_metrics import scoring_run_metrics
+from eyecatcher.pipelines.batch_scoring.prefetch import prefetched
 from eyecatcher.pipelines.batch_scoring.scoring import (
     VERDICT_COLUMNS,
     ChampionScorer,
@@ -30,6 +31,8 @@ from eyecatcher.pipelines.batch_scoring.scoring import (
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+#: Batches the local engine reads ahead of the one being scored (memory: this many more).
+READ_AHEAD_BATCHES = 1
 #: Every key of the ``batch_scoring`` block: anything else is a typo that would be ignored.
 PARAMETER_KEYS = frozenset(
     {
@@ -155,12 +158,13 @@ def _score_locally(
 ) -> pd.DataFrame:
     scorer = ChampionScorer(champion, params.get("storage_options") or {})
     batch_size = effective_batch_size(scorer.model_, int(params.get("batch_size", 16)))
+    batches = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
     verdicts: list[dict[str, Any]] = []
     with tqdm(total=len(paths), desc="batch scoring", unit="image") as progress:
-        for start in range(0, len(paths), batch_size):
-            batch = paths[start : start + batch_size]
-            verdicts.extend(scorer.score(batch))
-            progress.update(len(batch))
+        # The next batch is read while this one is scored; one batch ahead bounds memory.
+        for batch in prefetched(scorer.read, batches, depth=READ_AHEAD_BATCHES):
+            verdicts.extend(scorer.predict(batch))
+            progress.update(len(batch.paths))
     return pd.DataFrame(verdicts, columns=list(VERDICT_COLUMNS))
 
 

@@ -15,10 +15,8 @@ any colour conversion. Heatmaps (the optional ``explain`` column) are capped per
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -48,6 +46,7 @@ from eyecatcher.serving_model.contract import (
     request_frame,
 )
 from eyecatcher.serving_model.explanations import ServedExplainer
+from eyecatcher.serving_model.memory import FreedMemory
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +142,7 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         # request is then the bound of the worker, however many clients send at once (the
         # forward pass already uses every core; add workers for throughput).
         self._busy = threading.Lock()
+        self._freed_memory = FreedMemory()
 
     def predict(
         self,
@@ -183,7 +183,7 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
                         self._score(pending, rows)
             self._score(pending, rows)
             self._explain(rows, batch_size)
-            _release_freed_memory()
+            self._freed_memory.release()
         return self._response(frame, rows)
 
     # -- decoding --------------------------------------------------------------------------
@@ -329,28 +329,6 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             }
         )
         return record
-
-
-def _malloc_trim() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, ...)
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def _release_freed_memory() -> None:
-    """Hand memory freed by the request's decoders back to the OS (glibc keeps it otherwise).
-
-    Without it a worker's RSS stays at the high-water mark of its largest request, which
-    looks like a leak to whoever watches the process and to a container's memory limit.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _internal_error(stage: str) -> str:

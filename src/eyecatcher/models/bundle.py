@@ -16,7 +16,7 @@ from typing import Any
 import timm
 import torch
 
-from eyecatcher.storage import write_atomic
+from eyecatcher.storage import read_bytes, write_atomic
 
 
 @dataclass
@@ -100,10 +100,10 @@ class ClassifierBundle:
         return cls(**payload)
 
     def save(self, path: str | Path) -> None:
-        """Write the bundle to a local file, atomically (see :mod:`eyecatcher.storage`)."""
+        """Write the bundle to a path or URL, atomically (see :mod:`eyecatcher.storage`)."""
         write_atomic(str(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> ClassifierBundle:
         """Read a bundle file written by :meth:`save` (safe ``weights_only`` loading)."""
-        return cls.from_bytes(Path(path).read_bytes())
+        return cls.from_bytes(read_bytes(str(path)))

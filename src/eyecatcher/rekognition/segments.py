@@ -5,13 +5,15 @@ shared there. Instead every writing session (one :meth:`SegmentedResponseCache.e
 block: one labelling run) writes its own objects, and readers merge them all::
 
     <cache>                       optional JSONL file, read only (e.g. a local cache synced up)
-    <cache>.segments/<started>-<host>-<pid>-<random>-<n>.jsonl
+    <cache>.segments/<started>-<host>-<pid>-<random>-w<thread>-<n>.jsonl
 
-- **Durable as they arrive.** Each answer rewrites its session's current segment object with
-  one ``PUT`` of the whole segment (atomic on S3: readers see the previous version or the new
-  one, whole) before :meth:`~SegmentedResponseCache.append` returns, so a crash loses nothing
-  that was paid for. A segment is closed after ``segment_records`` answers and the next one
-  starts, which bounds what each ``PUT`` re-uploads.
+- **Durable as they arrive.** Each answer rewrites the current segment object of the worker
+  thread that received it with one ``PUT`` of the whole segment (atomic on S3: readers see the
+  previous version or the new one, whole) before :meth:`~SegmentedResponseCache.append`
+  returns, so a crash loses nothing that was paid for. Each worker thread fills its own
+  segments, so uploads run in parallel and no object is written by two threads. A segment is
+  closed after ``segment_records`` answers and the next one starts, which bounds what each
+  ``PUT`` re-uploads.
 - **Two writers never lose an answer.** Sessions never write the same key (the name holds the
   start time, host, pid and a random part), so nothing is overwritten and no lock is needed.
   Two runs labelling overlapping images at the same time may both pay for an image; both
@@ -33,11 +35,13 @@ import logging
 import os
 import re
 import socket
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from eyecatcher import storage
 from eyecatcher.rekognition.cache import CacheWriteError, ReadOnlyCacheError, ResponseCache
@@ -47,6 +51,15 @@ logger = logging.getLogger(__name__)
 
 #: Answers per segment object before the session starts its next one.
 DEFAULT_SEGMENT_RECORDS = 200
+
+
+@dataclass
+class _Segment:
+    """The object a worker thread is filling: ``<name>-<number>.jsonl`` holding ``lines``."""
+
+    name: str
+    number: int = 0
+    lines: list[bytes] = field(default_factory=list)
 
 
 def _safe(text: str) -> str:
@@ -81,8 +94,7 @@ class SegmentedResponseCache(ResponseCache):
         self.segment_records = int(segment_records)
         self._writing = False
         self._session = ""
-        self._segment_number = 0
-        self._segment_lines: list[bytes] = []
+        self._open_segments: dict[int, _Segment] = {}
         super().__init__(None, seed_paths, read_only=True, storage_options=storage_options)
         self.read_only = read_only
 
@@ -124,20 +136,28 @@ class SegmentedResponseCache(ResponseCache):
         started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         host = _safe(socket.gethostname())[:40]
         self._session = f"{started}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._segment_number = 0
-        self._segment_lines = []
+        self._open_segments = {}
         self._failed = None
         self._writing = True
         try:
             yield self
         finally:
             self._writing = False
-            self._segment_lines = []
+            self._open_segments = {}
 
-    def _segment_uri(self) -> str:
-        return storage.join(
-            self.segments_prefix, f"{self._session}-{self._segment_number:05d}.jsonl"
-        )
+    def _segment_of_this_thread(self) -> _Segment | None:
+        """The calling thread's open segment, or ``None`` once a write of the session failed."""
+        # One segment per worker thread: uploads run in parallel, and an object is only ever
+        # written by one thread, so an older upload can never overwrite a newer one.
+        with self._lock:
+            if self._failed is not None:
+                return None
+            segment = self._open_segments.get(threading.get_ident())
+            if segment is None:
+                writer = f"w{len(self._open_segments):03d}"
+                segment = _Segment(f"{self._session}-{writer}")
+                self._open_segments[threading.get_ident()] = segment
+            return segment
 
     def append(self, record: dict[str, Any]) -> None:
         """Store one record durably: its segment is re-uploaded before this returns.
@@ -158,35 +178,41 @@ class SegmentedResponseCache(ResponseCache):
             )
         record = {"received_at": datetime.now(UTC).isoformat(timespec="seconds"), **record}
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-        with self._lock:
-            if self._failed is None:
-                if len(self._segment_lines) >= self.segment_records:
-                    self._segment_number += 1
-                    self._segment_lines = []
-                target = self._segment_uri()
-                try:
-                    storage.write_atomic(
-                        target, b"".join([*self._segment_lines, line]), self.storage_options
-                    )
-                except Exception as exc:  # any failure to store a paid answer must stop sending
+        segment = self._segment_of_this_thread()
+        if segment is None:
+            self._refuse(record, line)
+        if len(segment.lines) >= self.segment_records:
+            segment.number += 1
+            segment.lines = []
+        target = storage.join(self.segments_prefix, f"{segment.name}-{segment.number:05d}.jsonl")
+        try:
+            storage.write_atomic(target, b"".join([*segment.lines, line]), self.storage_options)
+        except Exception as exc:  # any failure to store a paid answer must stop sending
+            with self._lock:
+                if self._failed is None:
                     self._failed = exc if isinstance(exc, OSError) else OSError(str(exc))
-                else:
-                    self._segment_lines.append(line)
-                    self._index(record, target)
-                    return
-            # The answer cannot be stored: the log is where a person can recover it.
-            logger.error(
-                "could not store an answer in %s (%s); the answer is: %s",
-                self.segments_prefix,
-                self._failed,
-                line.decode().strip(),
-            )
+            self._refuse(record, line)
+        segment.lines.append(line)
+        with self._lock:
+            self._index(record, target)
+
+    def _refuse(self, record: dict[str, Any], line: bytes) -> NoReturn:
+        """Log an answer that could not be stored, in full, and stop the session's writing."""
+        assert self._failed is not None
+        # The answer cannot be stored: the log is where a person can recover it.
+        logger.error(
+            "could not store an answer in %s (%s); the answer is: %s",
+            self.segments_prefix,
+            self._failed,
+            line.decode().strip(),
+        )
+        with self._lock:
             self._index(record, "memory")
-            raise CacheWriteError(
-                self._failed.errno or errno.EIO,
-                f"writing to {self.segments_prefix} failed ({self._failed}); this answer is in "
-                "the log (error level); answers stored before it are safe",
-            )
+        raise CacheWriteError(
+            self._failed.errno or errno.EIO,
+            f"writing to {self.segments_prefix} failed ({self._failed}); this answer is in "
+            "the log (error level); answers stored before it are safe",
+        )
 
     def close(self) -> None:
         """Nothing to close: every answer is already stored."""

@@ -46,7 +46,10 @@ class OnnxModelsDataset(AbstractDataset[dict[str, bytes], dict[str, str]]):
 
     def _models(self) -> dict[str, str]:
         found = storage.list_files(self._path, self._options, extensions=[".onnx"], recursive=False)
-        return {posixpath.basename(uri)[: -len(".onnx")]: uri for uri in found}
+        # Named under the configured path as written (a relative folder stays relative), so
+        # the locations recorded in the quantization decision do not depend on the machine.
+        names = [posixpath.basename(uri) for uri in found]
+        return {name[: -len(".onnx")]: storage.join(self._path, name) for name in names}
 
     def load(self) -> dict[str, str]:
         """Return ``{variant: path or URL}`` for every ``.onnx`` file in the folder.

@@ -125,8 +125,10 @@ def bad_request_probes(
             over it is sent as the ``too_large`` probe; when None that probe is left out.
         max_rows: The served model's row limit per request. When given, a request one row
             over it is sent as the ``too_many_rows`` probe; when None that probe is left out.
-        max_explain_rows: The served model's limit on rows asking for a heatmap. When given,
-            a request one over it is sent as the ``too_many_explain_rows`` probe.
+        max_explain_rows: The served model's limit on rows asking for a heatmap. When given
+            (a model that takes the ``explain`` column), a malformed ``explain`` value and a
+            request one over the limit are sent as the ``malformed_explain`` and
+            ``too_many_explain_rows`` probes.
 
     Returns:
         The probes, in a stable order.
@@ -166,12 +168,6 @@ def bad_request_probes(
             row_level=False,
         ),
         BadRequestProbe(
-            "malformed_explain",
-            _json(dataframe_split_body([encode_image(jpeg)], ["why"], explain=["yes"])),
-            reasons=("explain",),
-            row_level=False,
-        ),
-        BadRequestProbe(
             "not_json",
             b"this body is not JSON {",
             reasons=("json", "JSON", "decode", "parse"),
@@ -197,6 +193,14 @@ def bad_request_probes(
         )
     if max_explain_rows is not None:
         asking = max_explain_rows + 1
+        probes.append(
+            BadRequestProbe(
+                "malformed_explain",
+                _json(dataframe_split_body([encode_image(jpeg)], ["why"], explain=["yes"])),
+                reasons=("explain",),
+                row_level=False,
+            )
+        )
         probes.append(
             BadRequestProbe(
                 "too_many_explain_rows",

@@ -153,3 +153,47 @@ def test_s3_seed_is_read_and_a_read_only_cache_refuses_to_write(
     remote = _dataset(s3_bucket).load()
     with pytest.raises(ReadOnlyCacheError, match="no writing session"):
         remote.append(record)
+
+
+_WRITER = """
+import json, sys
+from eyecatcher.rekognition.datasets import ResponseCacheDataset
+
+uri, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cache = ResponseCacheDataset(filepath=uri, segment_records=4).load()
+with cache.exclusive():
+    for i in range(first, last):
+        sha = f"{i:064x}"
+        answer = {"ModerationLabels": [{"Name": f"L-{i}", "Confidence": 90.0}]}
+        cache.append({"sha256": sha, "min_confidence": 50.0, "response": answer})
+print(json.dumps({"written": last - first}))
+"""
+
+
+def test_two_writer_processes_lose_no_answer(s3_bucket: str) -> None:
+    """Two processes (each its own S3 client and listing cache) write overlapping answers."""
+    import os
+    import subprocess
+    import sys
+
+    uri = f"{s3_bucket}/01_raw/rekognition/responses.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, uri, str(first), str(last)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for first, last in ((0, 12), (6, 18))  # answers 6..11 come from both
+    ]
+    for writer in writers:
+        out, err = writer.communicate(timeout=90)
+        assert writer.returncode == 0, err[-2000:]
+        assert json.loads(out.splitlines()[-1]) == {"written": 12}
+    merged = _dataset(s3_bucket).load()
+    assert merged.n_records == 24
+    for i in range(18):
+        hit = merged.lookup(f"{i:064x}", 50.0)
+        assert hit is not None and hit.response["ModerationLabels"][0]["Name"] == f"L-{i}"

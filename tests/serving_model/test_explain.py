@@ -21,14 +21,18 @@ import torch
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
+from eyecatcher.models.bundle import ClassifierBundle
+from eyecatcher.models.factory import create_classifier
+from eyecatcher.preprocessing import data_config_for
 from eyecatcher.serving_model.contract import (
     EXPLAIN_COLUMNS,
     OUTPUT_COLUMNS,
     encode_image,
     explain_flags,
 )
+from eyecatcher.serving_model.packaging import log_served_model
 from tests.image_factory import animation_with_late_frame, good_images
-from tests.pipelines.serving.tiny_champion import MODEL_NAME, tiny_registry
+from tests.pipelines.serving.tiny_champion import CLASSES, MODEL_NAME, tiny_registry
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +176,23 @@ def test_a_failed_heatmap_keeps_the_verdict_and_says_why(served, model, caplog) 
     info = out["heatmap_info"].iloc[0]
     assert info.startswith("no heatmap: internal_error")
     assert "secret internals" not in info
+
+
+def test_a_vit_champion_explains_through_its_patch_tokens(served) -> None:
+    torch.manual_seed(0)
+    network, source = create_classifier("test_vit", len(CLASSES), "random")
+    bundle = ClassifierBundle.from_model(
+        network,
+        architecture="test_vit",
+        classes=CLASSES,
+        data_config=data_config_for(network),  # its own input size: the token grid matches
+        weights_source=source,
+    )
+    config = dataclasses.replace(served.unwrap_python_model().config_, candidate="tiny_vit")
+    with mlflow.start_run():
+        info = log_served_model(bundle=bundle, config=config)
+    vit = mlflow.pyfunc.load_model(info.model_uri)
+    out = vit.predict(request([good_images()["rgb.jpg"]], explain=[True]))
+    assert out["error"].iloc[0] is None
+    assert decode_png(out["heatmap_png"].iloc[0]).shape == (config.heatmap_size,) * 2
+    assert "patch tokens entering ViT block" in out["heatmap_info"].iloc[0]

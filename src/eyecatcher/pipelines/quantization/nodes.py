@@ -106,7 +106,10 @@ def build_onnx_models(
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Export the candidate's fp32 model to ONNX and quantize it with each configured method.
 
-    The exported model is checked against the PyTorch model on up to 8 calibration images
+    The fp32 graph is exported by :func:`.export.export_fp32_graph` (for transformers with
+    plain attention and fused by ONNX Runtime's transformer optimizer, as configured); every
+    int8 model is quantized from that graph. It is checked against the PyTorch model on up to 8
+    calibration images
     (max absolute logit difference within ``export_tolerance`` times the largest logit, or
     times 1 for small logits): an export that changes the predictions is a failure, not a
     model. Static quantization calibrates on ``calibration_size`` images

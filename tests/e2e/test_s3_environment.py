@@ -123,6 +123,7 @@ def _upload(folder: Path, bucket: str, prefix: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_kedro_run_env_s3_keeps_everything_on_s3_and_registers_a_champion(
     kedro_project: Path, moto_s3: str, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,7 +155,7 @@ def test_kedro_run_env_s3_keeps_everything_on_s3_and_registers_a_champion(
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=480,
         check=False,
     )
     (kedro_project / "kedro-run.log").write_text(result.stdout + result.stderr)

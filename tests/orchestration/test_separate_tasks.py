@@ -33,7 +33,7 @@ def _run(args: list[str], project: Path, env: dict[str, str]) -> subprocess.Comp
         env=env,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=240,
         check=False,
     )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
@@ -58,6 +58,7 @@ def _tasks(project: Path) -> list[list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_separate_task_processes_share_one_parent_run(
     kedro_project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

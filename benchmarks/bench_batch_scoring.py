@@ -10,6 +10,8 @@ files and in batches of ``--batch-size``:
   preprocessed beforehand (inference only: the ceiling);
 * **plain loop**: read, decode and preprocess each batch (the served model's functions), then
   the same classifier, one after the other in a plain loop;
+* **plain loop, ORT not spinning**: the same with ONNX Runtime's idle threads told not to
+  busy-wait between calls (the served model lets them spin);
 * **batch scoring**: ``score_images`` with ``engine: local``, end to end (listing excluded;
   loading the model from the registry included, as a run pays it), and the same with the
   read-ahead of the next batch turned off.
@@ -48,7 +50,7 @@ from mlflow.tracking import MlflowClient
 
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier
-from eyecatcher.models.onnx_runtime import export_onnx, quantize_onnx
+from eyecatcher.models.onnx_runtime import OnnxClassifier, export_onnx, quantize_onnx
 from eyecatcher.pipelines.batch_scoring import nodes as batch_nodes
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.preprocessing import bytes_to_batch, data_config_for
@@ -176,6 +178,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 probabilities = classifier.predict_proba(batch)
                 plain_classes.extend(CLASSES[i] for i in np.argmax(probabilities, axis=1))
 
+        # The same model with ONNX Runtime's idle threads not spinning: tells whether spinning
+        # after each forward pass takes the cores the decoding between passes needs.
+        quiet = OnnxClassifier(root / "int8.onnx", threads=classifier.threads, spinning=False)
+        quiet_classes: list[str] = []
+
+        def plain_loop_no_spinning() -> None:
+            quiet_classes.clear()
+            for chunk in batches(paths, args.batch_size):
+                batch = bytes_to_batch([Path(p).read_bytes() for p in chunk], data_config)
+                probabilities = quiet.predict_proba(batch)
+                quiet_classes.extend(CLASSES[i] for i in np.argmax(probabilities, axis=1))
+
         tables: dict[str, pd.DataFrame] = {}
 
         def batch_scoring(read_ahead: int | None) -> Callable[[], None]:
@@ -191,7 +205,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             return score
 
-        functions = {"raw ORT": raw_ort, "plain loop": plain_loop}
+        functions = {
+            "raw ORT": raw_ort,
+            "plain loop": plain_loop,
+            "plain loop, ORT not spinning": plain_loop_no_spinning,
+        }
         functions["batch scoring"] = batch_scoring(None)
         if hasattr(batch_nodes, "READ_AHEAD_BATCHES"):  # absent from the code before it
             functions["batch scoring, no read-ahead"] = batch_scoring(0)
@@ -199,6 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         classifier.predict_proba(tensors[0])
         score_images(listed.iloc[: args.batch_size], champion, params)
         seconds = measure(functions, args.rounds)
+        if quiet_classes != plain_classes:
+            raise RuntimeError("the two ONNX Runtime sessions disagree: timing meaningless")
         for scored in tables.values():
             errors = int(scored["error"].notna().sum())
             if errors or scored["class"].tolist() != plain_classes:

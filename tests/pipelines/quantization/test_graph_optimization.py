@@ -31,6 +31,9 @@ DEMO_IMAGES = Path(__file__).resolve().parents[3] / "data" / "01_raw" / "demo" /
 #: demo images (random tiny weights: a smoke bound on a broken graph, not an accuracy claim).
 INT8_RELATIVE_TOLERANCE = 0.35
 
+#: The graph options switched on (they are off by default).
+FUSED = {"plain_attention": True, "transformer_optimizer": "vit"}
+
 
 def _vit() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -50,7 +53,7 @@ def _ops(path: Path) -> set[str]:
 def test_fused_vit_graph_matches_torch_and_its_int8_runs_close_to_it(tmp_path: Path) -> None:
     model = _vit()
     batch = _images(model)
-    settings = QuantizationSettings.from_params({"threads": 1})
+    settings = QuantizationSettings.from_params(FUSED | {"threads": 1})
     fp32 = tmp_path / "fp32.onnx"
 
     record = export_fp32_graph(model, [3, 64, 64], fp32, settings)
@@ -74,7 +77,7 @@ def test_static_int8_of_the_fused_graph_builds_and_runs(tmp_path: Path) -> None:
     model = _vit()
     batch = _images(model, 8)
     fp32 = tmp_path / "fp32.onnx"
-    export_fp32_graph(model, [3, 64, 64], fp32, QuantizationSettings.from_params({}))
+    export_fp32_graph(model, [3, 64, 64], fp32, QuantizationSettings.from_params(FUSED))
     int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", method="static", calibration=batch)
     logits = OnnxClassifier(int8, threads=1).predict_logits(batch)
     assert logits.shape == (8, 5) and np.isfinite(logits).all()
@@ -85,16 +88,14 @@ def test_a_cnn_is_exported_as_is(tmp_path: Path) -> None:
     model = timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
     assert not has_attention(model)
     record = export_fp32_graph(
-        model, [3, 64, 64], tmp_path / "fp32.onnx", QuantizationSettings.from_params({})
+        model, [3, 64, 64], tmp_path / "fp32.onnx", QuantizationSettings.from_params(FUSED)
     )
     assert record["plain_attention"] is False
     assert record["transformer_optimizer"] is None and record["fused_operators"] == {}
 
 
-def test_switching_both_off_exports_timm_attention_unfused(tmp_path: Path) -> None:
-    settings = QuantizationSettings.from_params(
-        {"plain_attention": False, "transformer_optimizer": None}
-    )
+def test_by_default_timm_attention_is_exported_unfused(tmp_path: Path) -> None:
+    settings = QuantizationSettings.from_params({})
     fp32 = tmp_path / "fp32.onnx"
     record = export_fp32_graph(_vit(), [3, 64, 64], fp32, settings)
     assert record["plain_attention"] is False and record["transformer_optimizer"] is None
@@ -121,10 +122,10 @@ def test_settings_validate_the_graph_options() -> None:
         QuantizationSettings.from_params({"plain_attention": "yes"})
     with pytest.raises(ValueError, match="did you mean 'transformer_optimizer'"):
         QuantizationSettings.from_params({"transformer_optimiser": "vit"})
-    assert (
-        QuantizationSettings.from_params({"transformer_optimizer": None}).transformer_optimizer
-        is None
+    settings = QuantizationSettings.from_params(
+        {"by_architecture": {"test_vit": FUSED}}, "test_vit"
     )
+    assert settings.plain_attention is True and settings.transformer_optimizer == "vit"
 
 
 def test_macs_are_counted_from_the_model() -> None:

@@ -36,8 +36,8 @@ class QuantizationSettings:
     calibration_seed: int = 0
     per_channel: bool = True
     reduce_range: bool = False
-    plain_attention: bool = True
-    transformer_optimizer: str | None = "vit"
+    plain_attention: bool = False
+    transformer_optimizer: str | None = None
     threads: int = 2
     opset: int = DEFAULT_OPSET
     export_tolerance: float = 1e-3

@@ -12,6 +12,9 @@ Two steps bring an exported timm ViT closer to what ONNX Runtime's fused CPU ker
   It does not fuse timm's attention into one ``Attention`` op (timm computes q, k and v with one
   packed projection, which the fusion's pattern does not match): those nodes stay as they are.
 
+Both are settings of the quantization pipeline, off by default: on full-size ViT-B/16 neither
+changed latency measurably on this project's CPU, where the GEMMs dominate (docs/quantization.md).
+
 :func:`count_macs` counts multiply-accumulates per image from the model itself, for the
 throughput arithmetic in docs/quantization.md.
 """

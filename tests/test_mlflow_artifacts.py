@@ -17,6 +17,8 @@ def _run_in(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # An experiment chosen by an earlier test lives in another store: choose one in this store.
+    mlflow.set_experiment("stored-artifacts")
 
 
 def test_a_file_on_s3_is_saved_loaded_and_logged(s3_bucket: str, tmp_path, monkeypatch) -> None:

@@ -150,6 +150,13 @@ def exists(uri: str, storage_options: StorageOptions | None = None) -> bool:
     return bool(fs.exists(path))
 
 
+def size(uri: str, storage_options: StorageOptions | None = None) -> int:
+    """The size in bytes of the file at ``uri``, without reading it."""
+    fs, path = filesystem(uri, storage_options)
+    _fresh(fs, path)
+    return int(fs.size(path))
+
+
 def list_files(
     prefix: str,
     storage_options: StorageOptions | None = None,

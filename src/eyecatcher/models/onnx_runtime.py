@@ -385,6 +385,8 @@ def read_metadata(model: str | Path | bytes) -> dict[str, str]:
 
     if isinstance(model, bytes | bytearray):
         proto = onnx.load_from_string(bytes(model))
+    elif not storage.is_local(str(model)):
+        proto = onnx.load_from_string(storage.read_bytes(str(model)))
     else:
         proto = onnx.load(str(model), load_external_data=False)
     return {

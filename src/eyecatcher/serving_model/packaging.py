@@ -24,6 +24,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, DataType, Map, Schema
 from PIL import Image
 
+from eyecatcher import storage
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.serving_model.contract import ServingConfig, encode_image
 from eyecatcher.serving_model.model import BUNDLE_ARTIFACT, CONFIG_ARTIFACT, ONNX_ARTIFACT
@@ -209,12 +210,14 @@ def log_served_model(
         config_file.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
         artifacts = {BUNDLE_ARTIFACT: str(bundle_file), CONFIG_ARTIFACT: str(config_file)}
         if config.runtime == "onnxruntime":
-            if onnx_path is None or not Path(onnx_path).is_file():
+            if onnx_path is None or not storage.exists(str(onnx_path)):
                 raise ValueError(
                     f"the {config.precision} model is served by onnxruntime but the ONNX file "
                     f"{onnx_path} does not exist"
                 )
-            artifacts[ONNX_ARTIFACT] = str(onnx_path)
+            onnx_file = staging / "model.onnx"
+            onnx_file.write_bytes(storage.read_bytes(str(onnx_path)))
+            artifacts[ONNX_ARTIFACT] = str(onnx_file)
         code_dir = stage_code(staging / "code")
         input_example = pd.DataFrame(
             {"image": [encode_image(example_image())], "id": ["example-1"]}

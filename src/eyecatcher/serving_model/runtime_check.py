@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from eyecatcher import storage
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.preprocessing import bytes_to_batch
 from eyecatcher.serving_model.backends import TorchClassifier, onnx_classifier
@@ -72,7 +73,7 @@ def compare_onnx_with_torch(
         "onnx_path": str(onnx_path),
         "detail": None,
     }
-    if not Path(onnx_path).is_file():
+    if not storage.exists(str(onnx_path)):
         result["detail"] = f"the fp32 ONNX file {onnx_path} does not exist"
         return result
     batch = bytes_to_batch(check_images(), bundle.data_config)

@@ -177,7 +177,9 @@ def test_two_writer_processes_lose_no_answer(s3_bucket: str) -> None:
     import sys
 
     uri = f"{s3_bucket}/01_raw/rekognition/responses.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # Not this process's sys.path: a served model loaded by an earlier test puts its partial copy
+    # of the package (pyfunc code_paths) on it, which would shadow the installed one.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", _WRITER, uri, str(first), str(last)],

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from eyecatcher import storage
 from eyecatcher.images import decode_image
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.onnx_runtime import quantize_onnx, with_metadata
@@ -489,7 +490,7 @@ def _artefact(model: str | bytes | None, bundle: ClassifierBundle) -> dict[str, 
         return {"path": None, "format": "pytorch", "size_bytes": int(size)}
     if isinstance(model, bytes | bytearray):
         return {"path": None, "format": "onnx", "size_bytes": len(model)}
-    return {"path": str(model), "format": "onnx", "size_bytes": Path(model).stat().st_size}
+    return {"path": str(model), "format": "onnx", "size_bytes": storage.size(str(model))}
 
 
 def _machine() -> dict[str, Any]:

@@ -9,11 +9,11 @@ stale artefact and the command that rebuilds it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from eyecatcher import storage
 from eyecatcher.fingerprints import (
     StaleArtefactError,
     bundle_fingerprint,
@@ -104,7 +104,7 @@ def verify_chain(
         )
     if entry.get("precision") == "int8":
         path = (entry.get("int8") or {}).get("path")
-        if not path or not Path(path).is_file():
+        if not path or not storage.exists(str(path)):
             raise StaleArtefactError(
                 decision, f"its int8 ONNX file {path!r} does not exist", REBUILD_QUANTIZATION
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -75,7 +74,7 @@ def smoke_test(
         if onnx_path is not None:
             from eyecatcher.models.onnx_runtime import OnnxClassifier
 
-            expected = OnnxClassifier(Path(onnx_path)).predict_proba(batch).argmax(1)
+            expected = OnnxClassifier(str(onnx_path)).predict_proba(batch).argmax(1)
         else:
             with torch.inference_mode():
                 expected = bundle.build_model()(batch).argmax(1).numpy()

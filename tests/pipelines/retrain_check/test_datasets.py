@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from eyecatcher.pipelines.retrain_check.datasets import ChampionDataset, OptionalTableDataset
+from eyecatcher.pipelines.retrain_check.datasets import ChampionDataset
 
 NAME = "eyecatcher-moderation"
 
@@ -64,10 +64,3 @@ def test_the_reference_is_used_only_when_it_belongs_to_the_champion(registry, tm
     loaded = dataset.load()
     assert loaded["reference"]["unsafe_score"].tolist() == [0.3]
     assert loaded["tags"]["candidate"] == "cand"
-
-
-def test_optional_table_is_none_when_missing(tmp_path: Path) -> None:
-    path = tmp_path / "verdicts.parquet"
-    assert OptionalTableDataset(str(path), "run batch scoring").load() is None
-    pd.DataFrame({"path": ["x"]}).to_parquet(path)
-    assert OptionalTableDataset(str(path)).load()["path"].tolist() == ["x"]

@@ -1,4 +1,4 @@
-"""Load-only datasets of the retrain check: the champion and its reference, optional tables.
+"""Load-only dataset of the retrain check: the champion and its reference scores.
 
 The champion's registry entry is read through this adapter so that the nodes stay pure.
 """
@@ -16,45 +16,6 @@ from kedro.io import AbstractDataset, DatasetError
 from eyecatcher import storage
 
 logger = logging.getLogger(__name__)
-
-
-class OptionalTableDataset(AbstractDataset[None, pd.DataFrame | None]):
-    """A Parquet table that may not exist yet (``None`` then, with the reason logged)."""
-
-    def __init__(
-        self,
-        filepath: str,
-        missing_hint: str = "",
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Create the dataset.
-
-        Args:
-            filepath: The Parquet file (local or ``s3://``).
-            missing_hint: What produces the file, said when it is missing.
-            credentials: Secrets for an object store (``credentials.yml``), or ``None`` for the
-                default chain.
-            fs_args: fsspec filesystem arguments (``${globals:storage_options}``).
-            metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
-        """
-        self.metadata = metadata
-        self._filepath = filepath
-        self._hint = missing_hint
-        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
-
-    def _load(self) -> pd.DataFrame | None:
-        if not storage.exists(self._filepath, self._options):
-            logger.warning("%s does not exist: %s", self._filepath, self._hint or "skipped")
-            return None
-        return pd.read_parquet(io.BytesIO(storage.read_bytes(self._filepath, self._options)))
-
-    def _save(self, data: None) -> None:
-        raise DatasetError("OptionalTableDataset is read-only")
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath}
 
 
 class ChampionDataset(AbstractDataset[None, dict[str, Any]]):

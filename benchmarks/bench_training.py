@@ -1,12 +1,15 @@
 """Benchmark: cached-feature training vs the reference loop, same candidate, data and epochs.
 
 Both sides run the project's own node (``eyecatcher.pipelines.training.nodes.train_candidate``)
-with the same settings except ``features.cache``:
+with the same settings except ``features.cache`` (and ``features.runtime``):
 
 * **reference** -- the frozen backbone runs on freshly augmented training images and on the
   validation images every epoch;
 * **cached, cold** -- an empty feature cache: the backbone runs once per image and view
-  (``--views``), then the head trains on the cached features;
+  (``--views``), then the head trains on the cached features; once per ``--runtimes``
+  (``torch``: eager PyTorch; ``onnxruntime``: the backbone's exported, checked ONNX graph,
+  its export included in the time), with ``features_vs_torch`` the ratio of the
+  feature-extraction times;
 * **cached, warm** -- the same again with the cache the cold run left (a re-run, or a new
   head configuration on the same data).
 
@@ -98,7 +101,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _settings(args: argparse.Namespace, epochs: int, cache: bool) -> dict[str, Any]:
+def _settings(
+    args: argparse.Namespace, epochs: int, cache: bool, runtime: str = "torch"
+) -> dict[str, Any]:
     base = yaml.safe_load((ROOT / "conf" / "base" / "parameters_training.yml").read_text())
     training = copy.deepcopy(base["training"])
     training["candidates"] = ["bench"]
@@ -110,6 +115,7 @@ def _settings(args: argparse.Namespace, epochs: int, cache: bool) -> dict[str, A
     training["num_threads"] = args.threads
     training["features"]["views"] = args.views
     training["features"]["cache"] = cache
+    training["features"]["runtime"] = runtime
     return training
 
 
@@ -189,6 +195,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--heatmaps", type=int, default=0, help="measure heatmap cost on this many images"
     )
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch", "onnxruntime"],
+        choices=["torch", "onnxruntime"],
+        help="features.runtime of the cached sides (torch first: the others are compared to it)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -227,47 +241,68 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench_training_"))
     try:
         for epochs in args.epochs:
-            cold_dir = scratch / f"cache_{epochs}"
             # Minimum over repeats: interference from other processes only ever adds time.
-            reference_runs, cold_runs = [], []
+            # The sides take turns within each repeat, so slow phases of the machine hit all.
+            reference_runs: list[tuple[float, float, Any]] = []
+            cold_runs: dict[str, list[tuple[float, float, Any]]] = {r: [] for r in args.runtimes}
             for _ in range(args.repeats):
                 reference_runs.append(
                     _timed(manifest, scratch / "unused", _settings(args, epochs, cache=False))
                 )
-                shutil.rmtree(cold_dir, ignore_errors=True)
-                cold_runs.append(_timed(manifest, cold_dir, _settings(args, epochs, cache=True)))
+                for runtime in args.runtimes:
+                    cold_dir = scratch / f"cache_{epochs}_{runtime}"
+                    shutil.rmtree(cold_dir, ignore_errors=True)
+                    settings = _settings(args, epochs, cache=True, runtime=runtime)
+                    cold_runs[runtime].append(_timed(manifest, cold_dir, settings))
             reference_s = min(run[0] for run in reference_runs)
             reference_cpu = min(run[1] for run in reference_runs)
             reference = reference_runs[0][2]
-            cold_s = min(run[0] for run in cold_runs)
-            cold_cpu = min(run[1] for run in cold_runs)
-            cold = cold_runs[0][2]
-            warm_s, _, warm = _timed(manifest, cold_dir, _settings(args, epochs, cache=True))
-            shutil.rmtree(cold_dir, ignore_errors=True)
             n_train, n_val = reference["n_train"], reference["n_validation"]
             reference_passes = epochs * (n_train + n_val)
-            rows.append(
-                {
-                    "epochs": epochs,
-                    "reference_s": reference_s,
-                    "cached_cold_s": cold_s,
-                    "cached_warm_s": warm_s,
-                    "speed-up_cold": reference_s / cold_s,
-                    "speed-up_warm": reference_s / warm_s,
-                    "cpu_speed-up_cold": reference_cpu / cold_cpu,
-                    "backbone_passes_ref/cold": f"{reference_passes}/{cold['cache']['misses']}",
-                    "warm_misses": warm["cache"]["misses"],
-                    "val_acc_ref": reference["history"][-1]["val_accuracy"],
-                    "val_acc_cached": cold["history"][-1]["val_accuracy"],
-                }
-            )
-            print(
-                f"  {epochs:>2} epochs: reference {reference_s:7.1f} s, cached cold "
-                f"{cold_s:6.1f} s, warm {warm_s:5.1f} s",
-                file=sys.stderr,
-            )
+            torch_features_s = None
+            for runtime in args.runtimes:
+                cold_dir = scratch / f"cache_{epochs}_{runtime}"
+                runs = cold_runs[runtime]
+                cold_s = min(run[0] for run in runs)
+                cold_cpu = min(run[1] for run in runs)
+                features_s = min(run[2]["timings_s"]["features"] for run in runs)
+                if runtime == "torch":
+                    torch_features_s = features_s
+                cold = runs[0][2]
+                settings = _settings(args, epochs, cache=True, runtime=runtime)
+                warm_s, _, warm = _timed(manifest, cold_dir, settings)
+                shutil.rmtree(cold_dir, ignore_errors=True)
+                rows.append(
+                    {
+                        "epochs": epochs,
+                        "feature_runtime": runtime,
+                        "reference_s": reference_s,
+                        "cached_cold_s": cold_s,
+                        "cold_features_s": features_s,
+                        "cached_warm_s": warm_s,
+                        "speed-up_cold": reference_s / cold_s,
+                        "speed-up_warm": reference_s / warm_s,
+                        "cpu_speed-up_cold": reference_cpu / cold_cpu,
+                        "features_vs_torch": (
+                            torch_features_s / features_s if torch_features_s else float("nan")
+                        ),
+                        "backbone_passes_ref/cold": (
+                            f"{reference_passes}/{cold['cache']['misses']}"
+                        ),
+                        "warm_misses": warm["cache"]["misses"],
+                        "val_acc_ref": reference["history"][-1]["val_accuracy"],
+                        "val_acc_cached": cold["history"][-1]["val_accuracy"],
+                    }
+                )
+                print(
+                    f"  {epochs:>2} epochs, {runtime}: reference {reference_s:7.1f} s, cached "
+                    f"cold {cold_s:6.1f} s (features {features_s:5.1f} s), warm {warm_s:5.1f} s",
+                    file=sys.stderr,
+                )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps({"benchmark": "training", "rows": rows}, indent=2))
     print()
     print(markdown_table(rows))
 

@@ -10,7 +10,9 @@ and stored under a key made of everything that changes them:
   backbone's weights (so a new checkpoint or a new timm default invalidates the entry),
 * the preprocessing config (input size, mean, std, interpolation) and, for augmented views,
   the augmentation settings, the augmentation seed and the view index,
-* the image's sha256 (its identity everywhere in the project), and the timm version.
+* the image's sha256 (its identity everywhere in the project), and the timm version,
+* the runtime that computed the vectors (``torch``, or ``onnxruntime`` running the backbone's
+  exported graph: see :mod:`eyecatcher.models.feature_graph`).
 
 Layout: ``<root>/<architecture>/<key digest>/key.json`` (the key in full, for humans) and one
 ``.npy`` file per image below it; ``<root>`` is a local folder or an ``s3://`` prefix. Entries
@@ -40,6 +42,7 @@ from tqdm.auto import tqdm
 from eyecatcher import storage
 from eyecatcher.images import decode_image, sha256_bytes
 from eyecatcher.models.factory import extract_features
+from eyecatcher.models.feature_graph import FEATURE_RUNTIMES, FeatureGraph, feature_graph
 from eyecatcher.preprocessing import eval_transform, train_transform
 from eyecatcher.storage import StorageOptions
 
@@ -139,6 +142,9 @@ class BackboneKey:
         fingerprint: :func:`backbone_fingerprint` of the backbone.
         data_config: Preprocessing config the inputs were made with.
         model_kwargs: Extra ``timm.create_model`` arguments (``img_size``).
+        runtime: What computes the vectors: ``torch`` (eager PyTorch) or ``onnxruntime`` (the
+            exported graph of :mod:`eyecatcher.models.feature_graph`). The two agree within
+            that module's tolerance, not bit for bit, so each has its own cache entries.
     """
 
     architecture: str
@@ -147,6 +153,14 @@ class BackboneKey:
     fingerprint: str
     data_config: Mapping[str, Any]
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    runtime: str = "torch"
+
+    def __post_init__(self) -> None:
+        """A known runtime."""
+        if self.runtime not in FEATURE_RUNTIMES:
+            raise ValueError(
+                f"feature runtime must be one of {list(FEATURE_RUNTIMES)}, got {self.runtime!r}"
+            )
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable form of the key."""
@@ -159,6 +173,7 @@ class BackboneKey:
             "backbone_fingerprint": self.fingerprint,
             "data_config": json.loads(json.dumps(dict(self.data_config), sort_keys=True)),
             "model_kwargs": dict(sorted(self.model_kwargs.items())),
+            "runtime": self.runtime,
         }
 
 
@@ -330,12 +345,16 @@ class FeatureStats:
         misses: Pairs computed by the backbone.
         seconds: Wall time of the whole call.
         digests: Cache key digest per view name.
+        runtime: What computed the misses (``torch`` or ``onnxruntime``).
+        graph_check: The ONNX graph's agreement with PyTorch (``onnxruntime`` with misses).
     """
 
     hits: int = 0
     misses: int = 0
     seconds: float = 0.0
     digests: dict[str, str] = field(default_factory=dict)
+    runtime: str = "torch"
+    graph_check: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: FeatureStats) -> None:
         """Accumulate ``other`` into this one."""
@@ -343,6 +362,8 @@ class FeatureStats:
         self.misses += other.misses
         self.seconds += other.seconds
         self.digests.update(other.digests)
+        self.runtime = other.runtime
+        self.graph_check = other.graph_check or self.graph_check
 
 
 @torch.no_grad()
@@ -364,7 +385,9 @@ def compute_features(
 
     Args:
         model: The frozen timm model (in eval mode), already on ``device``.
-        backbone: The model half of the cache key.
+        backbone: The model half of the cache key; its ``runtime`` says what computes the
+            misses (``onnxruntime``: the model's feature graph, exported and checked against
+            PyTorch once per backbone and process).
         images: ``(sha256, uri)`` pairs, in the order of the returned rows.
         views: Views to compute.
         cache: Where to read and store vectors; ``None`` computes without caching.
@@ -382,7 +405,7 @@ def compute_features(
         ``{view name: array (len(images), n_features)}`` and the hit/miss statistics.
     """
     start = time.perf_counter()
-    stats = FeatureStats()
+    stats = FeatureStats(runtime=backbone.runtime)
     keys = {view.name: cache_key(backbone, view) for view in views}
     stats.digests = {name: digest for name, (_, digest) in keys.items()}
     rows: dict[str, list[np.ndarray | None]] = {view.name: [None] * len(images) for view in views}
@@ -400,11 +423,20 @@ def compute_features(
     if engine not in ("local", "ray"):
         raise ValueError(f"feature engine must be 'local' or 'ray', got {engine!r}")
     total = sum(len(v) for v in missing.values())
+    extractor: torch.nn.Module | FeatureGraph = model
+    if backbone.runtime == "onnxruntime" and total:
+        extractor = feature_graph(
+            model,
+            backbone.fingerprint,
+            backbone.data_config["input_size"],
+            threads=torch.get_num_threads(),
+        )
+        stats.graph_check = dict(extractor.check)
     if engine == "ray" and total:
         from eyecatcher.distributed.feature_extraction import compute_on_ray
 
         computed = compute_on_ray(
-            model,
+            extractor,
             backbone.data_config,
             images,
             missing,
@@ -414,7 +446,7 @@ def compute_features(
         )
     else:
         computed = _compute_here(
-            model,
+            extractor,
             backbone.data_config,
             images,
             missing,
@@ -437,7 +469,7 @@ def compute_features(
 
 
 def compute_view_batches(
-    model: torch.nn.Module,
+    model: torch.nn.Module | FeatureGraph,
     data_config: Mapping[str, Any],
     images: Sequence[tuple[str, str]],
     missing: Mapping[int, Sequence[ViewSpec]],
@@ -452,12 +484,12 @@ def compute_view_batches(
     run through the backbone once per view, so the Ray engine batches exactly as this one does.
 
     Args:
-        model: The frozen timm model, on ``device``.
+        model: The frozen timm model, on ``device``, or its checked ONNX feature graph.
         data_config: The preprocessing config of the cache key.
         images: ``(sha256, uri)`` pairs.
         missing: For each image index to compute, the views it needs.
         batch_size: Images per forward pass.
-        device: Device the model is on.
+        device: Device the model is on (a feature graph takes CPU tensors).
         storage_options: fsspec options of the image source.
 
     Yields:
@@ -478,14 +510,17 @@ def compute_view_batches(
                 transforms[name] = view_transform(view, data_config)
             batch = torch.stack(
                 [view_input(view, transforms[name], decoded[i], images[i][0]) for i in members]
-            ).to(device)
-            vectors = extract_features(model, batch).float().cpu().numpy()
+            )
+            if isinstance(model, FeatureGraph):
+                vectors = model(batch)
+            else:
+                vectors = extract_features(model, batch.to(device)).float().cpu().numpy()
             yield [(i, view, v) for i, v in zip(members, vectors, strict=True)], len(members)
 
 
 @torch.no_grad()
 def _compute_here(
-    model: torch.nn.Module,
+    model: torch.nn.Module | FeatureGraph,
     data_config: Mapping[str, Any],
     images: Sequence[tuple[str, str]],
     missing: Mapping[int, Sequence[ViewSpec]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,10 +84,12 @@ def _assert_same_entries(laptop: FeatureCache, cluster: FeatureCache) -> None:
     assert worst <= TOLERANCE
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_ray_fills_the_cache_a_laptop_run_fills_and_each_reuses_the_other(
-    local_ray: None, setup: tuple, tmp_path: Path
+    local_ray: None, setup: tuple, tmp_path: Path, runtime: str
 ) -> None:
     model, backbone, images = setup
+    backbone = dataclasses.replace(backbone, runtime=runtime)
     views = training_views(3, {"horizontal_flip": 0.5, "rotation_degrees": 10.0}, seed=7)
     laptop, cluster = FeatureCache(tmp_path / "laptop"), FeatureCache(tmp_path / "cluster")
     common = {"batch_size": 4}

@@ -9,6 +9,7 @@ Ray is the cache a laptop run fills, and the other way round.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
 from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.features import ViewSpec, compute_view_batches
+from eyecatcher.models.feature_graph import FeatureGraph
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,8 @@ class FeatureWorker:
     """A Ray actor holding one copy of the frozen backbone.
 
     Args:
-        model: The frozen timm model (moved to CPU, eval mode).
+        model: The frozen timm model (moved to CPU, eval mode), or its checked ONNX feature
+            graph (``features.runtime: onnxruntime``).
         data_config: The preprocessing config of the cache key.
         views: Every view a row may name, by name.
         storage_options: fsspec options of the image source.
@@ -36,12 +39,12 @@ class FeatureWorker:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | FeatureGraph,
         data_config: Mapping[str, Any],
         views: Mapping[str, ViewSpec],
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.model = model.cpu().eval()
+        self.model = model.cpu().eval() if isinstance(model, torch.nn.Module) else model
         self.data_config = dict(data_config)
         self.views = dict(views)
         self.storage_options = dict(storage_options or {})
@@ -76,7 +79,7 @@ class FeatureWorker:
 
 
 def compute_on_ray(
-    model: torch.nn.Module,
+    model: torch.nn.Module | FeatureGraph,
     data_config: Mapping[str, Any],
     images: Sequence[tuple[str, str]],
     missing: Mapping[int, Sequence[ViewSpec]],
@@ -91,7 +94,8 @@ def compute_on_ray(
     or a local Ray for the call). The image URIs must be readable from the workers.
 
     Args:
-        model: The frozen timm model.
+        model: The frozen timm model, or its checked ONNX feature graph (shipped to the
+            workers as its bytes; each session gets the actor's CPUs as threads).
         data_config: The preprocessing config of the cache key.
         images: ``(sha256, uri)`` pairs.
         missing: For each image index to compute, the views it needs.
@@ -116,6 +120,9 @@ def compute_on_ray(
         }
     )
     settings = ActorPoolSettings(workers=workers, batch_size=max(1, batch_size))
+    if isinstance(model, FeatureGraph):
+        # ONNX Runtime would otherwise start one thread per core of the node in every actor.
+        model = dataclasses.replace(model, threads=max(1, int(settings.cpus_per_worker)))
     with ray_session() as where:
         logger.info(
             "Features on Ray (%s): %d images, %d workers, batches of %d",

@@ -50,6 +50,7 @@ def export_onnx(
     path: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
+    output_name: str = "logits",
 ) -> Path:
     """Export an image classifier to ONNX with a dynamic batch dimension.
 
@@ -62,6 +63,7 @@ def export_onnx(
         input_size: ``(channels, height, width)`` of one image.
         path: Where to write the ``.onnx`` file.
         opset: ONNX opset version.
+        output_name: Name of the graph's output (``features`` for a feature extractor).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -79,8 +81,8 @@ def export_onnx(
                 (example,),
                 str(path),
                 input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                output_names=[output_name],
+                dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}},
                 opset_version=opset,
                 dynamo=False,
             )

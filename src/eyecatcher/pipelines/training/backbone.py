@@ -90,6 +90,7 @@ def backbone_key(
     weights_seed: int,
     data_config: Mapping[str, Any],
     model_kwargs: Mapping[str, Any],
+    runtime: str = "torch",
 ) -> BackboneKey:
     """The model half of the feature cache key (see ``docs/training.md``)."""
     return BackboneKey(
@@ -99,11 +100,14 @@ def backbone_key(
         fingerprint=backbone_fingerprint(model),
         data_config=data_config,
         model_kwargs=model_kwargs,
+        runtime=runtime,
     )
 
 
-def frozen_model_key(built: FrozenModel, architecture: str, weights_seed: int) -> BackboneKey:
-    """The cache key of a freshly built frozen model."""
+def frozen_model_key(
+    built: FrozenModel, architecture: str, weights_seed: int, runtime: str = "torch"
+) -> BackboneKey:
+    """The cache key of a freshly built frozen model, features computed by ``runtime``."""
     return backbone_key(
         built.model,
         architecture=architecture,
@@ -111,6 +115,7 @@ def frozen_model_key(built: FrozenModel, architecture: str, weights_seed: int) -
         weights_seed=weights_seed,
         data_config=built.data_config,
         model_kwargs=built.model_kwargs,
+        runtime=runtime,
     )
 
 
@@ -125,7 +130,9 @@ def warn_if_random(candidate: str, built: FrozenModel, architecture: str) -> Non
         )
 
 
-def bundle_backbone_key(bundle: ClassifierBundle, model: torch.nn.Module) -> BackboneKey:
+def bundle_backbone_key(
+    bundle: ClassifierBundle, model: torch.nn.Module, runtime: str = "torch"
+) -> BackboneKey:
     """The cache key of a trained bundle's backbone (the same entries training wrote)."""
     return backbone_key(
         model,
@@ -134,6 +141,7 @@ def bundle_backbone_key(bundle: ClassifierBundle, model: torch.nn.Module) -> Bac
         weights_seed=int(bundle.metadata.get("weights_seed", 0)),
         data_config=bundle.data_config,
         model_kwargs=bundle.model_kwargs,
+        runtime=runtime,
     )
 
 

@@ -46,6 +46,7 @@ from eyecatcher.pipelines.training.fitting import fit_head
 from eyecatcher.pipelines.training.manifest import ManifestError, check_manifest, split_items
 from eyecatcher.pipelines.training.report import bundle_metadata, json_safe, training_report
 from eyecatcher.pipelines.training.selection import rank_candidates
+from eyecatcher.pipelines.training.settings import FeatureSettings
 from eyecatcher.reporting.plots import candidate_figures
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,10 @@ def train_candidate(
     built.model.to(device)
     build_seconds = time.perf_counter() - start
     warn_if_random(candidate, built, config["architecture"])
-    key = frozen_model_key(built, config["architecture"], weights_seed)
+    features = FeatureSettings.from_params(config.get("features"))
+    # The reference loop trains on PyTorch's own forward passes: its key says so.
+    runtime = features.runtime if features.cache else "torch"
+    key = frozen_model_key(built, config["architecture"], weights_seed, runtime)
     train = split_items(split_manifest, "train", classes)
     validation = split_items(split_manifest, "validation", classes)
     fit = fit_head(
@@ -158,8 +162,9 @@ def evaluate_candidate(
     config = candidate_config(training, candidate)
     classes = list(model_bundle.classes)
     model = model_bundle.build_model()
-    key = bundle_backbone_key(model_bundle, model)
-    features = dict(config.get("features", {}))
+    features = FeatureSettings.from_params(config.get("features"))
+    runtime = features.runtime if features.cache else "torch"  # as training keyed them
+    key = bundle_backbone_key(model_bundle, model, runtime)
     device = resolve_device(str(config.get("device", "auto")))
     model.to(device)
     results = {}
@@ -169,8 +174,8 @@ def evaluate_candidate(
             model,
             key,
             images,
-            cache=feature_cache if features.get("cache", True) else None,
-            batch_size=int(features.get("batch_size", 16)),
+            cache=feature_cache if features.cache else None,
+            batch_size=int(features.batch_size),
             device=device,
             description=f"{candidate}: {split} features",
             storage_options=config.get("storage_options"),

@@ -99,6 +99,8 @@ def training_report(
             "misses": fit.stats.misses,
             "key_digests": fit.stats.digests,
             "backbone_fingerprint": key.fingerprint,
+            "runtime": key.runtime,
+            "graph_check": fit.stats.graph_check,
         },
         "history": fit.history,
         "config": dict(config),

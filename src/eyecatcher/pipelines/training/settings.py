@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from eyecatcher.models.feature_graph import FEATURE_RUNTIMES
+
 #: Where cold-cache features are computed (``eyecatcher.features.compute_features``).
 FEATURE_ENGINES = ("local", "ray")
 
@@ -61,6 +63,9 @@ class FeatureSettings:
         augmentation_seed: Seed of the augmented views (``None``: ``training.seed``).
         batch_size: Images per backbone forward pass (and per Ray task).
         engine: ``local`` (this process) or ``ray`` (cold-cache misses on Ray actors).
+        runtime: What runs the frozen backbone for cached features: ``onnxruntime`` (its
+            exported graph, checked against PyTorch; faster on CPUs) or ``torch``. Part of
+            the cache key. The reference loop (``cache: false``) always runs PyTorch.
         ray: The actor pool of ``engine: ray``.
     """
 
@@ -70,14 +75,20 @@ class FeatureSettings:
     augmentation_seed: int | None = None
     batch_size: int = 16
     engine: str = "local"
+    runtime: str = "onnxruntime"
     ray: FeatureRaySettings = field(default_factory=FeatureRaySettings)
 
     def __post_init__(self) -> None:
-        """A known engine, a boolean ``cache``, positive ``views`` and ``batch_size``."""
+        """A known engine and runtime, a boolean ``cache``, positive ``views``, ``batch_size``."""
         if self.engine not in FEATURE_ENGINES:
             raise ValueError(
                 f"training.features.engine must be one of {list(FEATURE_ENGINES)}, "
                 f"got {self.engine!r}"
+            )
+        if self.runtime not in FEATURE_RUNTIMES:
+            raise ValueError(
+                f"training.features.runtime must be one of {list(FEATURE_RUNTIMES)}, "
+                f"got {self.runtime!r}"
             )
         if not isinstance(self.cache, bool) or not isinstance(self.clean_view, bool):
             raise ValueError("training.features.cache and clean_view must be true or false")

@@ -49,6 +49,8 @@ def candidate_tags(
         "weights_source": bundle.weights_source,
         "random_weights": str(bundle.weights_source == "random").lower(),
         "training_mode": training_report["mode"],
+        # ONNX Runtime's features match PyTorch's within a tolerance, not bit for bit.
+        "feature_runtime": str(training_report.get("cache", {}).get("runtime", "torch")),
     }
     if bundle.weights_source == "random":
         tags["warning"] = (

@@ -155,6 +155,7 @@ def export_feature_graph(
 # share it. Keyed by the backbone fingerprint, which changes with any backbone tensor.
 _graphs: dict[tuple[str, tuple[int, ...], int | None], FeatureGraph] = {}
 _graphs_lock = threading.Lock()
+KEPT_GRAPHS = 2
 
 
 def feature_graph(
@@ -179,8 +180,10 @@ def feature_graph(
     with _graphs_lock:
         graph = _graphs.get(key)
         if graph is None:
-            # Only the most recent backbone is kept: a ViT-B/16 graph is ~340 MB.
-            _graphs.clear()
+            # The two most recent backbones are kept (a ViT-B/16 graph is ~340 MB): a default
+            # run trains two candidates, then evaluates each.
+            while len(_graphs) >= KEPT_GRAPHS:
+                _graphs.pop(next(iter(_graphs)))
             on_cpu = next(model.parameters()).device.type == "cpu"
             # The exporter traces on the CPU; a model on a GPU stays where the caller put it.
             source = model if on_cpu else copy.deepcopy(model).cpu()

@@ -54,10 +54,13 @@ class TorchClassifier:
 
 
 def onnx_classifier(path: str | Path) -> ProbabilityClassifier:
-    """The ONNX model (int8 from quantization) behind the same interface as the torch one.
+    """The ONNX model (int8 or fp32) behind the same interface as the torch one.
 
     Imported lazily: an fp32 model needs neither ONNX Runtime nor the quantization module.
     """
     from eyecatcher.models.onnx_runtime import OnnxClassifier
 
-    return OnnxClassifier(Path(path))
+    # Idle intra-op threads must not busy-wait after a forward pass: in this process the next
+    # thing to run is decoding (the next request, or batch scoring's next chunk), and spinning
+    # threads take the cores it needs (docs/benchmarks.md, batch scoring vs raw ONNX Runtime).
+    return OnnxClassifier(Path(path), spinning=False)

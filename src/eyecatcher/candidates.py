@@ -19,7 +19,6 @@ The quantization pipeline uses the same function, so both always agree on the ca
 from __future__ import annotations
 
 import copy
-import difflib
 import logging
 import os
 import re
@@ -29,6 +28,8 @@ from typing import Any
 
 from kedro.config import AbstractConfigLoader
 from kedro.framework.hooks import hook_impl
+
+from eyecatcher.parameters import closest
 
 #: Candidate names become Kedro namespaces and folder names: keep them to safe characters.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -212,16 +213,16 @@ def candidate_config(training: Mapping[str, Any], candidate: str) -> dict[str, A
     # A misspelt candidate or setting name would otherwise be ignored without a word (a
     # checkpoint path that never applies, epochs that never change).
     for name in sorted(set(all_overrides) - set(names)):
-        close = difflib.get_close_matches(name, names, n=1)
+        match = closest(name, names)
         _warn_once(
             f"training.candidate_overrides.{name} is IGNORED: '{name}' is not among the "
-            f"candidates {names}" + (f" (did you mean '{close[0]}'?)" if close else "")
+            f"candidates {names}" + (f" (did you mean '{match}'?)" if match else "")
         )
     for key in sorted(set(overrides) - set(shared) - _CANDIDATE_ONLY_KEYS):
-        close = difflib.get_close_matches(key, [*shared, *_CANDIDATE_ONLY_KEYS], n=1)
+        match = closest(key, [*shared, *_CANDIDATE_ONLY_KEYS])
         _warn_once(
             f"training.candidate_overrides.{candidate}.{key} is not a training setting and is "
-            "IGNORED" + (f" (did you mean '{close[0]}'?)" if close else "")
+            "IGNORED" + (f" (did you mean '{match}'?)" if match else "")
         )
     config = _deep_merge(shared, overrides)
     config["name"] = candidate

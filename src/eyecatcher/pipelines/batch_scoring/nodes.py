@@ -9,7 +9,6 @@ the reason, and never stops the others. ``batch_scoring.engine`` chooses where t
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Mapping
 from pathlib import PurePosixPath
@@ -20,6 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from eyecatcher.monitoring.run_metrics import scoring_run_metrics
+from eyecatcher.parameters import refuse_unknown
 from eyecatcher.pipelines.batch_scoring.prefetch import prefetched
 from eyecatcher.pipelines.batch_scoring.scoring import (
     VERDICT_COLUMNS,
@@ -48,13 +48,6 @@ PARAMETER_KEYS = frozenset(
         "shadow_model",
     }
 )
-
-
-def _refuse_unknown_keys(params: Mapping[str, Any]) -> None:
-    for key in sorted(set(params) - PARAMETER_KEYS):
-        close = difflib.get_close_matches(key, PARAMETER_KEYS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown parameter batch_scoring.{key}{hint}")
 
 
 def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
@@ -127,7 +120,7 @@ def score_images(
     Raises:
         ValueError: If ``engine`` is not one of :data:`ENGINES`, or a key is unknown.
     """
-    _refuse_unknown_keys(params)
+    refuse_unknown("batch_scoring", params, PARAMETER_KEYS)
     engine = str(params.get("engine", "local"))
     if engine not in ENGINES:
         raise ValueError(f"batch_scoring.engine must be one of {list(ENGINES)}, got {engine!r}")

@@ -6,24 +6,14 @@ environment's YAML is an error instead of a silently ignored setting.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from eyecatcher.models.onnx_runtime import DEFAULT_OPSET, METHODS
+from eyecatcher.parameters import unknown_keys_error
 from eyecatcher.pipelines.quantization.calibration import CalibrationSettings, settings_from
 from eyecatcher.pipelines.quantization.graph_optimization import TRANSFORMER_MODEL_TYPES
-
-
-def unknown_keys_error(kind: str, unknown: Iterable[str], known: Iterable[str]) -> ValueError:
-    """A ValueError naming each unknown key with its closest known key."""
-    known = sorted(known)
-    parts = []
-    for key in sorted(unknown):
-        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
-        parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    return ValueError(f"Unknown {kind} parameter(s) {', '.join(parts)}; known: {known}.")
 
 
 @dataclass(frozen=True)

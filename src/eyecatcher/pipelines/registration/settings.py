@@ -5,8 +5,7 @@ Unknown keys (a typo in YAML or ``--params``) are refused with the closest known
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -18,6 +17,7 @@ from eyecatcher.images import (
     DEFAULT_MAX_PIXELS,
 )
 from eyecatcher.monitoring.shadow import ShadowPeriod
+from eyecatcher.parameters import refuse_unknown
 from eyecatcher.pipelines.registration.gate import GateSettings
 from eyecatcher.serving_model.contract import (
     DEFAULT_HEATMAP_SIZE,
@@ -25,18 +25,6 @@ from eyecatcher.serving_model.contract import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_ROWS,
 )
-
-
-def _refuse_unknown(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
-    known = sorted(known)
-    unknown = sorted(set(given) - set(known))
-    if not unknown:
-        return
-    parts = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, known, n=1)
-        parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    raise ValueError(f"Unknown {kind} parameter(s) {', '.join(parts)}; known: {known}.")
 
 
 @dataclass(frozen=True)
@@ -127,13 +115,13 @@ class RegistrationSettings:
         Raises:
             ValueError: For an unknown key (with the closest known one) or a bad value.
         """
-        _refuse_unknown("registration", params, [f.name for f in fields(cls)])
+        refuse_unknown("registration", params, [f.name for f in fields(cls)])
         gate = dict(params.get("gate") or {})
-        _refuse_unknown("registration.gate", gate, [f.name for f in fields(GateSettings)])
+        refuse_unknown("registration.gate", gate, [f.name for f in fields(GateSettings)])
         serving = dict(params.get("serving") or {})
-        _refuse_unknown("registration.serving", serving, [f.name for f in fields(ServingLimits)])
+        refuse_unknown("registration.serving", serving, [f.name for f in fields(ServingLimits)])
         shadow = dict(params.get("shadow") or {})
-        _refuse_unknown("registration.shadow", shadow, [f.name for f in fields(ShadowSettings)])
+        refuse_unknown("registration.shadow", shadow, [f.name for f in fields(ShadowSettings)])
         values = {k: v for k, v in params.items() if k not in {"gate", "serving", "shadow"}}
         settings = cls(
             gate=GateSettings(**gate),

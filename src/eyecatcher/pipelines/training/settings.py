@@ -6,27 +6,15 @@ ignored ``features.engin=ray`` would silently run everything on one machine.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from eyecatcher.models.feature_graph import FEATURE_RUNTIMES
+from eyecatcher.parameters import refuse_unknown
 
 #: Where cold-cache features are computed (``eyecatcher.features.compute_features``).
 FEATURE_ENGINES = ("local", "ray")
-
-
-def _refuse_unknown(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
-    known = sorted(known)
-    unknown = sorted(set(given) - set(known))
-    if not unknown:
-        return
-    parts = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, known, n=1)
-        parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    raise ValueError(f"Unknown {kind} parameter(s) {', '.join(parts)}; known: {known}.")
 
 
 @dataclass(frozen=True)
@@ -109,9 +97,9 @@ class FeatureSettings:
             ValueError: On an unknown key (with the closest known one) or a bad value.
         """
         given = dict(features or {})
-        _refuse_unknown("training.features", given, (item.name for item in fields(cls)))
+        refuse_unknown("training.features", given, (item.name for item in fields(cls)))
         ray = dict(given.pop("ray", None) or {})
-        _refuse_unknown(
+        refuse_unknown(
             "training.features.ray", ray, (item.name for item in fields(FeatureRaySettings))
         )
         return cls(**given, ray=FeatureRaySettings(**ray))

@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 batch = bytes_to_batch([Path(p).read_bytes() for p in chunk], data_config)
                 probabilities = spinning.predict_proba(batch)
                 spinning_classes.extend(CLASSES[i] for i in np.argmax(probabilities, axis=1))
+
         quiet_classes: list[str] = []
 
         def plain_loop_no_spinning() -> None:

@@ -174,37 +174,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for batch in tensors:
                 raw.predict_proba(batch)
 
-        plain_classes: list[str] = []
+        # The same model with ONNX Runtime's idle threads spinning or not (the served model's
+        # session does not spin since 2026-12-03): tells whether spinning after each forward
+        # pass takes the cores the decoding between passes needs.
+        sessions = {
+            "plain loop (served session)": classifier,
+            "plain loop, ORT spinning": OnnxClassifier(
+                root / "int8.onnx", threads=classifier.threads, spinning=True
+            ),
+            "plain loop, ORT not spinning": OnnxClassifier(
+                root / "int8.onnx", threads=classifier.threads, spinning=False
+            ),
+        }
+        plain_classes: dict[str, list[str]] = {name: [] for name in sessions}
 
-        def plain_loop() -> None:
-            plain_classes.clear()
-            for chunk in batches(paths, args.batch_size):
-                batch = bytes_to_batch([Path(p).read_bytes() for p in chunk], data_config)
-                probabilities = classifier.predict_proba(batch)
-                plain_classes.extend(CLASSES[i] for i in np.argmax(probabilities, axis=1))
+        def plain_loop(name: str) -> Callable[[], None]:
+            """Read, decode, preprocess, then the session of ``name``, one batch at a time."""
 
-        # The same model with ONNX Runtime's idle threads not spinning (what the served model
-        # does since 2026-12-03): tells whether spinning after each forward pass takes the
-        # cores the decoding between passes needs.
-        quiet = OnnxClassifier(root / "int8.onnx", threads=classifier.threads, spinning=False)
-        spinning = OnnxClassifier(root / "int8.onnx", threads=classifier.threads, spinning=True)
-        spinning_classes: list[str] = []
+            def run() -> None:
+                classes = plain_classes[name]
+                classes.clear()
+                for chunk in batches(paths, args.batch_size):
+                    batch = bytes_to_batch([Path(p).read_bytes() for p in chunk], data_config)
+                    probabilities = sessions[name].predict_proba(batch)
+                    classes.extend(CLASSES[i] for i in np.argmax(probabilities, axis=1))
 
-        def plain_loop_spinning() -> None:
-            spinning_classes.clear()
-            for chunk in batches(paths, args.batch_size):
-                batch = bytes_to_batch([Path(p).read_bytes() for p in chunk], data_config)
-                probabilities = spinning.predict_proba(batch)
-                spinning_classes.extend(CLASSES[i] for i in np.argmax(probabilities, axis=1))
-
-        quiet_classes: list[str] = []
-
-        def plain_loop_no_spinning() -> None:
-            quiet_classes.clear()
-            for chunk in batches(paths, args.batch_size):
-                batch = bytes_to_batch([Path(p).read_bytes() for p in chunk], data_config)
-                probabilities = quiet.predict_proba(batch)
-                quiet_classes.extend(CLASSES[i] for i in np.argmax(probabilities, axis=1))
+            return run
 
         tables: dict[str, pd.DataFrame] = {}
 
@@ -221,12 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             return score
 
-        functions = {
-            "raw ORT": raw_ort,
-            "plain loop (served session)": plain_loop,
-            "plain loop, ORT spinning": plain_loop_spinning,
-            "plain loop, ORT not spinning": plain_loop_no_spinning,
-        }
+        functions = {"raw ORT": raw_ort, **{name: plain_loop(name) for name in sessions}}
         functions["batch scoring"] = batch_scoring(None)
         if hasattr(batch_nodes, "READ_AHEAD_BATCHES"):  # absent from the code before it
             functions["batch scoring, no read-ahead"] = batch_scoring(0)
@@ -234,11 +224,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         classifier.predict_proba(tensors[0])
         score_images(listed.iloc[: args.batch_size], champion, params)
         seconds = measure(functions, args.rounds)
-        if not quiet_classes == spinning_classes == plain_classes:
-            raise RuntimeError("the two ONNX Runtime sessions disagree: timing meaningless")
+        served_classes = plain_classes["plain loop (served session)"]
+        if any(classes != served_classes for classes in plain_classes.values()):
+            raise RuntimeError("the ONNX Runtime sessions disagree: timing meaningless")
         for scored in tables.values():
             errors = int(scored["error"].notna().sum())
-            if errors or scored["class"].tolist() != plain_classes:
+            if errors or scored["class"].tolist() != served_classes:
                 raise RuntimeError("batch scoring and the plain loop disagree: timing meaningless")
 
     per_second = {name: n_images / statistics.median(s) for name, s in seconds.items()}

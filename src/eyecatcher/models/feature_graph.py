@@ -24,7 +24,12 @@ import numpy as np
 import torch
 
 from eyecatcher.models.factory import extract_features
-from eyecatcher.models.onnx_runtime import DEFAULT_OPSET, OnnxClassifier, export_onnx
+from eyecatcher.models.onnx_runtime import (
+    DEFAULT_OPSET,
+    OnnxClassifier,
+    export_onnx,
+    graph_agreement,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +133,8 @@ def export_feature_graph(
         expected = module(probe).float().numpy()
     graph = FeatureGraph(onnx_bytes, threads, {})
     got = graph(probe)
-    max_diff = float(np.abs(expected - got).max()) if expected.size else 0.0
-    allowed = tolerance * max(1.0, float(np.abs(expected).max()) if expected.size else 1.0)
-    if got.shape != expected.shape or not max_diff <= allowed:
+    max_diff, allowed = graph_agreement(expected, got, tolerance)
+    if not max_diff <= allowed:
         raise FeatureGraphError(
             f"ONNX features of {type(model).__name__} differ from PyTorch's by {max_diff:.3g} "
             f"(allowed {allowed:.3g}, shapes {got.shape} vs {expected.shape}); "

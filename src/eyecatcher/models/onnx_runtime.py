@@ -351,6 +351,27 @@ class OnnxClassifier:
         return self.predict_logits(batch).argmax(axis=1)
 
 
+def graph_agreement(expected: np.ndarray, got: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """How far an exported graph's outputs are from PyTorch's, and how far they may be.
+
+    The allowed difference is ``tolerance`` times the largest PyTorch output (or times 1 for
+    outputs below 1): float reassociation in fused kernels grows with the outputs' scale.
+
+    Args:
+        expected: PyTorch's outputs.
+        got: The graph's outputs for the same inputs.
+        tolerance: Relative tolerance.
+
+    Returns:
+        ``(max_abs_diff, allowed_diff)``; the shapes must match (``inf`` difference if not).
+    """
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    allowed = tolerance * max(1.0, scale)
+    if got.shape != expected.shape:
+        return float("inf"), allowed
+    return (float(np.abs(expected - got).max()) if expected.size else 0.0), allowed
+
+
 #: Prefix of the metadata keys this project writes into ONNX files.
 METADATA_PREFIX = "eyecatcher."
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eyecatcher.models.onnx_runtime import OnnxClassifier, export_onnx
+from eyecatcher.models.onnx_runtime import OnnxClassifier, export_onnx, graph_agreement
 from eyecatcher.pipelines.quantization.graph_optimization import (
     has_attention,
     optimize_transformer_graph,
@@ -78,8 +78,7 @@ def check_against_torch(
 ) -> dict[str, float]:
     """Compare the ONNX graph's logits with PyTorch's on ``batch``.
 
-    The allowed difference is ``export_tolerance`` times the largest PyTorch logit (or times 1
-    for logits below 1): float reassociation in fused kernels grows with the logits' scale.
+    The allowed difference is ``export_tolerance`` scaled as :func:`graph_agreement` says.
 
     Args:
         model: The PyTorch classifier the graph was exported from (its own attention path).
@@ -96,8 +95,7 @@ def check_against_torch(
     with torch.inference_mode():
         expected = model.eval()(torch.from_numpy(batch)).numpy()
     got = OnnxClassifier(onnx_path, threads=settings.threads).predict_logits(batch)
-    max_diff = float(np.abs(expected - got).max())
-    allowed = settings.export_tolerance * max(1.0, float(np.abs(expected).max()))
+    max_diff, allowed = graph_agreement(expected, got, settings.export_tolerance)
     if not max_diff <= allowed:
         raise RuntimeError(f"ONNX logits differ from PyTorch by {max_diff:.3g} > {allowed:.3g}")
     return {"max_abs_logit_diff": max_diff, "allowed_diff": allowed}

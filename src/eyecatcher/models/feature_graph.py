@@ -121,7 +121,7 @@ def export_feature_graph(
         path = Path(scratch) / "features.onnx"
         try:
             export_onnx(module, input_size, path, opset=DEFAULT_OPSET, output_name="features")
-        except Exception as exc:  # any exporter error: this backbone stays on PyTorch
+        except Exception as exc:  # any exporter error: no graph, and the user must choose
             raise FeatureGraphError(
                 f"{type(model).__name__} could not be exported to ONNX ({exc}); "
                 "set training.features.runtime: torch"

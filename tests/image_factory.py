@@ -83,6 +83,8 @@ def _bad_files() -> dict[str, tuple[bytes, str]]:
         "thin.jpg": (encode(_pattern(500, 60), "JPEG"), "too_small"),
         "image.ppm": (encode(rgb, "PPM"), "unsupported_format"),
         "icon.ico": (encode(rgb, "ICO"), "unsupported_format"),
+        # Every page is walked to count them; the count stops one past the cap instead.
+        "pages.tiff": (many_page_tiff(pages=2_000), "too_many_frames"),
     }
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from eyecatcher.images import ImageRejectedError, decode_image, to_rgb, validate_image
-from tests.image_factory import bad_files, encode, good_images
+from tests.image_factory import bad_files, encode, good_images, many_page_tiff
 
 
 @pytest.mark.parametrize("name", sorted(good_images()))
@@ -27,8 +27,9 @@ def test_bad_files_are_rejected_with_their_reason(name: str) -> None:
     with pytest.raises(ImageRejectedError) as excinfo:
         validate_image(data)
     assert excinfo.value.reason == reason
-    if reason == "too_small":
-        # Small but intact images still decode: only training-data ingestion sets a minimum.
+    if reason in {"too_small", "too_many_frames"}:
+        # Small or many-paged but intact images still decode (their first frame): only
+        # ingestion and serving set these limits.
         assert decode_image(data).mode == "RGB"
     else:
         with pytest.raises(ImageRejectedError):
@@ -64,6 +65,16 @@ def test_animated_gif_uses_first_frame() -> None:
     image = decode_image(buffer.getvalue())
     red, _, blue = image.getpixel((50, 50))
     assert red > 200 and blue < 50
+
+
+def test_frame_cap_is_configurable_and_the_first_page_decodes_anyway() -> None:
+    assert validate_image(many_page_tiff(pages=5), min_side=1).n_frames == 5
+    long_tiff = many_page_tiff(pages=300)
+    assert validate_image(long_tiff, min_side=1, max_frames=300).n_frames == 300
+    with pytest.raises(ImageRejectedError, match="too_many_frames"):
+        validate_image(long_tiff, min_side=1, max_frames=299)
+    # Decoding needs only page 0, whatever the page count.
+    assert decode_image(many_page_tiff(pages=20_000)).size == (8, 8)
 
 
 def test_pixel_budget_is_configurable() -> None:

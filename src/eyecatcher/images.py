@@ -148,18 +148,6 @@ def _decoder_failure(stage: str, exc: Exception) -> str:
     return f"{stage} could not be decoded ({type(exc).__name__}: {exc})"
 
 
-def _frame_count(image: Image.Image, data: bytes) -> int:
-    """Number of frames; counting them walks the whole file, so damage can surface here."""
-    try:
-        return int(getattr(image, "n_frames", 1))
-    except Exception as exc:  # any decoder failure on these bytes: see _decoder_failure
-        # A GIF ends with its trailer byte ";": without it, the file was cut short (an
-        # interrupted download of an animation fails here, in a later frame).
-        cut = image.format == "GIF" and not data.endswith(b";")
-        reason = "truncated" if cut else "corrupt"
-        raise ImageRejectedError(reason, _decoder_failure("frames", exc)) from exc
-
-
 def _jpeg_reaches_end_marker(data: bytes) -> bool:
     """Whether the JPEG stream's own structure reaches its end-of-image (EOI) marker.
 
@@ -268,7 +256,11 @@ def _check_container(data: bytes) -> None:
 
 
 def validate_image(
-    data: bytes, *, min_side: int = DEFAULT_MIN_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    *,
+    min_side: int = DEFAULT_MIN_SIDE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
 ) -> ImageInfo:
     """Fully decode ``data`` and describe it, or say precisely why it is unusable.
 
@@ -276,19 +268,24 @@ def validate_image(
         data: The encoded file contents.
         min_side: Smallest acceptable width or height, in pixels.
         max_pixels: Largest acceptable width x height (decompression-bomb guard).
+        max_frames: Largest number of frames (pages). Counting frames walks the file, and a
+            TIFF's pages cost time in proportion to their number or worse, so the walk stops
+            one past this cap and such a file is rejected as ``too_many_frames``.
 
     Returns:
         The image's size (after EXIF orientation), format, mode and frame count.
 
     Raises:
         ImageRejectedError: When the bytes are empty, not an image, an unsupported format,
-            truncated, corrupt, too large in pixels, or too small.
+            truncated, corrupt, too large in pixels, too small, or has too many frames.
     """
     _check_container(data)
     image = _open(data, max_pixels)
     image_format = image.format
     mode = image.mode
-    n_frames = _frame_count(image, data)
+    n_frames = _bounded_frame_count(image, data, max_frames)
+    if n_frames > max_frames:
+        raise ImageRejectedError("too_many_frames", f"more than {max_frames} frames (pages)")
     _load(image)
     _check_complete(data, image_format)
     try:
@@ -405,8 +402,9 @@ def decode_image(
     _check_container(data)
     image = _open(data, max_pixels)
     image_format = image.format
-    if _frame_count(image, data) > 1:
-        image.seek(0)
+    # Only the first frame is decoded, but walking the frames surfaces a file cut or damaged in
+    # a later one; the walk stops past the frame cap, so a 30,000-page TIFF costs milliseconds.
+    _bounded_frame_count(image, data, DEFAULT_MAX_FRAMES)
     if draft_min_side is not None and image_format in {"JPEG", "MPO"}:
         # libjpeg scales while decoding (DCT scaling): a 12 MP photo hashes ~4x faster.
         image.draft(None, (draft_min_side, draft_min_side))

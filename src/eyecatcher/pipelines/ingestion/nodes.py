@@ -17,7 +17,12 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from eyecatcher.images import ImageRejectedError, sha256_bytes, validate_image
+from eyecatcher.images import (
+    DEFAULT_MAX_FRAMES,
+    ImageRejectedError,
+    sha256_bytes,
+    validate_image,
+)
 from eyecatcher.storage import filesystem
 
 logger = logging.getLogger(__name__)
@@ -141,6 +146,7 @@ def _inspect(candidate: _Candidate, params: dict[str, Any]) -> dict[str, Any]:
             data,
             min_side=int(params.get("min_side", 80)),
             max_pixels=int(params.get("max_pixels", 50_000_000)),
+            max_frames=int(params.get("max_frames", DEFAULT_MAX_FRAMES)),
         )
     except ImageRejectedError as exc:
         return {"reason": exc.reason, "detail": exc.detail, "bytes": len(data)}
@@ -171,7 +177,7 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
         params: The ``ingestion`` parameters: ``sources`` (each with ``name``, ``uri``, optional
             ``folder_labels`` and ``storage_options``), ``storage_options`` (the default for
             sources without their own), ``extensions``, ``check_all_files``,
-            ``min_side``, ``max_pixels``, ``max_bytes`` and ``workers``.
+            ``min_side``, ``max_pixels``, ``max_frames``, ``max_bytes`` and ``workers``.
 
     Returns:
         The image index (one row per distinct sha256, columns as in docs/architecture.md), the

@@ -60,11 +60,10 @@ from eyecatcher.serving_model.contract import encode_image
 from eyecatcher.serving_model.packaging import log_served_model
 
 CLASSES = ["explicit_nudity", "safe", "suggestive"]
-# The quantization stage's choices per architecture (see docs/benchmarks.md, field notes):
-# static QDQ for convolutions, dynamic for the transformer's MatMuls.
-#: The int8 method the pipeline's rule (fastest int8 within the accuracy rule) picks for each
-#: model on this project's CPUs (docs/quantization.md): static QDQ is slower than fp32 for
-#: MobileNetV3's depthwise convolutions, so the light candidate serves dynamic int8.
+#: The int8 method the quantization stage's rule (fastest int8 within the accuracy limit) picks
+#: per architecture on this project's CPUs (docs/quantization.md): static QDQ for ResNet50,
+#: dynamic for the transformer's MatMuls, and dynamic for MobileNetV3, whose depthwise
+#: convolutions run slower in static QDQ than in fp32.
 INT8_METHOD = {
     "resnet50": "static",
     "vit_base_patch16_224": "dynamic",

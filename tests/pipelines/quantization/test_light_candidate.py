@@ -30,7 +30,6 @@ PARAMS = {
     "threads": 1,
     "eval_batch_size": 8,
     "latency": {"warmup": 1, "iterations": 3},
-    "throughput": {"batch_size": 4, "warmup": 0, "iterations": 1},
 }
 
 

@@ -22,6 +22,7 @@ from eyecatcher.models.onnx_runtime import (
     with_metadata,
 )
 from eyecatcher.pipelines.quantization import export, nodes
+from eyecatcher.pipelines.quantization.measure import score_round_robin
 from eyecatcher.pipelines.quantization.nodes import (
     QuantizationSettings,
     benchmark_candidate,
@@ -45,7 +46,7 @@ CLASSES = [
     "swimwear_or_underwear",
 ]
 
-# Small and fast: a handful of timed calls, a 4-image "throughput batch".
+# Small and fast: a handful of timed calls, scoring (and throughput) in batches of 8.
 PARAMS = {
     "methods": ["static", "dynamic"],
     "max_accuracy_drop_points": 5.0,
@@ -54,7 +55,6 @@ PARAMS = {
     "threads": 1,
     "eval_batch_size": 8,
     "latency": {"warmup": 1, "iterations": 3},
-    "throughput": {"batch_size": 4, "warmup": 0, "iterations": 1},
 }
 
 
@@ -187,6 +187,68 @@ def test_settings_reject_unknown_keys_and_methods():
         QuantizationSettings.from_params({"methods": ["qat"]})
     with pytest.raises(ValueError, match=">= 1"):
         QuantizationSettings.from_params({"latency": {"iterations": 0}})
+    # A removed block says where its measurement went instead of "unknown key".
+    with pytest.raises(ValueError, match="measured while scoring validation and test"):
+        QuantizationSettings.from_params({"throughput": {"batch_size": 32}})
+
+
+# --- scoring round-robin (the throughput measurement) ----------------------------------------
+
+
+def _recording(name: str, calls: list[tuple[str, int]], fail_on_call: int | None = None):
+    def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append((name, len(batch)))
+        if fail_on_call is not None and sum(c[0] == name for c in calls) == fail_on_call:
+            raise RuntimeError("kernel missing")
+        return np.repeat(batch[:, :1, 0, 0], 3, axis=1)
+
+    return predict
+
+
+def test_scoring_takes_turns_keeps_order_and_excludes_the_first_chunk_from_timing():
+    calls: list[tuple[str, int]] = []
+    splits = {
+        "validation": np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1),
+        "test": np.arange(10, 13, dtype=np.float32).reshape(3, 1, 1, 1),
+    }
+    predictors = {"a": _recording("a", calls), "b": _recording("b", calls)}
+    scored = score_round_robin(predictors, splits, 2)
+    # Chunks: validation [2, 2, 1], test [2, 1]; each chunk goes to a then b.
+    assert calls == [(n, k) for k in (2, 2, 1, 2, 1) for n in ("a", "b")]
+    for name in ("a", "b"):
+        assert scored.outputs[name]["validation"][:, 0].tolist() == [0, 1, 2, 3, 4]
+        assert scored.outputs[name]["test"][:, 0].tolist() == [10, 11, 12]
+        assert scored.throughput[name]["images"] == 6  # 8 images, the first chunk of 2 untimed
+        assert scored.throughput[name]["batch_size"] == 2
+        assert scored.throughput[name]["images_per_s"] > 0
+    assert scored.failures == {}
+
+
+def test_scoring_times_everything_when_there_is_only_one_chunk():
+    calls: list[tuple[str, int]] = []
+    scored = score_round_robin(
+        {"a": _recording("a", calls)}, {"test": np.zeros((3, 1, 1, 1), np.float32)}, 8
+    )
+    assert scored.throughput["a"]["images"] == 3
+
+
+def test_scoring_drops_an_optional_model_that_fails_and_raises_for_the_others():
+    calls: list[tuple[str, int]] = []
+    splits = {"test": np.zeros((6, 1, 1, 1), np.float32)}
+    predictors = {
+        "fp32": _recording("fp32", calls),
+        "int8": _recording("int8", calls, fail_on_call=2),
+    }
+    scored = score_round_robin(predictors, splits, 2, optional=("int8",))
+    assert set(scored.outputs) == set(scored.throughput) == {"fp32"}
+    assert isinstance(scored.failures["int8"], RuntimeError)
+    assert [c[0] for c in calls].count("int8") == 2  # not called again after failing
+    with pytest.raises(RuntimeError, match="kernel missing"):
+        score_round_robin(
+            {"fp32": _recording("fp32", [], fail_on_call=1)}, splits, 2, optional=("int8",)
+        )
+    with pytest.raises(ValueError, match="at least one image"):
+        score_round_robin(predictors, {"test": np.zeros((0, 1, 1, 1), np.float32)}, 2)
 
 
 # --- build and benchmark with real tiny models ---------------------------------------------
@@ -210,7 +272,7 @@ def test_build_and_benchmark_report_has_positive_sizes_and_latencies(manifest):
         assert measured["latency_ms_p50"] > 0
         assert measured["latency_ms_p95"] >= measured["latency_ms_p50"]
         assert measured["throughput_images_per_s"] > 0
-        assert measured["throughput_batch_size"] == 4
+        assert measured["throughput_batch_size"] == 8
         assert 0.0 <= measured["accuracy"] <= 1.0
         assert 0.0 <= measured["macro_f1"] <= 1.0
     # Static int8 weights are about a quarter of fp32 (both are ONNX files).
@@ -309,6 +371,28 @@ def test_quantizer_failure_of_one_method_keeps_the_other(manifest, monkeypatch):
     report = benchmark_candidate(models, bundle, manifest, attempt, PARAMS)
     assert set(report["int8"]) == {"dynamic"}
     assert "no kernel for Foo" in report["failures"]["static"]
+
+
+def test_an_int8_model_that_fails_while_scoring_is_dropped_not_fatal(manifest, monkeypatch):
+    bundle = _bundle()
+    models, attempt = build_onnx_models(bundle, manifest, PARAMS)
+    real = nodes.onnx_predictor
+
+    def predictor(model, threads):
+        predict = real(model, threads)
+        if read_metadata(model)["variant"] != "int8_static":
+            return predict
+
+        def fails(batch):
+            raise RuntimeError("no kernel for QLinearFoo")
+
+        return fails
+
+    monkeypatch.setattr(nodes, "onnx_predictor", predictor)
+    report = benchmark_candidate(models, bundle, manifest, attempt, PARAMS)
+    assert set(report["int8"]) == {"dynamic"}
+    assert "no kernel for QLinearFoo" in report["failures"]["static"]
+    assert report["int8"]["dynamic"]["throughput_images_per_s"] > 0
 
 
 def test_unknown_class_in_the_test_split_is_a_clear_error(manifest):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
@@ -102,6 +103,97 @@ def compare_throughput_ips(
         }
         for name, t in timings.items()
     }
+
+
+@dataclass
+class ScoredSplits:
+    """What :func:`score_round_robin` measured: every model's outputs, throughput, failures."""
+
+    #: ``{model: {split: (N, n_classes) raw outputs}}`` of the models that scored every chunk.
+    outputs: dict[str, dict[str, np.ndarray]]
+    #: ``{model: {"images_per_s", "batch_size", "images"}}``, timed chunks only.
+    throughput: dict[str, dict[str, float]]
+    #: ``{model: exception}`` of the optional models that failed (and were dropped).
+    failures: dict[str, Exception] = field(default_factory=dict)
+
+
+def score_round_robin(
+    predictors: Mapping[str, Predictor],
+    splits: Mapping[str, np.ndarray],
+    batch_size: int,
+    *,
+    optional: Sequence[str] = (),
+    warmup_chunks: int = 1,
+) -> ScoredSplits:
+    """Score every split with every model, one chunk at a time, taking turns, timing each call.
+
+    The scoring the decision needs is also the throughput measurement: every model gets the
+    same chunks of real images in the same order, round-robin (so a change of load hits every
+    model alike, as in :func:`compare_latency_ms`), and no forward pass is spent on timing
+    alone. Each model's first ``warmup_chunks`` chunks are scored but not timed (a session's
+    first calls allocate); when there are no more chunks than that, every chunk is timed.
+
+    Args:
+        predictors: ``{name: forward function}``, scored in this order.
+        splits: ``{split: (N, C, H, W) preprocessed images}``, N >= 1 each.
+        batch_size: Images per forward pass (the last chunk of a split may be smaller).
+        optional: Models whose failure drops them (recorded in ``failures``) instead of raising.
+        warmup_chunks: Untimed chunks per model.
+
+    Returns:
+        The outputs, throughput and failures (see :class:`ScoredSplits`).
+
+    Raises:
+        ValueError: If a split is empty or ``batch_size`` < 1.
+        Exception: Whatever a model not in ``optional`` raises.
+    """
+    if batch_size < 1 or any(len(images) == 0 for images in splits.values()):
+        raise ValueError("Scoring needs a batch size >= 1 and at least one image per split.")
+    chunks = [
+        (split, start)
+        for split, images in splits.items()
+        for start in range(0, len(images), batch_size)
+    ]
+    untimed = warmup_chunks if len(chunks) > warmup_chunks else 0
+    active = dict(predictors)
+    pieces: dict[str, dict[str, list[np.ndarray]]] = {
+        name: {split: [] for split in splits} for name in predictors
+    }
+    seconds = dict.fromkeys(predictors, 0.0)
+    timed_images = dict.fromkeys(predictors, 0)
+    failures: dict[str, Exception] = {}
+    for index, (split, start) in enumerate(chunks):
+        chunk = np.ascontiguousarray(splits[split][start : start + batch_size])
+        for name, predict in list(active.items()):
+            began = time.perf_counter()
+            try:
+                output = predict(chunk)
+            except Exception as exc:  # an optional model that cannot run is a recorded failure
+                if name not in optional:
+                    raise
+                failures[name] = exc
+                del active[name]
+                continue
+            elapsed = time.perf_counter() - began
+            pieces[name][split].append(np.asarray(output))
+            if index >= untimed:
+                seconds[name] += elapsed
+                timed_images[name] += len(chunk)
+    return ScoredSplits(
+        outputs={
+            name: {split: np.concatenate(parts) for split, parts in pieces[name].items()}
+            for name in active
+        },
+        throughput={
+            name: {
+                "images_per_s": float(timed_images[name] / max(seconds[name], 1e-12)),
+                "batch_size": int(batch_size),
+                "images": int(timed_images[name]),
+            }
+            for name in active
+        },
+        failures=failures,
+    )
 
 
 def tile_batch(images: np.ndarray, batch_size: int) -> np.ndarray:

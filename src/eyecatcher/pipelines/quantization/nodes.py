@@ -37,7 +37,7 @@ from eyecatcher.pipelines.quantization.export import check_against_torch, export
 from eyecatcher.pipelines.quantization.measure import (
     classification_scores,
     compare_latency_ms,
-    compare_throughput_ips,
+    score_round_robin,
 )
 from eyecatcher.pipelines.quantization.scoring import (
     check_onnx_models,
@@ -210,30 +210,21 @@ def _zeros(bundle: ClassifierBundle) -> np.ndarray:
     return np.zeros((1, *bundle.data_config["input_size"]), dtype=np.float32)
 
 
-def _timings(
+def _latencies(
     predictors: Mapping[str, Any], batch: np.ndarray, settings: QuantizationSettings
 ) -> dict[str, dict[str, Any]]:
-    """Latency and throughput of every model, measured round-robin (see ``measure``)."""
+    """Batch-1 latency of every model, measured round-robin (see ``measure``)."""
     latency = compare_latency_ms(
         predictors,
         batch,
         iterations=int(settings.latency["iterations"]),
         warmup=int(settings.latency["warmup"]),
     )
-    throughput = compare_throughput_ips(
-        predictors,
-        batch,
-        batch_size=int(settings.throughput["batch_size"]),
-        iterations=int(settings.throughput["iterations"]),
-        warmup=int(settings.throughput["warmup"]),
-    )
     return {
         name: {
             "latency_ms_p50": latency[name]["p50"],
             "latency_ms_p95": latency[name]["p95"],
             "latency_ms_mean": latency[name]["mean"],
-            "throughput_images_per_s": throughput[name]["images_per_s"],
-            "throughput_batch_size": throughput[name]["batch_size"],
         }
         for name in predictors
     }
@@ -349,8 +340,10 @@ def benchmark_candidate(
     The precision is chosen on the **validation** split (int8 only if its validation accuracy
     drops by at most ``max_accuracy_drop_points``); the chosen model's validation scores give
     the decision thresholds, and its test scores the reported accuracy, unsafe recall and FPR
-    with 95% intervals (:mod:`.calibration`). Latency and throughput are measured round-robin on
-    the test images with one fixed thread count. If the export failed, fp32 runs in PyTorch.
+    with 95% intervals (:mod:`.calibration`). Every model scores the same chunks of
+    ``eval_batch_size`` images in turns, and those timed calls are the throughput (no forward
+    pass is spent on timing alone); batch-1 latency is then measured round-robin on the test
+    images, with one fixed thread count. If the export failed, fp32 runs in PyTorch.
 
     Args:
         onnx_models: ``{variant: path or serialized model}`` from :func:`build_onnx_models`.
@@ -387,38 +380,38 @@ def benchmark_candidate(
         if "fp32" in onnx_models
         else torch_predictor(model_bundle, settings.threads)
     }
-    probabilities = {
-        "fp32": split_probabilities(predictors["fp32"], batches, settings.eval_batch_size)
-    }
-    variants: dict[str, dict[str, Any]] = {
-        "fp32": {
-            "runtime": "onnxruntime" if "fp32" in onnx_models else "torch",
-            **_artefact(onnx_models.get("fp32"), model_bundle),
-            **_variant_scores(probabilities["fp32"], labels, n_classes, None),
-        }
-    }
-    fp32_test = probabilities["fp32"]["test"].argmax(1)
+    methods = {}
     for method in settings.methods:
         key = f"int8_{method}"
         if key not in onnx_models:
             continue
         try:
-            predict = onnx_predictor(onnx_models[key], settings.threads)
-            probabilities[key] = split_probabilities(predict, batches, settings.eval_batch_size)
-        except Exception as exc:  # an int8 graph the runtime cannot execute is a failure too
-            failures[method] = f"{type(exc).__name__}: {exc}"
-            logger.warning(
-                "int8 %s model of %s cannot run: %s", method, model_bundle.architecture, exc
-            )
-            continue
-        predictors[key] = predict
+            predictors[key] = onnx_predictor(onnx_models[key], settings.threads)
+            methods[key] = method
+        except Exception as exc:  # an int8 graph the runtime cannot load is a failure too
+            _int8_cannot_run(failures, method, model_bundle.architecture, exc)
+    # Scoring validation and test is also the throughput measurement (no extra passes).
+    scored = score_round_robin(
+        predictors, batches, settings.eval_batch_size, optional=tuple(methods)
+    )
+    for key, exc in scored.failures.items():
+        _int8_cannot_run(failures, methods[key], model_bundle.architecture, exc)
+        del predictors[key]
+    probabilities = {key: split_probabilities(scored.outputs[key]) for key in predictors}
+    fp32_test = probabilities["fp32"]["test"].argmax(1)
+    variants: dict[str, dict[str, Any]] = {}
+    for key in predictors:
         variants[key] = {
-            "runtime": "onnxruntime",
-            "method": method,
-            **_artefact(onnx_models[key], model_bundle),
-            **_variant_scores(probabilities[key], labels, n_classes, fp32_test),
+            "runtime": "onnxruntime" if key in onnx_models else "torch",
+            **({"method": methods[key]} if key in methods else {}),
+            **_artefact(onnx_models.get(key), model_bundle),
+            **_variant_scores(
+                probabilities[key], labels, n_classes, None if key == "fp32" else fp32_test
+            ),
+            "throughput_images_per_s": scored.throughput[key]["images_per_s"],
+            "throughput_batch_size": scored.throughput[key]["batch_size"],
         }
-    for key, timing in _timings(predictors, batches["test"], settings).items():
+    for key, timing in _latencies(predictors, batches["test"], settings).items():
         variants[key].update(timing)
     int8 = {variants[key]["method"]: variants[key] for key in variants if key != "fp32"}
 
@@ -475,12 +468,21 @@ def benchmark_candidate(
             "threads": settings.threads,
             "latency_iterations": int(settings.latency["iterations"]),
             "latency_warmup": int(settings.latency["warmup"]),
-            "throughput_batch_size": int(settings.throughput["batch_size"]),
-            "throughput_iterations": int(settings.throughput["iterations"]),
+            "throughput": (
+                f"measured while scoring validation and test, batches of "
+                f"{settings.eval_batch_size}, each model's first batch excluded"
+            ),
             "settings": settings.as_record(),
             "machine": _machine(),
         },
     }
+
+
+def _int8_cannot_run(
+    failures: dict[str, str], method: str, architecture: str, exc: Exception
+) -> None:
+    failures[method] = f"{type(exc).__name__}: {exc}"
+    logger.warning("int8 %s model of %s cannot run: %s", method, architecture, exc)
 
 
 def _artefact(model: str | bytes | None, bundle: ClassifierBundle) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from eyecatcher.fingerprints import StaleArtefactError, bundle_fingerprint, conf
 from eyecatcher.fingerprints import manifest_hash as split_manifest_hash
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.onnx_runtime import OnnxClassifier, read_metadata
-from eyecatcher.pipelines.quantization.measure import predict_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +99,9 @@ def onnx_predictor(model: str | bytes, threads: int) -> Callable[[np.ndarray], n
     return OnnxClassifier(model, threads=threads, spinning=False).predict_logits
 
 
-def split_probabilities(
-    predict: Callable[[np.ndarray], np.ndarray],
-    batches: Mapping[str, np.ndarray],
-    batch_size: int,
-) -> dict[str, np.ndarray]:
-    """Softmax probabilities of every split's preprocessed batch."""
+def split_probabilities(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Softmax probabilities (float64) of every split's raw model outputs."""
     return {
-        split: softmax(predict_in_batches(predict, batch, batch_size).astype(np.float64), axis=1)
-        for split, batch in batches.items()
+        split: softmax(np.asarray(logits, dtype=np.float64), axis=1)
+        for split, logits in outputs.items()
     }

@@ -33,9 +33,6 @@ class QuantizationSettings:
     export_tolerance: float = 1e-3
     eval_batch_size: int = 16
     latency: dict[str, int] = field(default_factory=lambda: {"warmup": 3, "iterations": 20})
-    throughput: dict[str, int] = field(
-        default_factory=lambda: {"batch_size": 32, "warmup": 1, "iterations": 1}
-    )
     by_architecture: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     # fsspec options for reading s3:// images (``${globals:storage_options}``; never secrets).
@@ -56,6 +53,12 @@ class QuantizationSettings:
             ValueError: For an unknown key, an unknown method, or an out-of-range value.
         """
         known = set(cls.__dataclass_fields__)
+        if "throughput" in params:
+            raise ValueError(
+                "quantization.throughput is no longer a setting (since 2026-12-03): throughput "
+                "is measured while scoring validation and test, in batches of eval_batch_size "
+                "(docs/quantization.md). Remove the block."
+            )
         unknown = set(params) - known
         for arch, override in dict(params.get("by_architecture") or {}).items():
             unknown |= {f"by_architecture.{arch}.{k}" for k in set(override) - known}
@@ -78,9 +81,8 @@ class QuantizationSettings:
         if "methods" in values:
             values["methods"] = tuple(values["methods"])
         defaults = cls()
-        for block in ("latency", "throughput"):
-            if block in values:
-                values[block] = {**getattr(defaults, block), **dict(values[block])}
+        if "latency" in values:
+            values["latency"] = {**defaults.latency, **dict(values["latency"])}
         settings = cls(**values)
         bad = [m for m in settings.methods if m not in METHODS]
         if bad or not settings.methods:
@@ -105,8 +107,6 @@ class QuantizationSettings:
             "threads": settings.threads,
             "eval_batch_size": settings.eval_batch_size,
             "latency.iterations": settings.latency["iterations"],
-            "throughput.batch_size": settings.throughput["batch_size"],
-            "throughput.iterations": settings.throughput["iterations"],
         }
         for name, value in positive.items():
             if int(value) < 1:

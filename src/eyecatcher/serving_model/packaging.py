@@ -82,7 +82,15 @@ def pinned_requirements(precision: str, runtime: str | None = None) -> list[str]
     """
     # onnx: onnx_runtime.py reads the fingerprints in the ONNX file's metadata with it.
     onnx = precision == "int8" or runtime == "onnxruntime"
-    names = [*SERVED_DISTRIBUTIONS, *(["onnxruntime", "onnx"] if onnx else [])]
+    return pinned_versions([*SERVED_DISTRIBUTIONS, *(["onnxruntime", "onnx"] if onnx else [])])
+
+
+def pinned_versions(names: list[str] | tuple[str, ...]) -> list[str]:
+    """``name==version`` of installed distributions, without local version labels (``+cu126``).
+
+    Giving MLflow the requirements also spares ``log_model`` its inference, which loads the
+    model in a subprocess (~5 s each on a 2-vCPU machine).
+    """
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
 

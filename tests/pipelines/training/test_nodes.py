@@ -235,3 +235,11 @@ def test_candidate_run_is_a_child_run_with_metrics_plots_and_head(
     head = mlflow.pytorch.load_model(f"models:/{info['model_id']}")
     n_features = bundle.build_model().num_features
     assert head(torch.zeros(2, n_features)).shape == (2, len(bundle.classes))
+    # Its requirements are stated (pinned to what is installed), not inferred in a subprocess.
+    requirements = Path(
+        mlflow.pyfunc.get_model_dependencies(f"models:/{info['model_id']}")
+    ).read_text()
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements.split()
+    assert {"cloudpickle", "numpy", "pandas", "mlflow"} <= {
+        line.split("==")[0] for line in requirements.split()
+    }

@@ -20,6 +20,7 @@ from PIL import Image
 
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.training.report import finite
+from eyecatcher.serving_model.packaging import pinned_versions
 
 #: Artifact folder of the heatmap overlays in a candidate's run.
 EXPLANATIONS_DIR = "explanations"
@@ -116,6 +117,10 @@ def bundle_info(bundle: ClassifierBundle) -> dict[str, Any]:
     }
 
 
+#: Distributions a logged head model needs to load and predict.
+HEAD_DISTRIBUTIONS = ("torch", "cloudpickle", "numpy", "pandas")
+
+
 def log_head_model(bundle: ClassifierBundle, candidate: str, *, full_bundle: bool) -> str:
     """Log the trained head as the run's MLflow model; return its model id.
 
@@ -132,6 +137,9 @@ def log_head_model(bundle: ClassifierBundle, candidate: str, *, full_bundle: boo
         name=f"{candidate}-head",
         serialization_format="pickle",
         input_example=example,
+        # What loading the pickled head needs (MLflow adds itself); stated rather than
+        # inferred, which would load the model in a subprocess.
+        pip_requirements=pinned_versions(HEAD_DISTRIBUTIONS),
         params={"architecture": bundle.architecture, "weights_source": bundle.weights_source},
         tags={"candidate": candidate, "part": "classifier head (backbone frozen)"},
     )

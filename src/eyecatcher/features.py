@@ -11,8 +11,9 @@ and stored under a key made of everything that changes them:
 * the preprocessing config (input size, mean, std, interpolation) and, for augmented views,
   the augmentation settings, the augmentation seed and the view index,
 * the image's sha256 (its identity everywhere in the project), and the timm version,
-* the runtime that computed the vectors (``torch``, or ``onnxruntime`` running the backbone's
-  exported graph: see :mod:`eyecatcher.models.feature_graph`).
+* the runtime that computed the vectors (``torch``, ``onnxruntime`` running the backbone's
+  exported graph: see :mod:`eyecatcher.models.feature_graph`, or ``torch_bf16``: PyTorch
+  under bfloat16 autocast, :mod:`eyecatcher.models.bf16_features`).
 
 Layout: ``<root>/<architecture>/<key digest>/key.json`` (the key in full, for humans) and one
 ``.npy`` file per image below it; ``<root>`` is a local folder or an ``s3://`` prefix. Entries
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 
 from eyecatcher import storage
 from eyecatcher.images import decode_image, sha256_bytes
+from eyecatcher.models.bf16_features import BF16_RUNTIME, Bf16Features, bf16_features
 from eyecatcher.models.factory import extract_features
 from eyecatcher.models.feature_graph import FEATURE_RUNTIMES, FeatureGraph, feature_graph
 from eyecatcher.preprocessing import eval_transform, train_transform
@@ -142,9 +144,10 @@ class BackboneKey:
         fingerprint: :func:`backbone_fingerprint` of the backbone.
         data_config: Preprocessing config the inputs were made with.
         model_kwargs: Extra ``timm.create_model`` arguments (``img_size``).
-        runtime: What computes the vectors: ``torch`` (eager PyTorch) or ``onnxruntime`` (the
-            exported graph of :mod:`eyecatcher.models.feature_graph`). The two agree within
-            that module's tolerance, not bit for bit, so each has its own cache entries.
+        runtime: What computes the vectors: ``torch`` (eager PyTorch), ``onnxruntime`` (the
+            exported graph of :mod:`eyecatcher.models.feature_graph`) or ``torch_bf16``
+            (bfloat16 autocast, :mod:`eyecatcher.models.bf16_features`). They agree within
+            those modules' tolerances, not bit for bit, so each has its own cache entries.
     """
 
     architecture: str
@@ -345,8 +348,9 @@ class FeatureStats:
         misses: Pairs computed by the backbone.
         seconds: Wall time of the whole call.
         digests: Cache key digest per view name.
-        runtime: What computed the misses (``torch`` or ``onnxruntime``).
-        graph_check: The ONNX graph's agreement with PyTorch (``onnxruntime`` with misses).
+        runtime: What computed the misses (``torch``, ``onnxruntime`` or ``torch_bf16``).
+        graph_check: Agreement with float32 PyTorch of the ONNX graph or the bfloat16
+            function (``onnxruntime`` or ``torch_bf16`` with misses).
     """
 
     hits: int = 0
@@ -423,7 +427,7 @@ def compute_features(
     if engine not in ("local", "ray"):
         raise ValueError(f"feature engine must be 'local' or 'ray', got {engine!r}")
     total = sum(len(v) for v in missing.values())
-    extractor: torch.nn.Module | FeatureGraph = model
+    extractor: torch.nn.Module | FeatureGraph | Bf16Features = model
     if backbone.runtime == "onnxruntime" and total:
         extractor = feature_graph(
             model,
@@ -431,6 +435,9 @@ def compute_features(
             backbone.data_config["input_size"],
             threads=torch.get_num_threads(),
         )
+        stats.graph_check = dict(extractor.check)
+    elif backbone.runtime == BF16_RUNTIME and total:
+        extractor = bf16_features(model, backbone.data_config["input_size"])
         stats.graph_check = dict(extractor.check)
     if engine == "ray" and total:
         from eyecatcher.distributed.feature_extraction import compute_on_ray
@@ -469,7 +476,7 @@ def compute_features(
 
 
 def compute_view_batches(
-    model: torch.nn.Module | FeatureGraph,
+    model: torch.nn.Module | FeatureGraph | Bf16Features,
     data_config: Mapping[str, Any],
     images: Sequence[tuple[str, str]],
     missing: Mapping[int, Sequence[ViewSpec]],
@@ -484,7 +491,8 @@ def compute_view_batches(
     run through the backbone once per view, so the Ray engine batches exactly as this one does.
 
     Args:
-        model: The frozen timm model, on ``device``, or its checked ONNX feature graph.
+        model: The frozen timm model, on ``device``, or a checked feature function of it (its
+            ONNX feature graph, or its bfloat16 function).
         data_config: The preprocessing config of the cache key.
         images: ``(sha256, uri)`` pairs.
         missing: For each image index to compute, the views it needs.
@@ -511,16 +519,16 @@ def compute_view_batches(
             batch = torch.stack(
                 [view_input(view, transforms[name], decoded[i], images[i][0]) for i in members]
             )
-            if isinstance(model, FeatureGraph):
-                vectors = model(batch)
-            else:
+            if isinstance(model, torch.nn.Module):
                 vectors = extract_features(model, batch.to(device)).float().cpu().numpy()
+            else:  # a checked feature function (ONNX graph, bfloat16) takes CPU tensors
+                vectors = model(batch)
             yield [(i, view, v) for i, v in zip(members, vectors, strict=True)], len(members)
 
 
 @torch.no_grad()
 def _compute_here(
-    model: torch.nn.Module | FeatureGraph,
+    model: torch.nn.Module | FeatureGraph | Bf16Features,
     data_config: Mapping[str, Any],
     images: Sequence[tuple[str, str]],
     missing: Mapping[int, Sequence[ViewSpec]],

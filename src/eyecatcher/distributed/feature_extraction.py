@@ -21,6 +21,7 @@ import torch
 from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
 from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.features import ViewSpec, compute_view_batches
+from eyecatcher.models.bf16_features import Bf16Features
 from eyecatcher.models.feature_graph import FeatureGraph
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ class FeatureWorker:
     """A Ray actor holding one copy of the frozen backbone.
 
     Args:
-        model: The frozen timm model (moved to CPU, eval mode), or its checked ONNX feature
-            graph (``features.runtime: onnxruntime``).
+        model: The frozen timm model (moved to CPU, eval mode), its checked ONNX feature
+            graph (``features.runtime: onnxruntime``) or its bfloat16 function
+            (``torch_bf16``; on the workers' CPUs).
         data_config: The preprocessing config of the cache key.
         views: Every view a row may name, by name.
         storage_options: fsspec options of the image source.
@@ -39,12 +41,16 @@ class FeatureWorker:
 
     def __init__(
         self,
-        model: torch.nn.Module | FeatureGraph,
+        model: torch.nn.Module | FeatureGraph | Bf16Features,
         data_config: Mapping[str, Any],
         views: Mapping[str, ViewSpec],
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.model = model.cpu().eval() if isinstance(model, torch.nn.Module) else model
+        if isinstance(model, torch.nn.Module):
+            model = model.cpu().eval()
+        elif isinstance(model, Bf16Features):
+            model = model.to_cpu()
+        self.model = model
         self.data_config = dict(data_config)
         self.views = dict(views)
         self.storage_options = dict(storage_options or {})
@@ -79,7 +85,7 @@ class FeatureWorker:
 
 
 def compute_on_ray(
-    model: torch.nn.Module | FeatureGraph,
+    model: torch.nn.Module | FeatureGraph | Bf16Features,
     data_config: Mapping[str, Any],
     images: Sequence[tuple[str, str]],
     missing: Mapping[int, Sequence[ViewSpec]],

@@ -33,8 +33,9 @@ from eyecatcher.models.onnx_runtime import (
 
 logger = logging.getLogger(__name__)
 
-#: Runtimes that may compute backbone features (``training.features.runtime``).
-FEATURE_RUNTIMES = ("torch", "onnxruntime")
+#: Runtimes that may compute backbone features (``training.features.runtime``); the last one
+#: is :mod:`eyecatcher.models.bf16_features`.
+FEATURE_RUNTIMES = ("torch", "onnxruntime", "torch_bf16")
 
 #: Largest allowed |ONNX - PyTorch| per feature, relative to the largest |feature| (or 1).
 #: fp32 kernels reassociate sums differently; measured differences are ~1e-6 of the scale.

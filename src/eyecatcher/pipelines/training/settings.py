@@ -52,8 +52,10 @@ class FeatureSettings:
         batch_size: Images per backbone forward pass (and per Ray task).
         engine: ``local`` (this process) or ``ray`` (cold-cache misses on Ray actors).
         runtime: What runs the frozen backbone for cached features: ``onnxruntime`` (its
-            exported graph, checked against PyTorch; faster on CPUs) or ``torch``. Part of
-            the cache key. The reference loop (``cache: false``) always runs PyTorch.
+            exported graph, checked against PyTorch; faster on CPUs), ``torch``, or
+            ``torch_bf16`` (bfloat16 autocast: ~2x on CPUs with native bfloat16, ~1% off the
+            float32 vectors; refused elsewhere). Part of the cache key. The reference loop
+            (``cache: false``) always runs PyTorch.
         ray: The actor pool of ``engine: ray``.
     """
 

@@ -53,6 +53,7 @@ import yaml
 
 from eyecatcher.features import FeatureCache
 from eyecatcher.images import sha256_bytes
+from eyecatcher.models.feature_graph import FEATURE_RUNTIMES
 from eyecatcher.pipelines.training.nodes import train_candidate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         "--runtimes",
         nargs="+",
         default=["torch", "onnxruntime"],
-        choices=["torch", "onnxruntime"],
+        choices=list(FEATURE_RUNTIMES),
         help="features.runtime of the cached sides (torch first: the others are compared to it)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from eyecatcher import storage
 from eyecatcher.images import decode_image, sha256_bytes
-from eyecatcher.models.bf16_features import BF16_RUNTIME, Bf16Features, bf16_features
+from eyecatcher.models.bf16_features import BF16_RUNTIME, Bf16Features, checked_bf16_features
 from eyecatcher.models.factory import extract_features
 from eyecatcher.models.feature_graph import FEATURE_RUNTIMES, FeatureGraph, feature_graph
 from eyecatcher.preprocessing import eval_transform, train_transform
@@ -437,7 +437,9 @@ def compute_features(
         )
         stats.graph_check = dict(extractor.check)
     elif backbone.runtime == BF16_RUNTIME and total:
-        extractor = bf16_features(model, backbone.data_config["input_size"])
+        extractor = checked_bf16_features(
+            model, backbone.fingerprint, backbone.data_config["input_size"]
+        )
         stats.graph_check = dict(extractor.check)
     if engine == "ray" and total:
         from eyecatcher.distributed.feature_extraction import compute_on_ray

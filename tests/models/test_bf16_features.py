@@ -26,6 +26,7 @@ from eyecatcher.models.bf16_features import (
     BF16_TOLERANCE,
     Bf16Unavailable,
     bf16_features,
+    checked_bf16_features,
     native_bf16,
 )
 from eyecatcher.models.factory import create_classifier
@@ -130,3 +131,17 @@ def test_bf16_vectors_have_their_own_cache_entries(bf16_here: None, tmp_path: Pa
 
 def test_the_setting_accepts_it() -> None:
     assert FeatureSettings.from_params({"runtime": BF16_RUNTIME}).runtime == BF16_RUNTIME
+
+
+def test_one_check_and_one_warning_per_backbone_and_process(
+    bf16_here: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, key = _model("test_resnet")
+    twin, _ = _model("test_resnet")  # same seed: same tensors, same fingerprint, new object
+    size = key.data_config["input_size"]
+    with caplog.at_level(logging.WARNING, logger=bf16_module.__name__):
+        first = checked_bf16_features(model, key.fingerprint, size)
+        assert checked_bf16_features(model, key.fingerprint, size) is first
+        for_twin = checked_bf16_features(twin, key.fingerprint, size)
+    assert caplog.text.count("Backbone features in bfloat16") == 1
+    assert for_twin.model is twin and for_twin.check == first.check

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,3 +145,36 @@ def bf16_features(
         max_diff,
     )
     return function
+
+
+# One check (and one console warning) per backbone and process: a candidate's training,
+# evaluation and heatmap steps share it, as they share an exported feature graph.
+_checked: dict[tuple[str, tuple[int, ...], str], Bf16Features] = {}
+_checked_lock = threading.Lock()
+_KEPT = 2
+
+
+def checked_bf16_features(
+    model: torch.nn.Module, fingerprint: str, input_size: tuple[int, int, int] | list[int]
+) -> Bf16Features:
+    """:func:`bf16_features` of the backbone with ``fingerprint``, checked on first use only.
+
+    Args:
+        model: The frozen timm model, on its device.
+        fingerprint: :func:`eyecatcher.features.backbone_fingerprint` of ``model``.
+        input_size: ``(channels, height, width)``.
+
+    Returns:
+        The checked function, bound to ``model``.
+    """
+    device = str(next(model.parameters()).device)
+    key = (fingerprint, tuple(int(v) for v in input_size), device)
+    with _checked_lock:
+        checked = _checked.get(key)
+        if checked is None:
+            while len(_checked) >= _KEPT:
+                _checked.pop(next(iter(_checked)))
+            checked = bf16_features(model, input_size)
+            _checked[key] = checked
+        # Same fingerprint, same backbone tensors: the check holds for this copy too.
+        return checked if checked.model is model else Bf16Features(model, dict(checked.check))

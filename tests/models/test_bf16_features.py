@@ -13,13 +13,10 @@ import pytest
 import torch
 
 from eyecatcher.features import (
-    BackboneKey,
     FeatureCache,
-    backbone_fingerprint,
     compute_features,
     training_views,
 )
-from eyecatcher.images import sha256_bytes
 from eyecatcher.models import bf16_features as bf16_module
 from eyecatcher.models.bf16_features import (
     BF16_RUNTIME,
@@ -29,10 +26,8 @@ from eyecatcher.models.bf16_features import (
     checked_bf16_features,
     native_bf16,
 )
-from eyecatcher.models.factory import create_classifier
 from eyecatcher.pipelines.training.settings import FeatureSettings
-from eyecatcher.preprocessing import data_config_for
-from tests.image_factory import good_images
+from tests.models.backbones import image_files, small_backbone
 
 
 @pytest.fixture
@@ -41,31 +36,11 @@ def bf16_here(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bf16_module, "native_bf16", lambda device: True)
 
 
-def _model(architecture: str = "test_vit", size: int = 64) -> tuple[torch.nn.Module, BackboneKey]:
-    torch.manual_seed(1)
-    kwargs = {"img_size": size} if "vit" in architecture else {}
-    model, source = create_classifier(architecture, 3, "random", **kwargs)
-    model.eval()
-    config = data_config_for(model, size)
-    key = BackboneKey(architecture, source, 1, backbone_fingerprint(model), config, kwargs)
-    return model, key
-
-
-def _images(folder: Path) -> list[tuple[str, str]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    images: list[tuple[str, str]] = []
-    for name, data in good_images(seed=0).items():
-        if name.endswith((".jpg", ".png")) and sha256_bytes(data) not in dict(images):
-            (folder / name).write_bytes(data)
-            images.append((sha256_bytes(data), str(folder / name)))
-    return images
-
-
 @pytest.mark.parametrize("architecture", ["test_resnet", "test_vit"])
 def test_bf16_features_are_close_to_float32_and_say_so(
     bf16_here: None, architecture: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model, key = _model(architecture)
+    model, key = small_backbone(architecture)
     with caplog.at_level(logging.WARNING, logger=bf16_module.__name__):
         function = bf16_features(model, key.data_config["input_size"])
     assert "bfloat16" in caplog.text  # said on the console
@@ -85,7 +60,7 @@ def test_bf16_features_are_close_to_float32_and_say_so(
 def test_without_native_bf16_it_is_refused_with_the_way_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    model, key = _model("test_resnet")
+    model, key = small_backbone("test_resnet")
     monkeypatch.setattr(bf16_module, "native_bf16", lambda device: False)
     with pytest.raises(Bf16Unavailable, match="onnxruntime or torch"):
         bf16_features(model, key.data_config["input_size"])
@@ -103,15 +78,15 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_a_kernel_that_breaks_the_features_is_refused(bf16_here: None) -> None:
-    model, key = _model("test_resnet")
+    model, key = small_backbone("test_resnet")
     with pytest.raises(RuntimeError, match="differ from float32"):
         bf16_features(model, key.data_config["input_size"], tolerance=-1.0)
 
 
 def test_bf16_vectors_have_their_own_cache_entries(bf16_here: None, tmp_path: Path) -> None:
-    model, fp32_key = _model("test_vit")
+    model, fp32_key = small_backbone("test_vit")
     bf16_key = dataclasses.replace(fp32_key, runtime=BF16_RUNTIME)
-    images = _images(tmp_path / "images")
+    images = image_files(tmp_path / "images")
     views = training_views(2, {"horizontal_flip": 0.5, "rotation_degrees": 10.0}, seed=3)
     cache = FeatureCache(tmp_path / "cache")
     on_fp32, fp32_stats = compute_features(model, fp32_key, images, views, cache=cache)
@@ -136,8 +111,8 @@ def test_the_setting_accepts_it() -> None:
 def test_one_check_and_one_warning_per_backbone_and_process(
     bf16_here: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model, key = _model("test_resnet")
-    twin, _ = _model("test_resnet")  # same seed: same tensors, same fingerprint, new object
+    model, key = small_backbone("test_resnet")
+    twin, _ = small_backbone("test_resnet")  # same seed: same tensors, same fingerprint, new object
     size = key.data_config["input_size"]
     with caplog.at_level(logging.WARNING, logger=bf16_module.__name__):
         first = checked_bf16_features(model, key.fingerprint, size)

@@ -14,13 +14,10 @@ import torch
 from eyecatcher.features import (
     BackboneKey,
     FeatureCache,
-    backbone_fingerprint,
     compute_features,
     training_views,
 )
-from eyecatcher.images import sha256_bytes
 from eyecatcher.models import feature_graph as feature_graph_module
-from eyecatcher.models.factory import create_classifier
 from eyecatcher.models.feature_graph import (
     FEATURE_TOLERANCE,
     FeatureGraphError,
@@ -28,33 +25,12 @@ from eyecatcher.models.feature_graph import (
     feature_graph,
 )
 from eyecatcher.pipelines.training.settings import FeatureSettings
-from eyecatcher.preprocessing import data_config_for
-from tests.image_factory import good_images
-
-
-def _model(architecture: str, size: int = 64) -> tuple[torch.nn.Module, BackboneKey]:
-    torch.manual_seed(1)
-    kwargs = {"img_size": size} if "vit" in architecture else {}
-    model, source = create_classifier(architecture, 3, "random", **kwargs)
-    model.eval()
-    config = data_config_for(model, size)
-    key = BackboneKey(architecture, source, 1, backbone_fingerprint(model), config, kwargs)
-    return model, key
-
-
-def _images(folder: Path) -> list[tuple[str, str]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    images: list[tuple[str, str]] = []
-    for name, data in good_images(seed=0).items():
-        if name.endswith((".jpg", ".png")) and sha256_bytes(data) not in dict(images):
-            (folder / name).write_bytes(data)
-            images.append((sha256_bytes(data), str(folder / name)))
-    return images
+from tests.models.backbones import image_files, small_backbone
 
 
 @pytest.mark.parametrize("architecture", ["test_resnet", "test_vit"])
 def test_the_graph_computes_pytorchs_features_within_the_tolerance(architecture: str) -> None:
-    model, key = _model(architecture)
+    model, key = small_backbone(architecture)
     graph = export_feature_graph(model, key.data_config["input_size"], threads=1)
     batch = torch.rand((3, *key.data_config["input_size"]))
     with torch.inference_mode():
@@ -70,7 +46,7 @@ def test_the_graph_computes_pytorchs_features_within_the_tolerance(architecture:
 
 
 def test_a_backbone_that_cannot_be_exported_says_how_to_go_on(monkeypatch) -> None:
-    model, key = _model("test_resnet")
+    model, key = small_backbone("test_resnet")
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator")
@@ -81,13 +57,13 @@ def test_a_backbone_that_cannot_be_exported_says_how_to_go_on(monkeypatch) -> No
 
 
 def test_a_graph_that_disagrees_with_pytorch_is_refused() -> None:
-    model, key = _model("test_resnet")
+    model, key = small_backbone("test_resnet")
     with pytest.raises(FeatureGraphError, match="differ from PyTorch"):
         export_feature_graph(model, key.data_config["input_size"], tolerance=-1.0)
 
 
 def test_one_export_per_backbone_and_process() -> None:
-    model, key = _model("test_resnet")
+    model, key = small_backbone("test_resnet")
     size = key.data_config["input_size"]
     first = feature_graph(model, key.fingerprint, size, threads=1)
     assert feature_graph(model, key.fingerprint, size, threads=1) is first
@@ -95,9 +71,9 @@ def test_one_export_per_backbone_and_process() -> None:
 
 
 def test_runtimes_have_their_own_cache_entries_and_agree(tmp_path: Path) -> None:
-    model, torch_key = _model("test_vit")
+    model, torch_key = small_backbone("test_vit")
     ort_key = dataclasses.replace(torch_key, runtime="onnxruntime")
-    images = _images(tmp_path / "images")
+    images = image_files(tmp_path / "images")
     views = training_views(2, {"horizontal_flip": 0.5, "rotation_degrees": 10.0}, seed=3)
     cache = FeatureCache(tmp_path / "cache")
     on_torch, torch_stats = compute_features(model, torch_key, images, views, cache=cache)

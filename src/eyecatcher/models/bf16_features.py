@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from eyecatcher.models.factory import extract_features
-from eyecatcher.models.onnx_runtime import graph_agreement
+from eyecatcher.models.feature_graph import agreement_on_probe
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +118,14 @@ def bf16_features(
             "emulated bfloat16 is slower than float32. Use onnxruntime or torch."
         )
     start = time.perf_counter()
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.randn((probe_batch, *[int(v) for v in input_size]), generator=generator)
-    with torch.inference_mode():
-        expected = extract_features(model, probe.to(device)).float().cpu().numpy()
     function = Bf16Features(model)
-    got = function(probe)
-    max_diff, allowed = graph_agreement(expected, got, tolerance)
+    max_diff, allowed, expected, got = agreement_on_probe(
+        lambda probe: extract_features(model, probe.to(device)).float().cpu().numpy(),
+        function,
+        input_size,
+        probe_batch=probe_batch,
+        tolerance=tolerance,
+    )
     if not max_diff <= allowed:
         raise RuntimeError(
             f"bfloat16 features of {type(model).__name__} differ from float32 by {max_diff:.3g} "

@@ -15,7 +15,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,35 @@ class FeatureGraph:
         return np.asarray(self._session.predict_logits(batch), dtype=np.float32)
 
 
+def agreement_on_probe(
+    reference: Callable[[torch.Tensor], np.ndarray],
+    candidate: Callable[[torch.Tensor], np.ndarray],
+    input_size: tuple[int, int, int] | list[int],
+    *,
+    probe_batch: int,
+    tolerance: float,
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Run a seeded random probe batch through two feature functions and compare them.
+
+    Args:
+        reference: The float32 PyTorch features (the truth).
+        candidate: Another way to compute them (an ONNX graph, bfloat16, ...).
+        input_size: ``(channels, height, width)``.
+        probe_batch: Images in the probe batch.
+        tolerance: Relative tolerance, as :func:`~eyecatcher.models.onnx_runtime.graph_agreement`.
+
+    Returns:
+        ``max |difference|``, the allowed difference, and both outputs (float32).
+    """
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn((probe_batch, *[int(v) for v in input_size]), generator=generator)
+    with torch.inference_mode():
+        expected = np.asarray(reference(probe), dtype=np.float32)
+    got = np.asarray(candidate(probe), dtype=np.float32)
+    max_diff, allowed = graph_agreement(expected, got, tolerance)
+    return max_diff, allowed, expected, got
+
+
 def export_feature_graph(
     model: torch.nn.Module,
     input_size: tuple[int, int, int] | list[int],
@@ -128,13 +157,14 @@ def export_feature_graph(
                 "set training.features.runtime: torch"
             ) from exc
         onnx_bytes = path.read_bytes()
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.randn((probe_batch, *[int(v) for v in input_size]), generator=generator)
-    with torch.inference_mode():
-        expected = module(probe).float().numpy()
     graph = FeatureGraph(onnx_bytes, threads, {})
-    got = graph(probe)
-    max_diff, allowed = graph_agreement(expected, got, tolerance)
+    max_diff, allowed, expected, got = agreement_on_probe(
+        lambda probe: module(probe).float().numpy(),
+        graph,
+        input_size,
+        probe_batch=probe_batch,
+        tolerance=tolerance,
+    )
     if not max_diff <= allowed:
         raise FeatureGraphError(
             f"ONNX features of {type(model).__name__} differ from PyTorch's by {max_diff:.3g} "

@@ -19,6 +19,7 @@ from eyecatcher.features import (
     training_views,
 )
 from eyecatcher.images import sha256_bytes
+from eyecatcher.models import bf16_features as bf16_module
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.pipelines.training.fitting import fit_head
 from eyecatcher.preprocessing import data_config_for
@@ -109,6 +110,29 @@ def test_ray_fills_the_cache_a_laptop_run_fills_and_each_reuses_the_other(
     )
     for stats in (laptop_reads_cluster, cluster_reads_laptop):
         assert stats.misses == 0 and stats.hits == len(images) * len(views)
+
+
+def test_bf16_features_on_ray_fill_the_same_entries_within_the_bf16_tolerance(
+    local_ray: None, setup: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The driver checks the device; the workers compute on their CPUs (emulated where they
+    # lack native bfloat16: slower, the same arithmetic).
+    monkeypatch.setattr(bf16_module, "native_bf16", lambda device: True)
+    model, backbone, images = setup
+    backbone = dataclasses.replace(backbone, runtime=bf16_module.BF16_RUNTIME)
+    views = training_views(2, {"horizontal_flip": 0.5, "rotation_degrees": 10.0}, seed=7)
+    laptop, cluster = FeatureCache(tmp_path / "laptop"), FeatureCache(tmp_path / "cluster")
+    local, local_stats = compute_features(model, backbone, images, views, cache=laptop)
+    on_ray, ray_stats = compute_features(
+        model, backbone, images, views, cache=cluster, engine="ray", workers=2, batch_size=4
+    )
+    assert ray_stats.misses == local_stats.misses == len(images) * len(views)
+    assert ray_stats.digests == local_stats.digests and ray_stats.runtime == "torch_bf16"
+    for name in local:
+        scale = max(1.0, float(np.abs(local[name]).max()))
+        np.testing.assert_allclose(
+            on_ray[name], local[name], atol=bf16_module.BF16_TOLERANCE * scale
+        )
 
 
 def test_a_partly_filled_cache_sends_only_the_misses_to_ray(

@@ -84,7 +84,7 @@ def test_a_weight_behind_a_node_is_counted_and_quantized_through_pre_processing(
     with caplog.at_level(logging.INFO, logger=onnx_runtime.__name__):
         int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", method="dynamic")
 
-    assert "not quantized without pre-processing" in caplog.text
+    assert "left in fp32; pre-processing first" in caplog.text
 
     assert weight_matmuls_left(int8) == 0
     assert "MatMulInteger" in _ops(int8)
@@ -105,3 +105,28 @@ def test_an_activation_matmul_is_not_a_weight(tmp_path: Path) -> None:
     )
     onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
     assert weight_matmuls_left(tmp_path / "m.onnx") == 0
+
+
+def test_a_graph_the_quantizer_refuses_as_exported_is_pre_processed_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnxruntime.quantization as ort_quantization
+
+    real = ort_quantization.quantize_dynamic
+    sources: list[str] = []
+
+    def picky(source, *args, **kwargs):
+        sources.append(Path(source).name)
+        if Path(source).name != "prepared.onnx":
+            raise ValueError("shape inference needed")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(ort_quantization, "quantize_dynamic", picky)
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
+    fp32 = export_onnx(model, (3, 64, 64), tmp_path / "fp32.onnx")
+    with caplog.at_level(logging.INFO, logger=onnx_runtime.__name__):
+        int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", method="dynamic")
+    assert sources == ["fp32.onnx", "prepared.onnx"]
+    assert "shape inference needed; pre-processing first" in caplog.text
+    assert weight_matmuls_left(int8) == 0 and "MatMulInteger" in _ops(int8)

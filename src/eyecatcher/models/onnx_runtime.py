@@ -142,8 +142,9 @@ def quantize_onnx(
     (shape inference and graph optimisation): without it, exported convolutions whose weights
     are not plain initializers cannot be quantized. ``dynamic`` quantizes the exported graph as
     it is and pre-processes only if a MatMul/Gemm weight was left in fp32
-    (:func:`weight_matmuls_left`): on this project's exports both ways give the same graph and
-    bit-identical logits, and pre-processing ViT-B/16 alone takes longer than quantizing it.
+    (:func:`weight_matmuls_left`) or the quantizer refused the graph: on this project's exports
+    both ways give the same graph and bit-identical logits, and pre-processing ViT-B/16 alone
+    takes longer than quantizing it.
 
     Args:
         fp32_path: The exported fp32 model.
@@ -199,18 +200,15 @@ def quantize_onnx(
         root.addFilter(hint)  # the check below is what that hint asks for
         try:
             dynamic(fp32_path)
-        except Exception as exc:  # an operator the quantizer cannot handle, a bad graph, ...
-            raise QuantizationError("quantize", f"{type(exc).__name__}: {exc}") from exc
+            left = weight_matmuls_left(int8_path)
+            if not left:
+                return int8_path
+            why = f"{left} MatMul/Gemm weights were left in fp32"
+        except Exception as exc:  # pre-processing may make a graph the quantizer can handle
+            why = f"{type(exc).__name__}: {exc}"
         finally:
             root.removeFilter(hint)
-        left = weight_matmuls_left(int8_path)
-        if not left:
-            return int8_path
-        logger.info(
-            "%d MatMul/Gemm weights were not quantized without pre-processing; "
-            "pre-processing and quantizing again",
-            left,
-        )
+        logger.info("Dynamic int8 without pre-processing: %s; pre-processing first", why)
     with tempfile.TemporaryDirectory(prefix="eyecatcher-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         try:

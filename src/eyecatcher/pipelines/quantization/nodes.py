@@ -380,7 +380,7 @@ def benchmark_candidate(
         if "fp32" in onnx_models
         else torch_predictor(model_bundle, settings.threads)
     }
-    methods = {}
+    methods: dict[str, str] = {}  # predictor key -> int8 method
     for method in settings.methods:
         key = f"int8_{method}"
         if key not in onnx_models:

@@ -1,4 +1,4 @@
-"""Wiring of the batch-scoring pipeline (``kedro run --pipeline batch_scoring``)."""
+"""Wiring of the batch-scoring pipeline (``kedro run --pipelines batch_scoring``)."""
 
 from kedro.pipeline import Node, Pipeline
 

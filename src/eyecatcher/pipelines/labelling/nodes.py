@@ -253,7 +253,7 @@ def request_moderation_labels(
                 f"Offline mode: {len(tasks)} images have no cached Rekognition answer "
                 f"(MinConfidence {request.min_confidence:g}) and offline mode never calls the "
                 f"API:\n{_name_images([(t.sha256, t.uri) for t in tasks])}\n"
-                "Label them with `kedro run --env aws --pipeline labelling`, or add their "
+                "Label them with `kedro run --env aws --pipelines labelling`, or add their "
                 "answers to the seed cache."
             )
         method = rekognition_endpoint.check_credentials()

@@ -1,4 +1,4 @@
-"""Wiring of the serving pipeline (``kedro run --pipeline serving``)."""
+"""Wiring of the serving pipeline (``kedro run --pipelines serving``)."""
 
 from kedro.pipeline import Node, Pipeline
 

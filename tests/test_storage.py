@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import boto3
@@ -99,3 +101,34 @@ def test_endpoint_from_storage_options(moto_s3: str, monkeypatch: pytest.MonkeyP
         b"ok"
     )
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_write_atomic_gives_the_umask_mode_not_mkstemps(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        storage.write_atomic(str(tmp_path / "default.bin"), b"x")
+        os.umask(0o027)
+        storage.write_atomic(str(tmp_path / "group.bin"), b"x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "default.bin").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "group.bin").stat().st_mode) == 0o640
+
+
+def test_write_atomic_fsyncs_the_folder_after_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+    target = tmp_path / "sub" / "file.bin"
+
+    def spy(fd: int) -> None:
+        # What was synced, and whether the new name was already in place at that moment.
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        synced.append((kind, target.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    storage.write_atomic(str(target), b"payload")
+    assert synced == [("file", False), ("dir", True)]
+    assert target.read_bytes() == b"payload"

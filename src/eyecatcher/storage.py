@@ -15,7 +15,9 @@ Atomic writes (:func:`write_atomic`):
 
 - local: the bytes go to a temporary file in the target's folder, are ``fsync``-ed, then
   ``os.replace`` moves it over the target, so a reader sees the old or the new file, never a
-  cut-off one;
+  cut-off one; the folder is ``fsync``-ed after the rename (so the new entry survives a crash)
+  and the file keeps the mode a plain ``open()`` gives (``0666`` less the umask, 0644 by
+  default), not ``mkstemp``'s 0600;
 - object stores: one ``PUT`` of the whole object (a multipart upload for large ones, which S3
   likewise makes visible only when it completes). S3 never exposes a partially written object
   and a failed upload leaves the previous object (or none) in place, so no temporary key is
@@ -192,7 +194,8 @@ def list_files(
 def write_atomic(uri: str, data: bytes, storage_options: StorageOptions | None = None) -> None:
     """Write ``data`` to ``uri`` so that a reader sees the old file or the new one, whole.
 
-    Local files: temporary file in the same folder, ``fsync``, ``os.replace``. Object stores:
+    Local files: temporary file in the same folder, ``fsync``, ``os.replace``, ``fsync`` of
+    the folder; the mode is the umask's (0644 by default). Object stores:
     one ``PUT`` (see the module docstring for why that is atomic on S3).
 
     Args:
@@ -208,6 +211,9 @@ def write_atomic(uri: str, data: bytes, storage_options: StorageOptions | None =
             dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
         )
         try:
+            # mkstemp creates 0600; the file gets the mode ``open()`` would give it (0666 less
+            # the umask, 0644 by default), so readers in the same group see what they saw before.
+            os.fchmod(fd, 0o666 & ~_current_umask())
             with os.fdopen(fd, "wb") as handle:
                 handle.write(bytes(data))
                 handle.flush()
@@ -217,8 +223,36 @@ def write_atomic(uri: str, data: bytes, storage_options: StorageOptions | None =
             with contextlib.suppress(OSError):
                 os.unlink(partial)
             raise
+        # The rename is durable only once the folder's entry is on disk too.
+        _fsync_directory(target.parent)
         return
     fs.pipe_file(path, bytes(data))
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux's ``/proc``).
+
+    ``os.umask`` can only be read by setting it, which for an instant changes it for every
+    thread of the process; it is the fallback only.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(folder: Path) -> None:
+    """``fsync`` a folder so that a rename in it survives a crash (POSIX; no-op on Windows)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove(uri: str, storage_options: StorageOptions | None = None) -> None:

@@ -20,8 +20,11 @@ pay for the same images and one run's repair never touches another's records. Ar
 
 - ``<cache>.spill-<pid>-<time>.jsonl``: answers that could not be written to the cache (disk
   full, I/O error). Every load reads them; the next writer merges them into the cache.
-- ``<cache>.quarantine.jsonl``: lines that are not records (a cut-off write, damage), moved
-  out of the cache by the next writer with a warning, never silently dropped.
+- ``<cache>.quarantine.jsonl``: lines that are not records (a cut-off write, damage, a
+  wrongly typed field such as a text ``min_confidence``, a number or nesting too large to
+  parse), skipped with a warning by every load and moved out of the cache by the next writer,
+  never silently dropped. Every line is type-checked when read, so one bad line never makes a
+  load raise.
 
 What changes an answer is the image (``sha256``), ``MinConfidence`` and the custom-moderation
 ``ProjectVersion``. An answer obtained at a lower ``MinConfidence`` also answers a request at a
@@ -36,7 +39,9 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -116,17 +121,116 @@ def _format_error_before_conversion(record: dict[str, Any]) -> bool:
     )
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int to Python, and NaN/inf parse from JSON: neither is a confidence.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional(record: dict[str, Any], field: str, kinds: type | tuple[type, ...]) -> str | None:
+    """Why ``record[field]`` (absent or null is fine) is not of ``kinds``, or ``None``."""
+    value = record.get(field)
+    if value is None or isinstance(value, kinds):
+        return None
+    return f"{field} is a JSON {type(value).__name__}, not {_kind_name(kinds)}"
+
+
+def _kind_name(kinds: type | tuple[type, ...]) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(names.get(kind, kind.__name__) for kind in kinds)
+
+
+def _one_label_problem(label: Any) -> str | None:
+    """Why one label (or content type) is not an object with well-typed fields, or ``None``."""
+    if not isinstance(label, dict):
+        return f"is a JSON {type(label).__name__}, not an object"
+    if "Confidence" in label and not _is_number(label["Confidence"]):
+        return f".Confidence is {_short(label['Confidence'])}, not a finite number"
+    level = label.get("TaxonomyLevel")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int)):
+        return f".TaxonomyLevel is {_short(level)}, not an integer"
+    problem = _optional(label, "Name", str) or _optional(label, "ParentName", str)
+    return f".{problem}" if problem else None
+
+
+def _response_problem(response: Any) -> str | None:
+    """Why a ``response`` is not a well-typed answer, or ``None``."""
+    if not isinstance(response, dict):
+        return f"response is a JSON {type(response).__name__}, not an object"
+    for field in ("ModerationLabels", "ContentTypes"):
+        labels = response.get(field)
+        if labels is not None and not isinstance(labels, list):
+            return f"response.{field} is a JSON {type(labels).__name__}, not a list"
+        for index, label in enumerate(labels or []):
+            problem = _one_label_problem(label)
+            if problem:
+                return f"response.{field}[{index}]{'' if problem[0] == '.' else ' '}{problem}"
+    return _optional(response, "ModerationModelVersion", str)
+
+
+def _error_problem(error: Any) -> str | None:
+    """Why an ``error`` is not ``{"code": ..., "message": ...}``, or ``None``."""
+    if not isinstance(error, dict):
+        return f"error is a JSON {type(error).__name__}, not an object"
+    if not isinstance(error.get("code"), str) or not error["code"]:
+        return f"error.code is {_short(error.get('code'))}, not a non-empty string"
+    problem = _optional(error, "message", str)
+    return f"error.{problem}" if problem else None
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """Why a parsed JSON object is not a well-typed cache record, or ``None``.
+
+    Every field that lookups and labelling read is checked here, once, when the line is read:
+    a wrongly typed value would otherwise raise later, at every load or deep in labelling
+    (``float("fifty")``), instead of the line being quarantined like a damaged one.
+    """
+    sha = record.get("sha256")
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        return f"sha256 is {_short(sha)}, not 64 lowercase hex digits"
+    if "min_confidence" in record and not _is_number(record["min_confidence"]):
+        return f"min_confidence is {_short(record['min_confidence'])}, not a finite number"
+    fields = (
+        ("project_version", str),
+        ("source", str),
+        ("uri", str),
+        ("received_at", str),
+        ("request", dict),
+    )
+    problem = next((p for f, kinds in fields if (p := _optional(record, f, kinds))), None)
+    if problem:
+        return problem
+    if "response" in record:
+        return _response_problem(record["response"])
+    return _error_problem(record["error"])
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value, cut to ``limit`` characters (a bad line may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _parse(raw: bytes) -> dict[str, Any] | str:
     """A record, or why the line is not one."""
     try:
         record = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return f"not JSON ({exc})"
+    except ValueError as exc:
+        # Python refuses integers of more than 4,300 digits (int-str conversion limit).
+        return f"not a cache record ({exc})"
+    except RecursionError:
+        return "not a cache record (JSON nested too deeply to parse)"
     if not isinstance(record, dict) or "sha256" not in record:
         return "not a cache record (no sha256)"
     if ("response" in record) == ("error" in record):
         return "must hold exactly one of response/error"
-    return record
+    problem = _record_problem(record)
+    return f"not a cache record ({problem})" if problem else record
 
 
 @dataclass

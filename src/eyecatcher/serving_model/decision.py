@@ -6,8 +6,12 @@ that is served (see ``docs/registry.md``):
 * **review**: is there anything to look at? ``unsafe_score = 1 - p(safe)`` above the operating
   threshold (chosen for a target false-positive rate on safe images);
 * **block**: is it, with high confidence, a class severe enough to act on without a human?
-  Only classes allowed to block have a block threshold, on their **own** probability; a class
-  limited to ``review`` (swimwear by default) can never block, however confident the model.
+  Only classes allowed to block have a block threshold, and the rule reads their **combined**
+  probability (the sum over the blockable classes): p(explicit_nudity) 0.50 and
+  p(explicit_sexual_activity) 0.49 are 99% blockable mass, so they block, although neither
+  class alone is sure. Confusing two blockable classes never matters (either verdict is
+  ``block``). A class limited to ``review`` (swimwear by default) adds nothing to that sum and
+  can never block, however confident the model.
 
 A row whose probabilities are missing, NaN, or do not match the classes decides ``review``:
 a model that cannot say fails towards a human, never towards ``allow``.
@@ -35,9 +39,12 @@ class DecisionThresholds:
 
     Attributes:
         review: ``unsafe_score`` above which an image goes (at least) to human review.
-        block: Per class allowed to block, the probability of that class above which the
-            image is blocked; a single number applies to every unsafe class (a simple policy
-            for hand-made models; registration always writes the per-class form).
+        block: The classes allowed to block, each with the threshold on the combined
+            probability of those classes above which the image is blocked (calibration writes
+            one value for all of them; were they to differ, the smallest applies, so no image
+            an entry alone would block escapes). A single number makes every unsafe class
+            blockable (a simple policy for hand-made models; registration always writes the
+            per-class form).
         calibrated_precision: The precision (``fp32``/``int8``) whose validation scores the
             thresholds were calibrated on, or ``None`` when they were set by hand.
     """
@@ -60,6 +67,18 @@ class DecisionThresholds:
             value = self.block.get(class_name)
             return None if value is None else float(value)
         return float(self.block)
+
+    def combined_block(self, unsafe_classes: Sequence[str]) -> tuple[list[str], float | None]:
+        """The blockable classes among ``unsafe_classes`` and the threshold on their sum.
+
+        Returns:
+            ``(classes, threshold)``; ``([], None)`` when no class may block.
+        """
+        thresholds = {name: self.block_for(name) for name in unsafe_classes}
+        blockable = {name: value for name, value in thresholds.items() if value is not None}
+        if not blockable:
+            return [], None
+        return list(blockable), min(blockable.values())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the inverse of :meth:`from_dict`)."""
@@ -115,9 +134,11 @@ class DecisionPolicy:
         row = self._row(probabilities)
         if row is None:
             return REVIEW
-        for index, name in enumerate(self.classes):
-            threshold = None if name == self.safe_class else self.thresholds.block_for(name)
-            if threshold is not None and row[index] > threshold:
+        unsafe = [name for name in self.classes if name != self.safe_class]
+        blockable, threshold = self.thresholds.combined_block(unsafe)
+        if threshold is not None:
+            combined = float(sum(row[list(self.classes).index(name)] for name in blockable))
+            if combined > threshold:
                 return BLOCK
         unsafe_score = 1.0 - row[list(self.classes).index(self.safe_class)]
         return REVIEW if unsafe_score > self.thresholds.review else ALLOW
@@ -147,13 +168,15 @@ def calibrate_block_thresholds(
     max_false_block_rate: float,
     min_probability: float,
 ) -> dict[str, dict[str, Any]]:
-    """Per blockable class, the probability above which an image is blocked.
+    """The threshold on the combined probability of the blockable classes, per blockable class.
 
-    For class ``c`` the threshold is the lowest value that blocks at most
-    ``max_false_block_rate`` of the validation images that must not be blocked (those whose
-    true class may not block), and never below ``min_probability``. Confusions between two
-    blockable classes (explicit nudity taken for sexual activity) do not count: either verdict
-    is ``block``.
+    The rule blocks when the sum of the blockable classes' probabilities is above the
+    threshold (see :class:`DecisionPolicy`), so one threshold is calibrated on that sum: the
+    lowest value that blocks at most ``max_false_block_rate`` of the validation images that
+    must not be blocked (those whose true class may not block), and never below
+    ``min_probability``. It is written under every blockable class, with that class's recall
+    (the share of its validation images blocked). Confusions between two blockable classes
+    (explicit nudity taken for sexual activity) do not count: either verdict is ``block``.
 
     Args:
         probabilities: ``(N, n_classes)`` validation probabilities at the served precision.
@@ -172,12 +195,15 @@ def calibrate_block_thresholds(
     blockable_index = [list(classes).index(name) for name in blockable]
     negative = ~np.isin(labels, blockable_index)
     result: dict[str, dict[str, Any]] = {}
+    if not blockable_index:
+        return result
+    combined = probabilities[:, blockable_index].sum(axis=1)
+    scores = np.sort(combined[negative])[::-1]
+    allowed = math.floor(max_false_block_rate * len(scores) + 1e-9)
+    calibrated = float(scores[allowed]) if allowed < len(scores) else 0.0
+    threshold = min(max(calibrated, float(min_probability)), 1.0)
+    blocked = combined > threshold
     for name, index in zip(blockable, blockable_index, strict=True):
-        scores = np.sort(probabilities[negative, index])[::-1]
-        allowed = math.floor(max_false_block_rate * len(scores) + 1e-9)
-        calibrated = float(scores[allowed]) if allowed < len(scores) else 0.0
-        threshold = min(max(calibrated, float(min_probability)), 1.0)
-        blocked = probabilities[:, index] > threshold
         positive = labels == index
         result[name] = {
             "threshold": threshold,

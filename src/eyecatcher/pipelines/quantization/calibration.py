@@ -142,7 +142,10 @@ def calibrate(
     return {
         "precision": precision,
         "calibrated_on": "validation",
-        "rule": "review when 1 - p(safe) > operating_threshold; block when p(class) > block[class]",
+        "rule": (
+            "review when 1 - p(safe) > operating_threshold; block when the sum of "
+            "p(class) over block_classes > block[class]"
+        ),
         "target_fpr": settings.target_fpr,
         "operating_threshold": threshold,
         "block": block,

@@ -18,8 +18,9 @@ decide a class), *uncertain* (between ``safe_below`` and ``positive``) and *negl
    indicates a more severe class (it may be worse than its class says), or when the class is
    explicit and the image is illustrated/animated and ``illustrated.policy`` is ``exclude``.
 4. No class: a positive ambiguous label that no other label of the image explains as a child
-   excludes the image (or makes it safe with ``ambiguous_policy: safe``, said in the reason); a
-   positive out-of-scheme label with policy ``not_safe`` (Violence, ... by default) excludes it.
+   (a child explains its parent only at or above ``safe_below``) excludes the image (or makes
+   it safe with ``ambiguous_policy: safe``, said in the reason); a positive out-of-scheme label
+   with policy ``not_safe`` (Violence, ... by default) excludes it.
 5. ``safe`` needs proof: any uncertain deciding label excludes the image, and so does an answer
    requested at a ``MinConfidence`` above ``safe_below`` (it cannot show the labels that would
    make the image uncertain).
@@ -509,8 +510,12 @@ class TaxonomyMapping:
     ) -> Decision:
         # A parent returned with one of its children is explained by that child (Rekognition
         # returns the whole chain): only a parent whose children all fell under the request's
-        # threshold leaves the class open.
-        parents_present = {label.get("ParentName") for label in labels}
+        # threshold leaves the class open. A child under ``safe_below`` explains nothing: an
+        # answer requested at a low MinConfidence returns weak children too, and Explicit 95 with
+        # Explicit Nudity 10 says "explicit, kind unknown", not "safe".
+        parents_present = {
+            label.get("ParentName") for label in labels if _confidence(label) >= self.safe_below
+        }
         ambiguous = [
             e.label
             for e in evidence

@@ -201,6 +201,24 @@ def test_a_child_explains_its_ambiguous_parent() -> None:
     assert decision.reason.startswith("excluded_ambiguous: Kissing on the Lips")
 
 
+def test_a_child_under_safe_below_does_not_explain_its_parent() -> None:
+    # Requested at MinConfidence 5 (below safe_below 20), the answer shows a weak child: it
+    # says nothing about which explicit class the parent at 95 is, so the image is not safe.
+    response = _v7(
+        _label("Explicit", confidence=95.0, level=1),
+        _label("Explicit Nudity", "Explicit", 10.0, 2),
+    )
+    decision = _mapping().decide(response, 5.0)
+    assert (decision.label_class, decision.included) == (None, False)
+    assert decision.reason.startswith("excluded_ambiguous: Explicit")
+    # A child at safe_below explains it (and, being uncertain, keeps the image out of safe).
+    at_floor = _v7(
+        _label("Explicit", confidence=95.0, level=1),
+        _label("Explicit Nudity", "Explicit", 20.0, 2),
+    )
+    assert _mapping().decide(at_floor, 5.0).reason.startswith("excluded_uncertain:")
+
+
 @pytest.mark.parametrize(
     ("policy", "expected_class", "included", "reason"),
     [

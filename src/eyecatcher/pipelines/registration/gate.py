@@ -36,7 +36,10 @@ class GateSettings:
         on_unscorable_champion: ``fail`` (refuse the candidate) or ``skip`` (register without
             the comparison, said in the console and MLflow) when the champion cannot be
             compared on the current test split.
-        reset_floor: Ignore the registry's accuracy floor for this run (said loudly, tagged).
+        reset_floor: ``false``; ``true``: ignore the registry's accuracy floor for this run
+            only (said loudly; the stored floor is left as it is, so the next run is held to
+            it again); ``"permanent"``: also replace the stored floor by the one this
+            promotion sets from ``min_test_accuracy`` (recorded in the floor's source tag).
         fail_run_on_failure: Make a refused candidate fail the ``kedro run`` (non-zero exit).
     """
 
@@ -48,7 +51,7 @@ class GateSettings:
     on_class_change: str = "refuse"
     approve_class_change: bool = False
     on_unscorable_champion: str = "fail"
-    reset_floor: bool = False
+    reset_floor: bool | str = False
     fail_run_on_failure: bool = False
 
     def __post_init__(self) -> None:
@@ -66,6 +69,11 @@ class GateSettings:
             raise ValueError(
                 f"on_unscorable_champion must be 'fail' or 'skip', got "
                 f"{self.on_unscorable_champion!r}"
+            )
+        if self.reset_floor not in {False, True, "permanent"}:
+            raise ValueError(
+                f"reset_floor must be false, true (this run only) or 'permanent', got "
+                f"{self.reset_floor!r}"
             )
         if self.on_class_change not in {"refuse", "require_approval"}:
             raise ValueError(
@@ -209,7 +217,11 @@ def decide(
     if floor is not None and settings.reset_floor:
         decision.warnings.append(
             f"the registry's accuracy floor {floor.value:.4f} ({floor.source}) was IGNORED "
-            "(gate.reset_floor)"
+            + (
+                "and is REPLACED if this candidate is promoted (gate.reset_floor: permanent)"
+                if settings.reset_floor == "permanent"
+                else "for this run only; it stays recorded (gate.reset_floor)"
+            )
         )
     elif floor is not None and floor.value > bar:
         bar, bar_source = floor.value, f"the registry's floor, {floor.source}"
@@ -331,3 +343,38 @@ class Floor:
         return Floor(
             candidate, f"set when v{version} became champion ({accuracy:.4f} - {margin:g})"
         )
+
+
+def floor_after_promotion(
+    floor: Floor | None, settings: GateSettings, *, accuracy: float, version: str
+) -> Floor:
+    """The floor to record when ``version`` with test ``accuracy`` becomes champion.
+
+    ``reset_floor: true`` lowers the bar for one run only: the stored floor is kept (raised
+    if the new champion is good enough), so the next run is held to it again. Only
+    ``reset_floor: "permanent"`` replaces it, starting again from ``min_test_accuracy``, and
+    says so in the floor's source.
+
+    Args:
+        floor: The registry's floor before the promotion (``None``: none recorded).
+        settings: The gate's settings (``min_test_accuracy``, ``max_regression_vs_champion``,
+            ``reset_floor``).
+        accuracy: The new champion's test accuracy.
+        version: The new champion's version.
+
+    Returns:
+        The floor to store on the registered model.
+    """
+    margin = settings.max_regression_vs_champion
+    start = Floor(settings.min_test_accuracy, "min_test_accuracy")
+    if floor is None:
+        return start.raised_by(accuracy, margin, version)
+    if settings.reset_floor != "permanent":
+        return floor.raised_by(accuracy, margin, version)
+    note = (
+        f"the floor {floor.value:.4f} ({floor.source}) was reset permanently when v{version} "
+        "became champion (gate.reset_floor: permanent)"
+    )
+    base = Floor(settings.min_test_accuracy, f"min_test_accuracy; {note}")
+    raised = base.raised_by(accuracy, margin, version)
+    return raised if raised is base else Floor(raised.value, f"{raised.source}; {note}")

@@ -21,9 +21,14 @@ from eyecatcher.fingerprints import seen_images
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.registration.chain import verify_chain
 from eyecatcher.pipelines.registration.comparison import compare_with_champion
-from eyecatcher.pipelines.registration.gate import Floor, GateFailedError, Served, decide
+from eyecatcher.pipelines.registration.gate import (
+    Floor,
+    GateFailedError,
+    Served,
+    decide,
+    floor_after_promotion,
+)
 from eyecatcher.pipelines.registration.lineage import model_fingerprint
-from eyecatcher.pipelines.registration.registry import ChampionMovedError, Registry
 from eyecatcher.pipelines.registration.report import (
     FINGERPRINT_TAG,
     explain,
@@ -34,6 +39,8 @@ from eyecatcher.pipelines.registration.report import (
 from eyecatcher.pipelines.registration.settings import RegistrationSettings
 from eyecatcher.pipelines.registration.shadow_period import fingerprint_of, shadow_status
 from eyecatcher.pipelines.registration.staging import smoke_test
+from eyecatcher.registry.lock import LockLostError
+from eyecatcher.registry.versions import ChampionMovedError, Registry
 from eyecatcher.serving_model.contract import ServingConfig
 from eyecatcher.serving_model.decision import DecisionThresholds
 from eyecatcher.serving_model.packaging import log_served_model
@@ -180,7 +187,8 @@ def register_model(
             batch_size=settings.batch_size,
             storage_options=settings.storage_options,
         )
-        floor = registry.floor()
+        recorded = registry.floor()
+        floor = None if recorded is None else Floor(*recorded)
         gate = decide(served, settings.gate, comparison, floor)
         gate.warnings.extend(entry["calibration"].get("warnings") or [])
         fingerprint = model_fingerprint(
@@ -320,15 +328,13 @@ def _stage_and_promote(
     if not shadow["passed"]:
         registry.tag_version(version, "promotion", "not promoted: shadow period not met")
         return {**outcome, "outcome": "shadow_pending", "aliases": {"challenger": version}}
-    start = Floor(settings.gate.min_test_accuracy, "min_test_accuracy")
-    base = start if floor is None or settings.gate.reset_floor else floor
-    raised = base.raised_by(accuracy, settings.gate.max_regression_vs_champion, version)
+    raised = floor_after_promotion(floor, settings.gate, accuracy=accuracy, version=version)
     try:
         with registry.promotion_lock(
             version, wait_s=settings.lock_wait_s, stale_s=settings.lock_stale_s
-        ):
-            registry.promote(version, expected_champion=expected_champion, floor=raised)
-    except (ChampionMovedError, TimeoutError) as exc:
+        ) as lock:
+            registry.promote(version, expected_champion=expected_champion, floor=raised, lock=lock)
+    except (ChampionMovedError, LockLostError, TimeoutError) as exc:
         registry.tag_version(version, "promotion", f"not promoted: {exc}")
         return {
             **outcome,

@@ -56,7 +56,7 @@ from eyecatcher.models.onnx_runtime import OnnxClassifier, export_onnx, quantize
 from eyecatcher.pipelines.batch_scoring import nodes as batch_nodes
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.preprocessing import bytes_to_batch, data_config_for
-from eyecatcher.serving.registry import resolve_champion
+from eyecatcher.registry.resolve import resolve_champion
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.packaging import log_served_model
 

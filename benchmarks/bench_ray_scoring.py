@@ -40,7 +40,7 @@ from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.preprocessing import data_config_for
-from eyecatcher.serving.registry import resolve_champion
+from eyecatcher.registry.resolve import resolve_champion
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.packaging import log_served_model
 

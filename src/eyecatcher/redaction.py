@@ -48,9 +48,17 @@ _SECRET_WORDS = frozenset(
         "auth",
         "authorization",
         "signature",
+        # Azure SAS URLs carry their signature as `sig=`.
+        "sig",
         "cookie",
+        "dsn",
+        "cert",
+        "certificate",
     }
 )
+# Names secret as a whole although no single word of them is (`connection_string`,
+# `webhookUrl`, `private-key`): compared with the name lower-cased, separators removed.
+_SECRET_PHRASES = ("connectionstring", "webhookurl", "privatekey")
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@")
 _SECRET_QUERY = re.compile(r"(?P<name>[?&][^=&#\s]+)=(?P<value>[^&#\s]*)")
@@ -67,8 +75,9 @@ def is_secret_name(name: str) -> bool:
         similar credential. Only the last segment counts: ``credentials.region`` is not one.
     """
     last = re.split(r"[.:/]", str(name))[-1]
-    words = {word.lower() for word in _WORD_SPLIT.split(last) if word}
-    return bool(words & _SECRET_WORDS)
+    words = [word.lower() for word in _WORD_SPLIT.split(last) if word]
+    joined = "".join(words)
+    return bool(set(words) & _SECRET_WORDS) or any(p in joined for p in _SECRET_PHRASES)
 
 
 def redact_uri(text: str) -> str:

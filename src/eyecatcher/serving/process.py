@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from eyecatcher.registry.client import absolute_tracking_uri
+
 logger = logging.getLogger(__name__)
 
 #: How many characters of the server's log are quoted in an error message.
@@ -61,29 +63,6 @@ def _port_answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-def absolute_tracking_uri(uri: str, base_dir: str | Path | None = None) -> str:
-    """Make a relative ``sqlite:///`` tracking URI absolute.
-
-    ``sqlite:///mlruns/mlflow.db`` is relative to the working directory of whoever opens it; a
-    server started elsewhere (or a later ``cd``) would silently open an empty store.
-
-    Args:
-        uri: A tracking URI (``sqlite:///relative.db``, ``sqlite:////abs.db``, ``http://...``).
-        base_dir: The directory relative paths are resolved against (the current one if None).
-
-    Returns:
-        The URI with an absolute database path; any other URI unchanged.
-    """
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return uri
-    path = uri[len(prefix) :]
-    if path.startswith("/") or path == ":memory:":
-        return uri
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    return prefix + str((base / path).resolve())
 
 
 def _read_tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
@@ -159,7 +138,7 @@ class ModelServer:
     Args:
         model_uri: What to serve (``models:/name@alias``, ``runs:/...``, a local path).
         tracking_uri: The MLflow tracking/registry URI the server resolves ``model_uri`` with
-            (made absolute, see :func:`absolute_tracking_uri`).
+            (made absolute, see :func:`eyecatcher.registry.client.absolute_tracking_uri`).
         host: Interface to bind; 127.0.0.1 keeps the server off the network.
         port: TCP port; ``None`` picks a free one.
         workers: uvicorn worker processes.

@@ -19,7 +19,7 @@ from eyecatcher.pipelines.batch_scoring.nodes import (
 )
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, predict_batch
 from eyecatcher.preprocessing import bytes_to_batch
-from eyecatcher.serving.registry import resolve_champion
+from eyecatcher.registry.resolve import resolve_champion
 from tests.image_factory import good_images
 from tests.pipelines.serving.tiny_champion import (
     CLASSES,

@@ -18,7 +18,7 @@ from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score
 from eyecatcher.pipelines.batch_scoring.ray_engine import RegistryChampionScorer, score_with_ray
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, batch_summary
 from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
-from eyecatcher.serving.registry import resolve_champion
+from eyecatcher.registry.resolve import resolve_champion
 from tests.image_factory import good_images
 from tests.pipelines.batch_scoring.test_pipeline import run_metrics
 from tests.pipelines.batch_scoring.test_shadow import SHADOW_COLUMNS, register_challenger

@@ -15,7 +15,7 @@ from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS
 from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
 from eyecatcher.pipelines.batch_scoring.skippable import Skipped
-from eyecatcher.serving.registry import ChampionNotFoundError, resolve_champion
+from eyecatcher.registry.resolve import ChampionNotFoundError, resolve_champion
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.packaging import log_served_model
 from tests.image_factory import good_images

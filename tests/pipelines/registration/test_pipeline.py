@@ -506,7 +506,7 @@ def test_a_class_set_change_is_not_comparable(registry, bundles, tmp_path) -> No
 def test_two_concurrent_registrations_move_the_champion_once(
     registry, bundles, tmp_path, monkeypatch
 ) -> None:
-    from eyecatcher.pipelines.registration.registry import Registry
+    from eyecatcher.registry.versions import Registry
 
     manifest = write_manifest(tmp_path / "images")
     with mlflow.start_run():

@@ -28,6 +28,8 @@ from eyecatcher.pipelines.serving.nodes import (
     staging_smoke_test,
 )
 from eyecatcher.pipelines.serving.staging import Observations, monitoring_metrics
+from eyecatcher.registry.client import absolute_tracking_uri
+from eyecatcher.registry.resolve import ChampionNotFoundError, resolve_champion
 from eyecatcher.serving.client import (
     compare_predictions,
     dataframe_split_body,
@@ -39,9 +41,7 @@ from eyecatcher.serving.process import (
     ModelServer,
     ServerStartError,
     _group_alive,
-    absolute_tracking_uri,
 )
-from eyecatcher.serving.registry import ChampionNotFoundError, resolve_champion
 from eyecatcher.serving_model.contract import (
     DEFAULT_MAX_EXPLAIN_ROWS,
     DEFAULT_MAX_ROWS,

@@ -5,12 +5,19 @@ exactly the answers the served endpoint gives, without a server. Every listed fi
 the verdict table: a file that cannot be read or is not a usable image gets an ``error`` naming
 the reason, and never stops the others. ``batch_scoring.engine`` chooses where the work runs:
 ``local`` (this process) or ``ray`` (a pool of Ray actors, see ``ray_engine.py``).
+
+With the verdict history (the pipeline always passes it) a run is **incremental** and
+**resumable**: images the same model version already scored (same sha256) are skipped, each
+finished batch is staged in the table folder at once, and a run after one that died picks the
+staged verdicts up instead of scoring those images again (see ``verdict_table.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -27,12 +34,15 @@ from eyecatcher.pipelines.batch_scoring.scoring import (
     batch_summary,
     effective_batch_size,
 )
+from eyecatcher.pipelines.batch_scoring.verdict_table import VerdictHistory
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 #: Batches the local engine reads ahead of the one being scored (memory: this many more).
 READ_AHEAD_BATCHES = 1
+#: Files hashed at once before an incremental run (reads wait on I/O, mostly S3).
+HASH_THREADS = 8
 #: Every key of the ``batch_scoring`` block: anything else is a typo that would be ignored.
 PARAMETER_KEYS = frozenset(
     {
@@ -100,9 +110,12 @@ def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def score_images(
-    images_to_score: pd.DataFrame, champion: Mapping[str, Any], params: Mapping[str, Any]
+    images_to_score: pd.DataFrame,
+    champion: Mapping[str, Any],
+    params: Mapping[str, Any],
+    history: VerdictHistory | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Moderate every listed image with the registered champion, in batches.
+    """Moderate the listed images the champion has not scored yet, in batches.
 
     Args:
         images_to_score: Output of :func:`list_images_to_score`.
@@ -110,12 +123,17 @@ def score_images(
             pinned ``model_uri`` is loaded (once per process, or once per Ray worker).
         params: The ``batch_scoring`` parameter block (``engine``, ``batch_size``,
             ``storage_options``, ``ray``).
+        history: The verdict history (``batch_verdicts_history``). With it, images whose
+            sha256 this model version already has in the table are skipped, verdicts staged
+            by an earlier run that died are reused, and each finished batch is staged as it
+            finishes. Without it every listed image is scored and nothing is staged.
 
     Returns:
-        The verdict table (columns :data:`VERDICT_COLUMNS` and ``scored_at``, the UTC time the
-        scoring finished, one value per run; one row per listed file, in order) and a summary
-        (counts per decision and class, errors per reason, images retried after a worker died,
-        the model and the engine).
+        The verdicts to append (columns :data:`VERDICT_COLUMNS` and ``scored_at``, the UTC
+        time the scoring finished, one value per run; one row per listed file not skipped, in
+        the listing's order) and a summary (counts per decision and class, errors per reason,
+        images skipped and resumed, batches and images retried after a worker died, the model
+        and the engine).
 
     Raises:
         ValueError: If ``engine`` is not one of :data:`ENGINES`, or a key is unknown.
@@ -125,29 +143,125 @@ def score_images(
     if engine not in ENGINES:
         raise ValueError(f"batch_scoring.engine must be one of {list(ENGINES)}, got {engine!r}")
     paths = images_to_score["path"].astype(str).tolist()
-    if engine == "ray":
+    todo, resumed, n_skipped, on_batch = paths, [], 0, None
+    if history is not None:
+        todo, resumed, n_skipped = _plan(paths, champion, params, history)
+        name, version = str(champion["name"]), str(champion["version"])
+
+        def on_batch(rows: pd.DataFrame) -> None:
+            history.stage(name, version, rows)
+
+    retried = retried_batches = 0
+    seconds_lost = 0.0
+    if not todo:
+        new = pd.DataFrame(columns=list(VERDICT_COLUMNS))
+    elif engine == "ray":
         from eyecatcher.pipelines.batch_scoring.ray_engine import score_with_ray
 
-        table, retried = score_with_ray(paths, champion, params)
+        new, report = score_with_ray(todo, champion, params, on_batch=on_batch)
+        retried, retried_batches = report.retried_rows, report.retried_batches
+        seconds_lost = report.seconds_lost
     else:
-        table, retried = _score_locally(paths, champion, params), 0
-    # One time per run, not per row: it dates the verdicts for per-day monitoring, and rows
-    # scored minutes apart in one run belong to the same day's batch.
+        new = _score_locally(todo, champion, params, on_batch)
+    table = _in_listing_order(paths, new, resumed)
+    # One time per run, not per row: it dates the verdicts for per-day monitoring (the
+    # table's scored_day), and rows scored minutes apart in one run belong to the same day.
     table["scored_at"] = pd.Timestamp.now(tz="UTC")
     summary = batch_summary(table, champion, params, n_retried=retried, engine=engine)
+    summary.update(
+        {
+            "n_listed": len(paths),
+            "n_already_scored": n_skipped,
+            "n_resumed": len(resumed),
+            "n_retried_batches": retried_batches,
+            "seconds_lost": round(seconds_lost, 3),
+        }
+    )
     logger.info(
-        "Batch scoring (%s): %d images, decisions %s, %d errors, %d retried",
+        "Batch scoring (%s): %d listed, %d already scored by v%s, %d resumed from an earlier "
+        "run, %d scored now; decisions %s, %d errors, %d batches retried",
         engine,
-        len(table),
+        len(paths),
+        n_skipped,
+        champion["version"],
+        len(resumed),
+        len(new),
         summary["decisions"],
         summary["n_errors"],
-        retried,
+        retried_batches,
     )
     return table, summary
 
 
+def _plan(
+    paths: list[str],
+    champion: Mapping[str, Any],
+    params: Mapping[str, Any],
+    history: VerdictHistory,
+) -> tuple[list[str], list[dict[str, Any]], int]:
+    """What to score: ``(paths to score, staged rows to reuse, paths already scored)``."""
+    name, version = str(champion["name"]), str(champion["version"])
+    hashes = _hashes(paths, params.get("storage_options") or {})
+    scored = history.scored(name, version)
+    staged = history.staged(name, version)
+    staged_rows: dict[str, dict[str, Any]] = {}
+    if staged is not None:
+        for row in staged.astype(object).where(staged.notna(), None).to_dict(orient="records"):
+            if row.get("sha256") is not None:
+                staged_rows.setdefault(str(row["sha256"]), row)
+    todo, resumed, skipped = [], [], 0
+    for path in paths:
+        sha256 = hashes[path]
+        if sha256 is not None and sha256 in scored:
+            skipped += 1
+        elif sha256 is not None and sha256 in staged_rows:
+            # The same bytes under the name listed now: the verdict is the image's.
+            resumed.append({**staged_rows[sha256], "path": path})
+        else:
+            todo.append(path)
+    return todo, resumed, skipped
+
+
+def _hashes(paths: list[str], storage_options: Mapping[str, Any]) -> dict[str, str | None]:
+    """The sha256 of each file's bytes; ``None`` for one that cannot be read (it is scored,
+    and gets its ``unreadable`` row)."""
+
+    def digest(path: str) -> str | None:
+        sha = hashlib.sha256()
+        try:
+            with fsspec.open(path, "rb", **dict(storage_options)) as handle:
+                while chunk := handle.read(1 << 20):
+                    sha.update(chunk)
+        except OSError:
+            return None
+        return sha.hexdigest()
+
+    with ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="hash") as pool:
+        return dict(zip(paths, pool.map(digest, paths), strict=True))
+
+
+def _in_listing_order(
+    paths: list[str], new: pd.DataFrame, resumed: list[dict[str, Any]]
+) -> pd.DataFrame:
+    """Scored and resumed rows as one table, in the order the files were listed."""
+    if not resumed:
+        return new.reset_index(drop=True)
+    rows = {
+        row["path"]: row
+        for row in new.astype(object).where(new.notna(), None).to_dict(orient="records")
+    }
+    rows.update({row["path"]: row for row in resumed})
+    return pd.DataFrame(
+        [{c: rows[p].get(c) for c in VERDICT_COLUMNS} for p in paths if p in rows],
+        columns=list(VERDICT_COLUMNS),
+    )
+
+
 def _score_locally(
-    paths: list[str], champion: Mapping[str, Any], params: Mapping[str, Any]
+    paths: list[str],
+    champion: Mapping[str, Any],
+    params: Mapping[str, Any],
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     scorer = ChampionScorer(champion, params.get("storage_options") or {})
     batch_size = effective_batch_size(scorer.model_, int(params.get("batch_size", 16)))
@@ -156,7 +270,11 @@ def _score_locally(
     with tqdm(total=len(paths), desc="batch scoring", unit="image") as progress:
         # The next batch is read while this one is scored; one batch ahead bounds memory.
         for batch in prefetched(scorer.read, batches, depth=READ_AHEAD_BATCHES):
-            verdicts.extend(scorer.predict(batch))
+            rows = scorer.predict(batch)
+            if on_batch is not None:
+                # Persisted before the next batch: a run killed later keeps this one.
+                on_batch(pd.DataFrame(rows, columns=list(VERDICT_COLUMNS)))
+            verdicts.extend(rows)
             progress.update(len(batch.paths))
     return pd.DataFrame(verdicts, columns=list(VERDICT_COLUMNS))
 
@@ -176,13 +294,21 @@ def batch_scoring_metrics(
         kedro-mlflow's metrics dataset (the catalog adds the ``monitoring.`` prefix); and the
         same figures as a monitoring report, with the model version, source and ``scored_at``.
     """
-    metrics = {**scoring_run_metrics(verdicts), "retried_items": float(summary["n_retried"])}
+    metrics = {
+        **scoring_run_metrics(verdicts),
+        "retried_items": float(summary["n_retried"]),
+        "retried_batches": float(summary.get("n_retried_batches", 0)),
+        "already_scored_items": float(summary.get("n_already_scored", 0)),
+        "resumed_items": float(summary.get("n_resumed", 0)),
+    }
     report = {
         "model_name": summary["model_name"],
         "model_version": summary["model_version"],
         "source": summary["source"],
         "engine": summary["engine"],
-        "scored_at": str(verdicts["scored_at"].max()) if "scored_at" in verdicts else None,
+        "scored_at": str(verdicts["scored_at"].max())
+        if "scored_at" in verdicts and len(verdicts)
+        else None,
         "metrics": {name: float(value) for name, value in metrics.items()},
     }
     mlflow_metrics = {name: {"value": float(value), "step": 0} for name, value in metrics.items()}

@@ -8,12 +8,15 @@ from eyecatcher.pipelines.batch_scoring.nodes import (
     score_images,
 )
 from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
-from eyecatcher.serving.registry import resolve_champion
+from eyecatcher.registry.resolve import resolve_champion
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the batch-scoring pipeline: champion (+ shadow) + listed images → verdicts, metrics.
 
+    ``batch_verdicts_history`` (the verdict table's folder, read before scoring and written
+    batch by batch while scoring) makes the run incremental and resumable; ``batch_verdicts``
+    appends this run's rows to the table. The run's metrics are over this run's rows only.
     Without ``batch_scoring.shadow_model`` the shadow nodes pass the champion's verdicts through
     and write no shadow output.
     """
@@ -42,7 +45,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 score_images,
-                inputs=["images_to_score", "batch_scoring_champion", "params:batch_scoring"],
+                inputs=[
+                    "images_to_score",
+                    "batch_scoring_champion",
+                    "params:batch_scoring",
+                    "batch_verdicts_history",
+                ],
                 outputs=["champion_verdicts", "batch_scoring_summary"],
                 name="score_images",
                 tags=["batch_scoring"],
@@ -67,7 +75,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 batch_scoring_metrics,
-                inputs=["batch_verdicts", "batch_scoring_summary"],
+                # This run's rows: batch_verdicts, once saved, loads the whole history.
+                inputs=["champion_verdicts", "batch_scoring_summary"],
                 outputs=["batch_scoring_metrics", "batch_scoring_monitoring"],
                 name="batch_scoring_metrics",
                 tags=["batch_scoring"],

@@ -7,6 +7,7 @@ actor. Both therefore read, encode and predict identically, through the served m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -17,13 +18,14 @@ from typing import Any
 import fsspec
 import pandas as pd
 
-from eyecatcher.serving.registry import served_image_limit, served_limit
+from eyecatcher.serving.in_process import InProcessScorer, request_frame, served_limit
 from eyecatcher.serving_model.contract import ID_COLUMN, OUTPUT_COLUMNS, encode_image
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the verdict table, in order: the served model's response, keyed by file path.
-VERDICT_COLUMNS = ("path", *(c for c in OUTPUT_COLUMNS if c != ID_COLUMN))
+#: Columns of the verdict table, in order: the file path, the sha256 of its bytes (``None`` when
+#: they could not be read whole), then the served model's response.
+VERDICT_COLUMNS = ("path", "sha256", *(c for c in OUTPUT_COLUMNS if c != ID_COLUMN))
 
 
 def read_limited(path: str, storage_options: Mapping[str, Any], limit: int | None = None) -> bytes:
@@ -47,10 +49,11 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(columns, values, strict=True)) for values in rows]
 
 
-def _verdict(path: str, row: Mapping[str, Any]) -> dict[str, Any]:
+def _verdict(path: str, row: Mapping[str, Any], sha256: str | None = None) -> dict[str, Any]:
     probabilities = _cell(row.get("probabilities"))
     return {
         "path": path,
+        "sha256": sha256,
         "class": _cell(row.get("class")),
         # JSON text: the class set is the model's, and Parquet needs one type per column.
         "probabilities": None
@@ -66,10 +69,13 @@ def _verdict(path: str, row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def failed_verdict(path: str, champion: Mapping[str, Any], error: str) -> dict[str, Any]:
+def failed_verdict(
+    path: str, champion: Mapping[str, Any], error: str, sha256: str | None = None
+) -> dict[str, Any]:
     """The verdict row of a file that got no answer from the model, with the reason."""
     return {
         "path": path,
+        "sha256": sha256,
         "class": None,
         "probabilities": None,
         "unsafe_score": None,
@@ -81,7 +87,11 @@ def failed_verdict(path: str, champion: Mapping[str, Any], error: str) -> dict[s
 
 
 def predict_batch(
-    model: Any, paths: Sequence[str], images: Sequence[str], champion: Mapping[str, Any]
+    model: Any,
+    paths: Sequence[str],
+    images: Sequence[str],
+    champion: Mapping[str, Any],
+    hashes: Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The model's verdicts for encoded images; a batch that breaks it is rescored row by row.
 
@@ -90,25 +100,34 @@ def predict_batch(
         paths: The files, one per image (they become the ``id`` column).
         images: The images, encoded as the served model expects (:func:`encode_image`).
         champion: The resolved champion (its name and version label failed rows).
+        hashes: The sha256 of each file's bytes (``None``: not known).
 
     Returns:
         One verdict row per path, in order; a row the model raises on carries ``model_error``.
     """
-    frame = pd.DataFrame({"id": list(paths), "image": list(images)})
+    hashes = list(hashes) if hashes is not None else [None] * len(paths)
+    frame = request_frame(list(images), list(paths))
     try:
         answers = model.predict(frame)
     except Exception as exc:  # isolate the row that breaks the model, keep the rest
         if len(paths) == 1:
             logger.warning("The model failed on %s: %s", paths[0], exc)
-            return [failed_verdict(paths[0], champion, f"model_error: {type(exc).__name__}: {exc}")]
+            return [
+                failed_verdict(
+                    paths[0], champion, f"model_error: {type(exc).__name__}: {exc}", hashes[0]
+                )
+            ]
         logger.warning("The model failed on a batch (%s); scoring its rows one by one", exc)
         return [
             verdict
-            for path, image in zip(paths, images, strict=True)
-            for verdict in predict_batch(model, [path], [image], champion)
+            for path, image, sha256 in zip(paths, images, hashes, strict=True)
+            for verdict in predict_batch(model, [path], [image], champion, [sha256])
         ]
     records = _records(answers) if isinstance(answers, pd.DataFrame) else answers
-    return [_verdict(path, row) for path, row in zip(paths, records, strict=True)]
+    return [
+        _verdict(path, row, sha256)
+        for path, row, sha256 in zip(paths, records, hashes, strict=True)
+    ]
 
 
 def effective_batch_size(model: Any, batch_size: int) -> int:
@@ -137,12 +156,14 @@ class ReadBatch:
         paths: Every path of the batch, in order.
         readable_paths: The paths that were read, in order.
         images: Their bytes, encoded as the served model expects, one per readable path.
+        hashes: The sha256 of each readable path's bytes.
         verdicts: The rows of the paths that could not be read (or are over the byte limit).
     """
 
     paths: list[str]
     readable_paths: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -153,7 +174,7 @@ class ChampionScorer:
     called on every batch it is given.
 
     Args:
-        champion: Output of :func:`eyecatcher.serving.registry.resolve_champion`; its pinned
+        champion: Output of :func:`eyecatcher.registry.resolve.resolve_champion`; its pinned
             ``model_uri`` is loaded.
         storage_options: fsspec options for ``s3://`` paths.
         model: An already-loaded model to use instead of loading ``model_uri``.
@@ -165,18 +186,15 @@ class ChampionScorer:
         storage_options: Mapping[str, Any] | None = None,
         model: Any | None = None,
     ) -> None:
-        if model is None:
-            import mlflow.pyfunc
-
-            model = mlflow.pyfunc.load_model(champion["model_uri"])
+        scorer = InProcessScorer(champion["model_uri"], model=model)
         self.champion = dict(champion)
         self.storage_options = dict(storage_options or {})
-        self.model_ = model
+        self.model_ = scorer.model
         # The model refuses images above its byte limit anyway; knowing the limit here means a
         # stray multi-gigabyte file is not read (and base64-encoded) whole just to be refused.
-        self.limit_ = served_image_limit(model)
+        self.limit_ = scorer.max_image_bytes
         # A request over the model's row limit is refused whole: predict in chunks under it.
-        self.max_rows_ = served_limit(model, "max_rows")
+        self.max_rows_ = scorer.max_rows
 
     def read(self, paths: Sequence[str]) -> ReadBatch:
         """Read and encode a batch; files that cannot be used get their verdict row already.
@@ -192,6 +210,7 @@ class ChampionScorer:
                 batch.verdicts[path] = failed_verdict(path, self.champion, f"unreadable: {exc}")
                 continue
             if self.limit_ is not None and len(data) > self.limit_:
+                # Only the first limit + 1 bytes were read: no sha256 of the whole file.
                 batch.verdicts[path] = failed_verdict(
                     path,
                     self.champion,
@@ -200,6 +219,9 @@ class ChampionScorer:
                 continue
             batch.readable_paths.append(path)
             batch.images.append(encode_image(data))
+            # The key of the verdict history: the same bytes under another name are the
+            # same image for incremental scoring and for excluding training images.
+            batch.hashes.append(hashlib.sha256(data).hexdigest())
         return batch
 
     def predict(self, batch: ReadBatch) -> list[dict[str, Any]]:
@@ -209,7 +231,11 @@ class ChampionScorer:
         for start in range(0, len(batch.readable_paths), step):
             chunk = slice(start, start + step)
             for verdict in predict_batch(
-                self.model_, batch.readable_paths[chunk], batch.images[chunk], self.champion
+                self.model_,
+                batch.readable_paths[chunk],
+                batch.images[chunk],
+                self.champion,
+                batch.hashes[chunk],
             ):
                 verdicts[verdict["path"]] = verdict
         return [verdicts[path] for path in batch.paths]

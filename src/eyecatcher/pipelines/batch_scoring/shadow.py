@@ -27,7 +27,7 @@ from eyecatcher.pipelines.registration.shadow_period import (
     CHAMPION_VERSION_KEY,
     SHADOW_VERSION_KEY,
 )
-from eyecatcher.serving.registry import ChampionNotFoundError, resolve_champion
+from eyecatcher.registry.resolve import resolve_alias_or_version
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ def resolve_shadow(params: Mapping[str, Any]) -> dict[str, Any]:
             ``champion``), a version number, or null (no shadow).
 
     Returns:
-        ``{}`` without a shadow; otherwise what
-        :func:`eyecatcher.serving.registry.resolve_champion` returns, for the shadow
-        (``version`` and a pinned ``model_uri``), plus ``requested`` (the parameter as given).
+        ``{}`` without a shadow; otherwise the registry's pinned record
+        (:func:`eyecatcher.registry.resolve.pinned`) of the shadow, plus ``requested`` (the
+        parameter as given).
 
     Raises:
         ChampionNotFoundError: If the alias or the version does not exist.
@@ -53,38 +53,9 @@ def resolve_shadow(params: Mapping[str, Any]) -> dict[str, Any]:
     if requested is None or str(requested).strip() == "":
         return {}
     text = str(requested).strip()
-    if not text.isdigit():
-        return {**resolve_champion({**params, "alias": text}), "requested": text}
-    # A version number: resolve through an alias-free lookup, pinned the same way.
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from eyecatcher.serving.process import absolute_tracking_uri
-
-    name = str(params["model_name"])
-    tracking_uri = absolute_tracking_uri(mlflow.get_tracking_uri())
-    registry_uri = absolute_tracking_uri(mlflow.get_registry_uri() or tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    try:
-        version = client.get_model_version(name, text)
-    except MlflowException as exc:
-        raise ChampionNotFoundError(
-            f"batch_scoring.shadow_model={text}: registered model '{name}' has no version "
-            f"{text} ({exc.message})"
-        ) from exc
-    logger.info("Shadow: %s version %s (run %s)", name, version.version, version.run_id)
-    return {
-        "name": name,
-        "alias": None,
-        "version": str(version.version),
-        "run_id": version.run_id,
-        "model_uri": f"models:/{name}/{version.version}",
-        "alias_uri": None,
-        "tracking_uri": tracking_uri,
-        "registry_uri": registry_uri,
-        "requested": text,
-    }
+    found = resolve_alias_or_version(params, text, setting="batch_scoring.shadow_model")
+    logger.info("Shadow: %s version %s (run %s)", found["name"], found["version"], found["run_id"])
+    return {**found, "requested": text}
 
 
 def score_shadow(

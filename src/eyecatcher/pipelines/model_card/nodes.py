@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from mlflow import MlflowClient
 
 from eyecatcher.pipelines.model_card.description import version_description
-from eyecatcher.pipelines.model_card.registry import card_link, publish_card
+from eyecatcher.registry.cards import card_link, publish_card
+from eyecatcher.registry.client import registry_client
 from eyecatcher.reporting import CardInputs, card_sections, render_card
 from eyecatcher.reporting.plots import candidate_figures
 
@@ -114,7 +114,7 @@ def publish_model_card(
             reason,
         )
         return {"published": False, "reason": reason}
-    client = MlflowClient()
+    client = registry_client()
     run_id = str(registration_report["run_id"])
     artifact_path = str(params.get("artifact_path", "model_card"))
     url = card_link(

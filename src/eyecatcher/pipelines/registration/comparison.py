@@ -11,8 +11,8 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from eyecatcher.pipelines.registration.gate import ChampionComparison, mcnemar_worse_p_value
-from eyecatcher.pipelines.registration.registry import Registry
 from eyecatcher.pipelines.registration.staging import predict_rows
+from eyecatcher.registry.versions import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,8 @@
-"""The staging inference test: the registered version, loaded by its pinned URI, answers right."""
+"""The staging inference test: the registered version, loaded by its pinned URI, answers right.
+
+Both functions score through :class:`eyecatcher.serving.in_process.InProcessScorer` (what code
+that runs is said there and in docs/registry.md).
+"""
 
 from __future__ import annotations
 
@@ -13,24 +17,28 @@ from tqdm.auto import tqdm
 
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.preprocessing import bytes_to_batch
+from eyecatcher.serving.in_process import InProcessScorer, request_frame
 from eyecatcher.serving_model.contract import encode_image
 from eyecatcher.storage import read_bytes
 
 
 def predict_rows(
-    model: mlflow.pyfunc.PyFuncModel,
+    model: mlflow.pyfunc.PyFuncModel | InProcessScorer,
     rows: pd.DataFrame,
     batch_size: int,
     storage_options: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """The served model's answers for manifest ``rows``, ``batch_size`` images per request."""
+    """The served model's answers for manifest ``rows``, ``batch_size`` images per request.
+
+    Images are read one request at a time, so a large test split is never held whole.
+    """
+    scorer = model if isinstance(model, InProcessScorer) else InProcessScorer(model=model)
+    step = scorer.chunk_size(batch_size)
     outputs = []
-    for start in tqdm(range(0, len(rows), batch_size), desc="scoring", unit="batch"):
-        chunk = rows.iloc[start : start + batch_size]
+    for start in tqdm(range(0, len(rows), step), desc="scoring", unit="batch"):
+        chunk = rows.iloc[start : start + step]
         images = [encode_image(read_bytes(uri, storage_options)) for uri in chunk["uri"]]
-        outputs.append(
-            model.predict(pd.DataFrame({"id": chunk["sha256"].tolist(), "image": images}))
-        )
+        outputs.append(scorer.predict_frame(request_frame(images, chunk["sha256"].tolist())))
     return pd.concat(outputs, ignore_index=True)
 
 
@@ -53,9 +61,9 @@ def smoke_test(
         ``passed``, ``images``, ``agreement`` and ``problems`` (sentences).
     """
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        scorer = InProcessScorer(model_uri)
         images = [read_bytes(uri, storage_options) for uri in rows["uri"]]
-        out = model.predict(pd.DataFrame({"image": [encode_image(i) for i in images]}))
+        out = scorer.score_bytes(images, chunk=len(images))
     except Exception as exc:  # a version that cannot even load fails its test
         return {
             "passed": False,

@@ -59,7 +59,7 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
     def _load(self) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
 
-        from eyecatcher.serving.registry import ChampionNotFoundError, resolve_champion
+        from eyecatcher.registry.resolve import ChampionNotFoundError, resolve_champion
 
         try:
             found = resolve_champion({"model_name": self._model_name, "alias": self._alias})

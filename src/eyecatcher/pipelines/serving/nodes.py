@@ -34,8 +34,8 @@ from eyecatcher.pipelines.serving.staging import (
     smoke_metrics,
     start,
 )
+from eyecatcher.serving.in_process import InProcessScorer
 from eyecatcher.serving.process import ServerStartError
-from eyecatcher.serving.registry import served_image_limit, served_limit
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def staging_smoke_test(
     """Start the scoring server, smoke-test it, stop it (or keep serving in foreground mode).
 
     Args:
-        champion: Output of :func:`eyecatcher.serving.registry.resolve_champion`.
+        champion: Output of :func:`eyecatcher.registry.resolve.resolve_champion`.
         split_manifest: The split table; images of ``smoke_test.split`` are sent.
         params: The ``serving`` parameter block (see ``conf/base/parameters_serving.yml``).
 
@@ -98,8 +98,6 @@ def staging_smoke_test(
         A failed smoke test is *reported* here and raised by
         :func:`enforce_smoke_test`, so the report is saved before the run exits non-zero.
     """
-    import mlflow.pyfunc
-
     smoke = dict(params.get("smoke_test", {}))
     timeout_s = float(params.get("client_timeout_s", 60))
     split = smoke.get("split", "test")
@@ -109,7 +107,7 @@ def staging_smoke_test(
         logger.warning("Smoke-test image %s could not be read: %s", item["uri"], item["error"])
     report = new_report(champion, split, ids, unreadable)
     # The in-process reference: the same registered version, loaded the way users load it.
-    local_model = mlflow.pyfunc.load_model(champion["model_uri"])
+    local_model = InProcessScorer(champion["model_uri"])
     local_rows = in_process_rows(local_model, ids, images)
     log_dir = tempfile.mkdtemp(prefix="eyecatcher-serve-")
     server = server_for(champion, params, log_dir)
@@ -128,8 +126,8 @@ def staging_smoke_test(
                     server.url,
                     seen,
                     timeout_s,
-                    max_image_bytes=smoke.get("max_image_bytes") or served_image_limit(local_model),
-                    max_rows=served_limit(local_model, "max_rows"),
+                    max_image_bytes=smoke.get("max_image_bytes") or local_model.max_image_bytes,
+                    max_rows=local_model.max_rows,
                 )
             report["served_until"] = None
             if params.get("foreground", False):

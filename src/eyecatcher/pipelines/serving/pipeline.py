@@ -3,7 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from eyecatcher.pipelines.serving.nodes import enforce_smoke_test, staging_smoke_test
-from eyecatcher.serving.registry import resolve_champion
+from eyecatcher.registry.resolve import resolve_champion
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -32,9 +32,9 @@ from eyecatcher.serving.client import (
     request_body,
     served_rows,
 )
+from eyecatcher.serving.in_process import InProcessScorer
 from eyecatcher.serving.probes import bad_request_probes, good_request_works, run_probe, sample_jpeg
 from eyecatcher.serving.process import ModelServer
-from eyecatcher.serving_model.contract import encode_image
 from eyecatcher.storage import read_bytes
 
 logger = logging.getLogger(__name__)
@@ -138,18 +138,14 @@ def read_smoke_images(
     return ids, encoded, unreadable
 
 
-def in_process_rows(model: Any, ids: list[str], images: list[bytes]) -> list[dict[str, Any]]:
+def in_process_rows(
+    scorer: InProcessScorer, ids: list[str], images: list[bytes]
+) -> list[dict[str, Any]]:
     """The in-process answers, in requests no larger than the served model's row limit."""
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(ids), IN_PROCESS_CHUNK):
-        frame = pd.DataFrame(
-            {
-                "id": ids[start : start + IN_PROCESS_CHUNK],
-                "image": [encode_image(i) for i in images[start : start + IN_PROCESS_CHUNK]],
-            }
-        )
-        rows.extend(normalise_prediction(r) for r in prediction_records(model.predict(frame)))
-    return rows
+    if not ids:
+        return []
+    answers = scorer.score_bytes(images, ids, chunk=IN_PROCESS_CHUNK)
+    return [normalise_prediction(r) for r in prediction_records(answers)]
 
 
 def send_test_images(

@@ -1,5 +1,5 @@
-"""The MLflow side of a model card: the card as an artifact of the version's run, and the
-version's description. Kept apart from the nodes so that they stay testable without a store."""
+"""Card publication: the model card as an artifact of the version's run, and the version's
+description. Kept apart from the model-card nodes so that they stay testable without a store."""
 
 from __future__ import annotations
 

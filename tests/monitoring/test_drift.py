@@ -10,6 +10,7 @@ from PIL import Image
 from eyecatcher.monitoring.drift import (
     DriftConfigError,
     DriftSettings,
+    NumericBins,
     drift_report,
     ks_test,
     psi_categorical,
@@ -104,3 +105,51 @@ def test_image_statistics_measure_size_brightness_format_and_keep_failures(tmp_p
     assert table["brightness"][0] < 20 and table["brightness"][1] > 230
     assert table["error"][2] is not None and pd.isna(table["width"][2])
     assert len(image_statistics([str(dark)] * 5, max_images=2)) == 2
+
+
+def test_few_distinct_values_do_not_collapse_the_bins() -> None:
+    # The examples: the reference's quantile edges collapse, the old PSI was 0.0.
+    flag = psi_numeric([0.0] * 95 + [1.0] * 5, [1.0] * 100)
+    assert flag >= DriftSettings().psi_alert
+    # By hand: shares of 0.0 go 0.95 -> 0 (floored at 1e-4), of 1.0 go 0.05 -> 1.
+    expected = (1.0 - 0.05) * np.log(1.0 / 0.05) + (1e-4 - 0.95) * np.log(1e-4 / 0.95)
+    assert flag == pytest.approx(expected)
+    widths = psi_numeric([4032] * 95 + [640] * 5, [100] * 100)
+    assert widths >= DriftSettings().psi_alert
+    report = drift_report(
+        pd.DataFrame({"width": [4032] * 95 + [640] * 5}),
+        pd.DataFrame({"width": [100] * 100}),
+        DriftSettings(),
+        numeric=["width"],
+    )
+    assert report["alerts"] == ["width"]
+    assert any(r.startswith("PSI") for r in report["columns"]["width"]["reasons"])
+    # Unchanged few-valued columns stay quiet.
+    assert psi_numeric([0.0] * 95 + [1.0] * 5, [0.0] * 95 + [1.0] * 5) == pytest.approx(0.0)
+
+
+def test_a_heavy_tie_in_a_many_valued_column_gets_its_own_bin() -> None:
+    # 989 zeros and 11 other values: quantile edges collapse to one bin; the tie is an atom.
+    reference = np.r_[np.zeros(989), np.arange(1, 12)]
+    bins = NumericBins.from_reference(reference, 10)
+    assert bins.n_bins >= 2 and 0.0 in bins.atoms
+    assert psi_numeric(reference, np.full(1000, 5.0)) >= DriftSettings().psi_alert
+    assert psi_numeric(reference, reference) == pytest.approx(0.0)
+
+
+def test_reference_weights_re_weight_the_class_mix() -> None:
+    rng = np.random.default_rng(1)
+    # Balanced reference: half unsafe (high scores), half safe (low scores).
+    ref_scores = np.r_[rng.beta(8, 2, 500), rng.beta(2, 8, 500)]
+    ref_class = np.r_[["unsafe"] * 500, ["safe"] * 500]
+    # Production: 95% safe, same per-class score distributions.
+    cur_scores = np.r_[rng.beta(8, 2, 50), rng.beta(2, 8, 950)]
+    plain = psi_numeric(ref_scores, cur_scores)
+    assert plain >= DriftSettings().psi_alert  # the class mix alone alarms
+    weights = np.where(ref_class == "unsafe", 0.05 / 0.5, 0.95 / 0.5)
+    weighted = psi_numeric(ref_scores, cur_scores, reference_weights=weights)
+    assert weighted < 0.1
+    stat, p = ks_test(ref_scores, cur_scores, reference_weights=weights)
+    assert stat < 0.1 and p > 0.01
+    with pytest.raises(ValueError, match="weights"):
+        psi_numeric(ref_scores, cur_scores, reference_weights=weights[:10])

@@ -11,5 +11,7 @@ def test_feedback_files_from_s3(s3_bucket: str) -> None:
     storage.write_atomic(f"{prefix}/2026-12/verdicts.csv", b"sha256,verdict\n")
     storage.write_atomic(f"{prefix}/README.md", b"not feedback")
     files = FeedbackFilesDataset(path=prefix).load()
-    assert files == {"2026-12/verdicts.csv": b"sha256,verdict\n"}
+    assert sorted(files) == ["2026-12/verdicts.csv"]
+    assert files["2026-12/verdicts.csv"].size == len(b"sha256,verdict\n")
+    assert files["2026-12/verdicts.csv"].read(1000) == b"sha256,verdict\n"
     assert FeedbackFilesDataset(path=f"{s3_bucket}/nowhere").load() == {}

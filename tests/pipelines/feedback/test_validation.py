@@ -65,6 +65,8 @@ def test_valid_records_resolve_sha256_and_every_uri_of_an_image(index: pd.DataFr
         "valid": 3,
         "duplicate": 0,
         "malformed": 0,
+        "too_large": 0,
+        "future_timestamp": 0,
         "unknown_class": 0,
         "unknown_image": 0,
     }
@@ -196,7 +198,11 @@ def test_the_dataset_reads_feedback_files_and_skips_others(tmp_path: Path) -> No
     (folder / "2026-11" / "a.csv").write_text(HEADER)
     (folder / "b.JSONL").write_text("")
     (folder / "README.md").write_text("not feedback")
-    assert sorted(FeedbackFilesDataset(str(folder)).load()) == ["2026-11/a.csv", "b.JSONL"]
+    loaded = FeedbackFilesDataset(str(folder)).load()
+    assert sorted(loaded) == ["2026-11/a.csv", "b.JSONL"]
+    # Listed with their sizes, read only when asked to (a file over the cap never is).
+    assert loaded["2026-11/a.csv"].size == len(HEADER)
+    assert loaded["2026-11/a.csv"].read(1000) == HEADER.encode()
     assert FeedbackFilesDataset(str(tmp_path / "missing")).load() == {}
 
 

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from eyecatcher.pipelines.feedback.files import is_feedback_file
+from eyecatcher.pipelines.feedback.files import FeedbackFile, is_feedback_file
 from eyecatcher.storage import filesystem
 
 logger = logging.getLogger(__name__)
 
 
-class FeedbackFilesDataset(AbstractDataset[None, dict[str, bytes]]):
-    """Load-only: ``{relative file name: bytes}`` for each CSV/JSONL/Parquet file under ``path``.
+class FeedbackFilesDataset(AbstractDataset[None, dict[str, FeedbackFile]]):
+    """Load-only: ``{relative file name: FeedbackFile}`` for each CSV/JSONL/Parquet file.
 
-    A missing folder loads as no feedback, with a warning naming it (a moderation team starts
-    without any); other files in the folder (a README) are skipped and counted.
+    Files are listed with their sizes and read later, like ``PartitionedDataset``'s lazy
+    partitions: the node refuses a file over ``feedback.max_file_bytes`` (a parameter) without
+    reading it. A missing folder loads as no feedback, with a warning naming it (a moderation
+    team starts without any); other files in the folder (a README) are skipped and counted.
     """
 
     def __init__(
@@ -41,21 +44,22 @@ class FeedbackFilesDataset(AbstractDataset[None, dict[str, bytes]]):
         self._path = path
         self._options = {**dict(fs_args or {}), **dict(credentials or {})}
 
-    def _load(self) -> dict[str, bytes]:
+    def _load(self) -> dict[str, FeedbackFile]:
         fs, root = filesystem(self._path, self._options)
         if not fs.exists(root):
             logger.warning("Feedback folder %s does not exist: no human verdicts", self._path)
             return {}
-        found = sorted(fs.find(root))
+        found = fs.find(root, detail=True)
         files = {}
         skipped = 0
-        for path in found:
+        for path in sorted(found):
             name = posixpath.relpath(path, root)
             if not is_feedback_file(name):
                 skipped += 1
                 continue
-            with fs.open(path, "rb") as fh:
-                files[name] = fh.read()
+            files[name] = FeedbackFile(
+                size=int(found[path]["size"]), opener=functools.partial(fs.open, path, "rb")
+            )
         if skipped:
             logger.info(
                 "Feedback folder %s: %d file(s) without a feedback extension skipped",

@@ -1,7 +1,16 @@
 """Reading feedback files (CSV, JSON Lines, Parquet) into raw records, one per row.
 
-Parsing never raises on bad content: a file or a row that cannot be read becomes a record with
-a ``_problem``, so validation can report it next to the good rows.
+Parsing never raises on bad content, however hostile: a file or a row that cannot be read
+becomes a record with a ``_problem`` (and the ``_status`` it is counted under), so validation
+reports it next to the good rows and every row read is accounted for. A bad row never hides
+the rows after it:
+
+- a file over the size cap is refused before it is read (one ``too_large`` record naming the
+  file, its size and the cap);
+- a field longer than :data:`MAX_FIELD_CHARS` (CSV, JSON or Parquet) is a ``too_large`` row,
+  and the CSV reader carries on with the next line instead of ending the file;
+- a JSON line with an integer Python refuses to convert (more than 4,300 digits) or nesting too
+  deep to parse is a ``too_large`` row.
 """
 
 from __future__ import annotations
@@ -9,13 +18,42 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-#: Extensions read as feedback; other files in the folder are ignored (and counted).
-FEEDBACK_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".parquet")
+from eyecatcher.pipelines.feedback.label_studio import EXPORT_EXTENSION, export_records
+
+#: Extensions read as feedback (``.json``: a Label Studio JSON export); other files in the
+#: folder are ignored (and counted).
+FEEDBACK_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".parquet", EXPORT_EXTENSION)
+#: Longest field (and JSON key) accepted, in characters: the csv module's default
+#: ``field_size_limit``, applied to every format alike (a verdict, a URI or a note is far
+#: shorter; the csv module's own limit is process-wide state another library may change).
+MAX_FIELD_CHARS = 131_072
+#: The default for ``feedback.max_file_bytes``.
+DEFAULT_MAX_FILE_BYTES = 50_000_000
+
+
+@dataclass(frozen=True)
+class FeedbackFile:
+    """A feedback file listed but not read yet, so a file over the size cap is never read.
+
+    Attributes:
+        size: The size the store reported when the folder was listed, in bytes.
+        opener: Opens the file for binary reading.
+    """
+
+    size: int
+    opener: Callable[[], IO[bytes]]
+
+    def read(self, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes: one more than the cap shows that the file grew past it."""
+        with self.opener() as handle:
+            return handle.read(limit + 1)
 
 
 def is_feedback_file(name: str) -> bool:
@@ -23,8 +61,30 @@ def is_feedback_file(name: str) -> bool:
     return name.lower().endswith(FEEDBACK_EXTENSIONS)
 
 
-def _problem(file: str, line: int | None, detail: str) -> dict[str, Any]:
-    return {"_file": file, "_line": line, "_problem": f"malformed: {detail}"}
+def _problem(file: str, line: int | None, detail: str, status: str = "malformed") -> dict[str, Any]:
+    return {"_file": file, "_line": line, "_problem": detail, "_status": status}
+
+
+def _row(file: str, line: int, row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A row as a record, or a ``too_large`` problem when a field or key is over the limit."""
+    for key, value in row.items():
+        if len(str(key)) > MAX_FIELD_CHARS:
+            return _problem(
+                file,
+                line,
+                f"field_too_large: a field name has {len(str(key)):,} characters "
+                f"(limit {MAX_FIELD_CHARS:,})",
+                "too_large",
+            )
+        if isinstance(value, str | bytes) and len(value) > MAX_FIELD_CHARS:
+            return _problem(
+                file,
+                line,
+                f"field_too_large: field {str(key)!r} has {len(value):,} characters "
+                f"(limit {MAX_FIELD_CHARS:,})",
+                "too_large",
+            )
+    return {**row, "_file": file, "_line": line}
 
 
 def _csv_records(name: str, data: bytes) -> list[dict[str, Any]]:
@@ -32,20 +92,38 @@ def _csv_records(name: str, data: bytes) -> list[dict[str, Any]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return [_problem(name, None, f"not UTF-8 text ({exc.reason})")]
-    reader = csv.DictReader(io.StringIO(text))
-    records = []
+    reader = csv.reader(io.StringIO(text))
     try:
-        for row in reader:
-            line = reader.line_num
-            if None in row:  # more fields than the header names
-                records.append(_problem(name, line, f"{len(row[None])} field(s) beyond the header"))
-                continue
-            if any(value is None for value in row.values()):
-                records.append(_problem(name, line, "fewer fields than the header"))
-                continue
-            records.append({**row, "_file": name, "_line": line})
+        header = next(reader, None)
     except csv.Error as exc:
-        records.append(_problem(name, reader.line_num, f"CSV error: {exc}"))
+        # Without its header no row of the file can be read: the file is one rejected record.
+        return [_problem(name, reader.line_num, f"the header is unreadable (CSV error: {exc})")]
+    if header is None:
+        return []
+    records = []
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # The reader starts afresh at the next line after an error, so this row alone is
+            # rejected; before, the error ended the loop and every later row was lost uncounted.
+            status = "too_large" if "field limit" in str(exc) else "malformed"
+            prefix = "field_too_large: " if status == "too_large" else ""
+            records.append(_problem(name, reader.line_num, f"{prefix}CSV error: {exc}", status))
+            continue
+        line = reader.line_num
+        if not fields:  # a blank line, as csv.DictReader skips it
+            continue
+        if len(fields) > len(header):
+            extra = len(fields) - len(header)
+            records.append(_problem(name, line, f"{extra} field(s) beyond the header"))
+            continue
+        if len(fields) < len(header):
+            records.append(_problem(name, line, "fewer fields than the header"))
+            continue
+        records.append(_row(name, line, dict(zip(header, fields, strict=True))))
     return records
 
 
@@ -59,41 +137,93 @@ def _jsonl_records(name: str, data: bytes) -> list[dict[str, Any]]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             records.append(_problem(name, number, f"not JSON ({exc})"))
             continue
+        except ValueError as exc:
+            # Not a syntax error: Python's int-str conversion limit (4,300 digits).
+            records.append(_problem(name, number, f"number_too_large: {exc}", "too_large"))
+            continue
+        except RecursionError:
+            records.append(
+                _problem(name, number, "nesting_too_deep: JSON nested too deeply", "too_large")
+            )
+            continue
         if not isinstance(value, dict):
             records.append(_problem(name, number, f"a JSON {type(value).__name__}, not an object"))
             continue
-        records.append({**value, "_file": name, "_line": number})
+        records.append(_row(name, number, value))
     return records
 
 
-def _parquet_records(name: str, data: bytes) -> list[dict[str, Any]]:
+def _parquet_records(name: str, data: bytes, max_bytes: int) -> list[dict[str, Any]]:
     try:
+        metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+        # A small compressed file can hold far more data: bound what the metadata says the
+        # columns decode to by the same cap, before decoding any of them.
+        decoded = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        if decoded > max_bytes:
+            return [
+                _problem(
+                    name,
+                    None,
+                    f"file_too_large: {name} decodes to {decoded:,} bytes, over "
+                    f"feedback.max_file_bytes ({max_bytes:,}); split it",
+                    "too_large",
+                )
+            ]
         table = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises several types for a damaged file
         return [_problem(name, None, f"unreadable Parquet file ({type(exc).__name__}: {exc})")]
     records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
-    return [{**r, "_file": name, "_line": i + 2} for i, r in enumerate(records)]
+    return [_row(name, i + 2, r) for i, r in enumerate(records)]
 
 
-def parse_feedback_files(files: Mapping[str, bytes]) -> list[dict[str, Any]]:
+def _read_capped(name: str, content: bytes | FeedbackFile, max_bytes: int) -> bytes | str:
+    """The file's bytes, or why it is refused (over the cap, checked before reading it)."""
+
+    def refused(size: str) -> str:
+        return (
+            f"file_too_large: {name} is {size}, over feedback.max_file_bytes "
+            f"({max_bytes:,}); split it or raise the cap"
+        )
+
+    if isinstance(content, FeedbackFile):
+        if content.size > max_bytes:
+            return refused(f"{content.size:,} bytes")
+        content = content.read(max_bytes)
+        if len(content) > max_bytes:
+            return refused(f"more than {max_bytes:,} bytes (it grew after it was listed)")
+    elif len(content) > max_bytes:
+        return refused(f"{len(content):,} bytes")
+    return content
+
+
+def parse_feedback_files(
+    files: Mapping[str, bytes | FeedbackFile], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> list[dict[str, Any]]:
     """Parse every feedback file into raw records.
 
     Args:
-        files: File name → contents, e.g. from :class:`FeedbackFilesDataset`.
+        files: File name → contents, or a :class:`FeedbackFile` to read (from
+            :class:`~.dataset.FeedbackFilesDataset`).
+        max_file_bytes: Files larger than this are refused unread, as one ``too_large`` record.
 
     Returns:
         One dict per row with the row's fields plus ``_file`` and ``_line`` (the CSV line, the
         JSONL line, or the Parquet row + 2 as a spreadsheet shows it); rows or files that
-        could not be parsed carry ``_problem`` instead of fields.
+        could not be parsed carry ``_problem`` (why) and ``_status`` (``malformed`` or
+        ``too_large``) instead of fields.
     """
     records: list[dict[str, Any]] = []
     for name in sorted(files):
-        data = files[name]
         lower = name.lower()
-        if lower.endswith(".csv"):
+        data = _read_capped(name, files[name], max_file_bytes)
+        if isinstance(data, str):
+            records.append(_problem(name, None, data, "too_large"))
+        elif lower.endswith(".csv"):
             records.extend(_csv_records(name, data))
         elif lower.endswith((".jsonl", ".ndjson")):
             records.extend(_jsonl_records(name, data))
         elif lower.endswith(".parquet"):
-            records.extend(_parquet_records(name, data))
+            records.extend(_parquet_records(name, data, max_file_bytes))
+        elif lower.endswith(EXPORT_EXTENSION):
+            records.extend(export_records(name, data))
     return records

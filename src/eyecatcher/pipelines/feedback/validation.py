@@ -3,7 +3,9 @@
 A record names an image (its sha256, or any URI ingestion saw it under), the class a human gave
 it (``verdict``), who decided (``reviewer``), when (``timestamp``, ISO 8601 with a time zone),
 what kind of feedback it is (``kind``: ``appeal`` of a flag, user ``report`` of a miss, or a
-moderator's ``review``) and an optional ``note``. Every problem is reported; none stops the run.
+moderator's ``review``) and an optional ``note``. Every problem is reported; none stops the run,
+and every record read is either accepted (``valid``) or rejected with its status and reason:
+``read = accepted + rejected``, in total and per file.
 """
 
 from __future__ import annotations
@@ -12,17 +14,27 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from eyecatcher.monitoring.online_metrics import FEEDBACK_KINDS
+from eyecatcher.pipelines.feedback.files import DEFAULT_MAX_FILE_BYTES
 
 REQUIRED_FIELDS = ("image", "verdict", "reviewer", "timestamp", "kind")
 OPTIONAL_FIELDS = ("note",)
 CONFLICT_RULES = ("latest", "majority")
 #: Record statuses, in the order the report lists them.
-STATUSES = ("valid", "duplicate", "malformed", "unknown_class", "unknown_image")
+STATUSES = (
+    "valid",
+    "duplicate",
+    "malformed",
+    "too_large",
+    "future_timestamp",
+    "unknown_class",
+    "unknown_image",
+)
 ITEM_COLUMNS = [
     "sha256",
     "uri",
@@ -59,10 +71,16 @@ class FeedbackSettings:
         conflict_rule: ``latest`` (the most recent verdict wins) or ``majority`` (the most
             frequent verdict wins; a tie goes to the most recent of the tied verdicts).
         max_listed: Problems and conflicts listed in full in the report (all are counted).
+        max_file_bytes: Files larger than this are refused unread (one ``too_large`` record).
+        max_clock_skew_seconds: How far past the run's clock a timestamp may be (clocks of
+            moderation tools drift); later ones are ``future_timestamp`` (they would win the
+            ``latest`` rule forever).
     """
 
     conflict_rule: str = "latest"
     max_listed: int = 50
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_clock_skew_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if self.conflict_rule not in CONFLICT_RULES:
@@ -72,6 +90,20 @@ class FeedbackSettings:
             )
         if self.max_listed < 0:
             raise FeedbackConfigError(f"feedback.max_listed must be >= 0, got {self.max_listed}")
+        if isinstance(self.max_file_bytes, bool) or not isinstance(self.max_file_bytes, int):
+            raise FeedbackConfigError(
+                f"feedback.max_file_bytes must be an integer, got {self.max_file_bytes!r}"
+            )
+        if self.max_file_bytes <= 0:
+            raise FeedbackConfigError(
+                f"feedback.max_file_bytes must be > 0, got {self.max_file_bytes}"
+            )
+        skew = self.max_clock_skew_seconds
+        if isinstance(skew, bool) or not isinstance(skew, int | float) or not 0 <= skew <= 86_400:
+            raise FeedbackConfigError(
+                "feedback.max_clock_skew_seconds must be between 0 and 86400, got "
+                f"{self.max_clock_skew_seconds}"
+            )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> FeedbackSettings:
@@ -103,11 +135,24 @@ def _uri_lookup(image_index: pd.DataFrame) -> dict[str, tuple[str, str]]:
     return lookup
 
 
+#: What a field's value may be (a JSON string or number, a Parquet scalar or timestamp).
+_SCALARS = (str, int, float, datetime)
+
+
 def _text(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     text = str(value).strip()
     return text or None
+
+
+def _not_scalar(record: Mapping[str, Any]) -> str | None:
+    """Why a field this module reads is not a scalar (a JSON list or object), or ``None``."""
+    for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS):
+        value = record.get(name)
+        if value is not None and not isinstance(value, _SCALARS):
+            return f"field {name!r} is a {type(value).__name__}, not text"
+    return None
 
 
 def _parse_timestamp(text: str) -> tuple[pd.Timestamp | None, str | None]:
@@ -122,10 +167,8 @@ def _parse_timestamp(text: str) -> tuple[pd.Timestamp | None, str | None]:
     return timestamp.tz_convert("UTC"), None
 
 
-def _malformed(record: Mapping[str, Any], values: Mapping[str, str | None]) -> str | None:
+def _malformed(values: Mapping[str, str | None]) -> str | None:
     """Why a record is malformed, or ``None``."""
-    if "_problem" in record:
-        return str(record["_problem"]).removeprefix("malformed: ")
     missing = [name for name in REQUIRED_FIELDS if values[name] is None]
     if missing:
         return f"missing or empty field(s) {missing}"
@@ -135,13 +178,28 @@ def _malformed(record: Mapping[str, Any], values: Mapping[str, str | None]) -> s
 
 
 def _check_record(
-    record: Mapping[str, Any], classes: set[str], lookup: Mapping[str, tuple[str, str]]
+    record: Mapping[str, Any],
+    classes: set[str],
+    lookup: Mapping[str, tuple[str, str]],
+    latest_allowed: pd.Timestamp,
 ) -> tuple[str, str | None, dict[str, Any] | None]:
     """``(status, detail, item)`` for one raw record."""
+    if "_problem" in record:  # the file or row could not be read (files.py says why)
+        status = str(record.get("_status", "malformed"))
+        return status, str(record["_problem"]).removeprefix("malformed: "), None
     values = {name: _text(record.get(name)) for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)}
-    problem = _malformed(record, values)
+    problem = _not_scalar(record) or _malformed(values)
     if problem is not None:
         return "malformed", problem, None
+    timestamp = _parse_timestamp(str(values["timestamp"]))[0]
+    assert timestamp is not None  # _malformed checked it
+    if timestamp > latest_allowed:
+        return (
+            "future_timestamp",
+            f"timestamp {values['timestamp']!r} is after the run's clock plus the allowed "
+            f"skew ({latest_allowed.isoformat()})",
+            None,
+        )
     if values["verdict"] not in classes:
         detail = f"verdict {values['verdict']!r} is not a class ({', '.join(sorted(classes))})"
         return "unknown_class", detail, None
@@ -156,7 +214,7 @@ def _check_record(
         "verdict": values["verdict"],
         "kind": str(values["kind"]).lower(),
         "reviewer": values["reviewer"],
-        "timestamp": _parse_timestamp(str(values["timestamp"]))[0],
+        "timestamp": timestamp,
         "note": values["note"],
     }
     return "valid", None, item
@@ -181,6 +239,7 @@ def validate_records(
     image_index: pd.DataFrame,
     classes: Iterable[str],
     settings: FeedbackSettings,
+    now: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Check every record, drop exact duplicates and resolve conflicting verdicts.
 
@@ -188,14 +247,20 @@ def validate_records(
         records: Raw records from :func:`~.files.parse_feedback_files`.
         image_index: Ingestion's index (``sha256``, ``uri``, ``all_uris``).
         classes: The classes a verdict may name (the labelling taxonomy's).
-        settings: The conflict rule and report size.
+        settings: The conflict rule, report size and clock-skew allowance.
+        now: The time future timestamps are judged against (UTC); the current time when
+            ``None``.
 
     Returns:
         ``feedback_items`` (every valid, de-duplicated record: :data:`ITEM_COLUMNS`),
         ``feedback_verdicts`` (one row per image, the deciding verdict:
-        :data:`VERDICT_COLUMNS`) and a report (counts per status, the problems with file and
-        line, the conflicts with every verdict and the one chosen).
+        :data:`VERDICT_COLUMNS`) and a report (``read``, ``accepted`` and ``rejected`` records,
+        in total and ``per_file``; counts per status, the problems with file and line, the
+        conflicts with every verdict and the one chosen).
     """
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
+    latest_allowed = now + pd.Timedelta(seconds=settings.max_clock_skew_seconds)
+    per_file: dict[str, Counter[str]] = {}
     allowed = set(classes)
     lookup = _uri_lookup(image_index)
     items: list[dict[str, Any]] = []
@@ -203,7 +268,7 @@ def validate_records(
     counts: Counter[str] = Counter()
     seen: set[tuple[Any, ...]] = set()
     for record in records:
-        status, detail, item = _check_record(record, allowed, lookup)
+        status, detail, item = _check_record(record, allowed, lookup, latest_allowed)
         where = {"file": record.get("_file"), "line": record.get("_line")}
         if item is not None:
             key = (
@@ -219,6 +284,7 @@ def validate_records(
                 seen.add(key)
                 items.append({**item, **where})
         counts[status] += 1
+        per_file.setdefault(str(record.get("_file")), Counter())[status] += 1
         if status != "valid":
             problems[status].append({**where, "detail": detail})
 
@@ -258,9 +324,23 @@ def validate_records(
             )
     verdicts = pd.DataFrame(verdict_rows, columns=VERDICT_COLUMNS)
     verdicts["timestamp"] = pd.to_datetime(verdicts["timestamp"], utc=True)
+    read = sum(counts.values())
     report = {
-        "records": sum(counts.values()),
+        "records": read,
+        "read": read,
+        "accepted": counts["valid"],
+        "rejected": read - counts["valid"],
+        "checked_at": now.isoformat(),
         "counts": {s: counts.get(s, 0) for s in STATUSES},
+        "per_file": {
+            name: {
+                "read": sum(c.values()),
+                "accepted": c["valid"],
+                "rejected": sum(c.values()) - c["valid"],
+                **{s: n for s, n in c.items() if n and s != "valid"},
+            }
+            for name, c in sorted(per_file.items())
+        },
         "images_with_verdicts": len(verdicts),
         "verdicts_per_class": dict(sorted(Counter(verdicts["verdict"]).items())),
         "records_per_kind": dict(sorted(Counter(table["kind"]).items())),

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import struct
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from pillow_heif import register_heif_opener
+from pillow_heif import open_heif, register_heif_opener
 
 # Phone cameras save HEIC by default; real upload folders are full of them.
 register_heif_opener()
@@ -31,6 +34,15 @@ SUPPORTED_FORMATS: frozenset[str] = frozenset(
 
 #: Default pixel budget (width x height): larger images are treated as decompression bombs.
 DEFAULT_MAX_PIXELS = 50_000_000
+
+# Pillow's own guard (warning above MAX_IMAGE_PIXELS, error above twice it) runs inside code
+# paths this module does not wrap: a frame's canvas growing during a GIF seek, a TIFF page's
+# buffer allocated at load, any other caller of Image.open. Its default (~89 Mpx, error above
+# ~179 Mpx) is far above the project's limit, so it is set from that limit here, once, for
+# every importer. Where this module checks a caller's own `max_pixels` explicitly, Pillow's
+# warning is silenced and that check decides; above twice this value Pillow refuses on its own
+# (reported as `decompression_bomb`).
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 #: Default minimum side in pixels (Rekognition rejects images under 80 px a side).
 DEFAULT_MIN_SIDE = 80
@@ -51,8 +63,8 @@ class ImageRejectedError(ValueError):
     Attributes:
         reason: One of ``empty_file``, ``not_an_image``, ``unsupported_format``, ``truncated``,
             ``corrupt``, ``decompression_bomb``, ``too_small``, ``invalid_base64``, and, from
-            :func:`decode_for_model`, ``extreme_aspect_ratio``, ``too_many_frames`` and
-            ``decode_budget``.
+            :func:`decode_for_model`, ``extreme_aspect_ratio``, ``too_many_frames``,
+            ``decode_budget`` and ``deadline_exceeded``.
         detail: A human-readable explanation.
     """
 
@@ -60,6 +72,45 @@ class ImageRejectedError(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class Deadline:
+    """The moment after which work for one request stops, checked between rows and frames.
+
+    Wall-clock time (``time.monotonic``), not the thread's CPU time: what the deadline promises
+    is an answer to the client within so many seconds, and a client waits in wall time. CPU time
+    would not count the time a decode spends waiting for the CPU on a busy host (where the
+    answer is later than its CPU time says), nor the wait for native code that releases the GIL;
+    ``monotonic`` never jumps when the system clock is set.
+
+    Args:
+        seconds: Time from now until the deadline.
+        clock: The clock (seconds, monotonic); tests pass a fake one.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not seconds > 0:
+            raise ValueError(f"a deadline must be positive seconds, got {seconds!r}")
+        self.seconds = float(seconds)
+        self._clock = clock
+        self._expires_at = clock() + self.seconds
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return self._clock() >= self._expires_at
+
+    def check(self, before: str) -> None:
+        """Refuse to start ``before`` (what would run next) once the deadline has passed.
+
+        Raises:
+            ImageRejectedError: ``deadline_exceeded``.
+        """
+        if self.expired():
+            raise ImageRejectedError("deadline_exceeded", self.message(before))
+
+    def message(self, before: str) -> str:
+        """The per-row explanation for work not started because the deadline passed."""
+        return f"the request's deadline of {self.seconds:g} s passed before {before}"
 
 
 @dataclass(frozen=True)
@@ -268,9 +319,10 @@ def validate_image(
         data: The encoded file contents.
         min_side: Smallest acceptable width or height, in pixels.
         max_pixels: Largest acceptable width x height (decompression-bomb guard).
-        max_frames: Largest number of frames (pages). Counting frames walks the file, and a
-            TIFF's pages cost time in proportion to their number or worse, so the walk stops
-            one past this cap and such a file is rejected as ``too_many_frames``.
+        max_frames: Largest number of frames (pages). Frames are counted without decoding
+            them (a GIF's blocks, a header's count, a TIFF's page headers) and the count stops
+            one past this cap: such a file is rejected as ``too_many_frames``. Every counted
+            frame's canvas is checked against ``max_pixels`` too.
 
     Returns:
         The image's size (after EXIF orientation), format, mode and frame count.
@@ -283,8 +335,8 @@ def validate_image(
     image = _open(data, max_pixels)
     image_format = image.format
     mode = image.mode
-    n_frames = _bounded_frame_count(image, data, max_frames)
-    if n_frames > max_frames:
+    n_frames, too_many = _checked_frame_count(image, data, max_frames, max_pixels)
+    if too_many:
         raise ImageRejectedError("too_many_frames", f"more than {max_frames} frames (pages)")
     _load(image)
     _check_complete(data, image_format)
@@ -402,9 +454,10 @@ def decode_image(
     _check_container(data)
     image = _open(data, max_pixels)
     image_format = image.format
-    # Only the first frame is decoded, but walking the frames surfaces a file cut or damaged in
-    # a later one; the walk stops past the frame cap, so a 30,000-page TIFF costs milliseconds.
-    _bounded_frame_count(image, data, DEFAULT_MAX_FRAMES)
+    # Only the first frame is decoded, but surveying the frames (without decoding them) surfaces
+    # a file cut or damaged in a later one and a canvas that grows past `max_pixels`; the survey
+    # stops past the frame cap, so a 30,000-page TIFF costs milliseconds.
+    _checked_frame_count(image, data, DEFAULT_MAX_FRAMES, max_pixels)
     if draft_min_side is not None and image_format in {"JPEG", "MPO"}:
         # libjpeg scales while decoding (DCT scaling): a 12 MP photo hashes ~4x faster.
         image.draft(None, (draft_min_side, draft_min_side))
@@ -450,8 +503,10 @@ class DecodeLimits:
             )
 
 
-# Formats whose frame count is stated in a header or index (no walk over the frames).
-_COUNTED_IN_HEADER = frozenset({"WEBP", "PNG", "AVIF", "HEIF", "MPO"})
+# Formats whose frames are all drawn on the one canvas their header states, with the frame count
+# in a header or index: APNG's acTL chunk (frames outside the canvas are refused by Pillow),
+# WebP's demuxer and AVIF's parser (neither decodes a frame to count them).
+_SHARED_CANVAS = frozenset({"WEBP", "PNG", "AVIF"})
 # Formats whose frame k can only be reached by decoding frames 0..k (composited animations).
 _DECODED_FROM_START = frozenset({"GIF", "WEBP", "PNG", "AVIF"})
 # Modes Image.reduce accepts; others (palette, bilevel) are converted before shrinking.
@@ -466,26 +521,127 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+#: GIF block introducers: extension, image descriptor, trailer.
+_GIF_BLOCK = re.compile(rb"[\x21\x2c\x3b]")
+#: Data sub-blocks skipped between two deadline checks while a GIF's blocks are walked.
+_GIF_CHECK_EVERY = 1 << 16
 
 
-def _bounded_frame_count(image: Image.Image, data: bytes, cap: int) -> int:
-    """Frames in the file, walking at most ``cap`` of them (``cap + 1`` means "more than cap")."""
+def _skip_gif_sub_blocks(data: bytes, position: int) -> tuple[int, int]:
+    """Position after the sub-blocks starting at ``position``, and how many were skipped."""
+    size = len(data)
+    skipped = 0
+    while position < size:
+        length = data[position]
+        position += 1 + length
+        skipped += 1
+        if length == 0:
+            return position, skipped
+    raise ImageRejectedError("truncated", "GIF data ends inside a block")
+
+
+def gif_frame_canvases(
+    data: bytes, cap: int, deadline: Deadline | None = None
+) -> list[tuple[int, int]]:
+    """The canvas each frame of a GIF is composited on, from its block structure alone.
+
+    Pillow's GIF ``seek`` composites the whole canvas for every frame it passes (about 0.1 s a
+    frame on a 49 Mpx canvas), so counting frames with it cost a 23 kB file of 1,000 1x1
+    frames ~100 s. This walks the blocks instead (logical screen descriptor, colour tables,
+    extensions, image descriptors; data sub-blocks skipped by their lengths), reading them as
+    Pillow's reader does: bytes that start no block are skipped, and a frame whose rectangle
+    reaches past the canvas grows the canvas from that frame on (a 100 x 100 header can grow
+    to 81 Mpx at frame 1), which is why the canvas is given per frame.
+
+    Args:
+        data: The GIF file.
+        cap: The walk stops after ``cap + 1`` frames ("more than cap").
+        deadline: Checked every :data:`_GIF_CHECK_EVERY` sub-blocks (a 20 MB file of
+            one-byte sub-blocks is millions of them).
+
+    Returns:
+        One ``(width, height)`` per frame, in order, at most ``cap + 1`` of them.
+
+    Raises:
+        ImageRejectedError: ``truncated`` when the data ends inside a block, ``corrupt`` when
+            it has no frame at all, ``deadline_exceeded``.
+    """
+    size = len(data)
+    if size < 13 or data[:3] != b"GIF":
+        raise ImageRejectedError("corrupt", "no GIF logical screen descriptor")
+    width, height = struct.unpack_from("<2H", data, 6)
+    flags = data[10]
+    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    canvases: list[tuple[int, int]] = []
+    since_check = 0
+    while len(canvases) <= cap:
+        found = _GIF_BLOCK.search(data, position)
+        if found is None:
+            break  # ends without a trailer: reported as truncated once the pixels decoded
+        position = found.start() + 1
+        introducer = data[found.start()]
+        if introducer == 0x3B:
+            break
+        if introducer == 0x21:  # extension: a label byte, then sub-blocks
+            position, skipped = _skip_gif_sub_blocks(data, position + 1)
+        else:  # image descriptor: rectangle, flags, local colour table, LZW code size, data
+            if position + 10 > size:
+                raise ImageRejectedError("truncated", "GIF data ends inside an image descriptor")
+            left, top, frame_width, frame_height = struct.unpack_from("<4H", data, position)
+            local = data[position + 8]
+            position += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0)
+            position, skipped = _skip_gif_sub_blocks(data, position)
+            width, height = max(width, left + frame_width), max(height, top + frame_height)
+            canvases.append((width, height))
+        since_check += skipped
+        if deadline is not None and since_check >= _GIF_CHECK_EVERY:
+            since_check = 0
+            deadline.check("the GIF's frames were counted")
+    if not canvases:
+        raise ImageRejectedError("corrupt", "GIF has no image")
+    return canvases
+
+
+def _heif_image_sizes(data: bytes, cap: int) -> list[tuple[int, int]]:
+    """The size of each top-level image of a HEIF file, from its boxes (nothing decoded).
+
+    Read with pillow-heif's own parser rather than by seeking Pillow's image: its ``seek``
+    allocates a canvas of the next image's size before anything could check that size.
+    """
+    heif = open_heif(io.BytesIO(data))
+    return [tuple(heif[index].size) for index in range(min(len(heif), cap + 1))]
+
+
+def _frame_canvases(
+    image: Image.Image, data: bytes, cap: int, deadline: Deadline | None = None
+) -> list[tuple[int, int]]:
+    """The canvas of every frame (page), learned without decoding one: at most ``cap + 1``.
+
+    GIF: its blocks are walked (:func:`gif_frame_canvases`). APNG, WebP, AVIF: the frame count
+    of the header or index, every frame on the stated canvas. HEIF: each image's size from its
+    boxes. TIFF pages and MPO images each state their own size in a header that ``seek`` reads
+    without decoding pixels; they are walked one past the cap, never further.
+    """
     try:
+        if image.format == "GIF":
+            return gif_frame_canvases(data, cap, deadline)
         if not getattr(image, "is_animated", False):
-            return 1
-        if image.format in _COUNTED_IN_HEADER:
-            return int(image.n_frames)
-        count = 1
-        # Walking every page of a TIFF or GIF costs time in proportion (or worse) to their
-        # number: stop one past the cap.
-        while count <= cap:
+            return [image.size]
+        if image.format in _SHARED_CANVAS:
+            return [image.size] * min(int(image.n_frames), cap + 1)
+        if image.format == "HEIF":
+            return _heif_image_sizes(data, cap)
+        canvases = [image.size]
+        while len(canvases) <= cap:
+            if deadline is not None:
+                deadline.check(f"page {len(canvases)} was read")
             try:
-                image.seek(count)
+                _seek(image, len(canvases))
             except EOFError:
                 break
-            count += 1
-        image.seek(0)
-        return count
+            canvases.append(image.size)
+        _seek(image, 0)
+        return canvases
     except ImageRejectedError:
         raise
     except Exception as exc:  # any decoder failure on these bytes: see _decoder_failure
@@ -493,6 +649,54 @@ def _bounded_frame_count(image: Image.Image, data: bytes, cap: int) -> int:
         raise ImageRejectedError(
             "truncated" if cut else "corrupt", _decoder_failure("frames", exc)
         ) from exc
+
+
+def _seek(image: Image.Image, frame: int) -> None:
+    """``image.seek(frame)``; Pillow's own pixel guard at a seek becomes ``decompression_bomb``.
+
+    EOFError (no such frame) is left to the caller.
+    """
+    try:
+        with warnings.catch_warnings():
+            # The frame's canvas is checked against the caller's `max_pixels` right after.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.seek(frame)
+    except Image.DecompressionBombError as exc:
+        raise ImageRejectedError("decompression_bomb", f"frame {frame}: {exc}") from exc
+
+
+def _check_canvas(
+    size: tuple[int, int], frame: int, max_pixels: int, max_aspect_ratio: float | None = None
+) -> None:
+    """Refuse a frame's canvas above ``max_pixels`` or ``max_aspect_ratio`` (same reasons as
+    an oversized or extreme first frame: ``decompression_bomb``, ``extreme_aspect_ratio``)."""
+    width, height = size
+    where = "" if frame == 0 else f"frame {frame}: canvas "
+    if width * height > max_pixels:
+        raise ImageRejectedError(
+            "decompression_bomb",
+            f"{where}{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
+        )
+    if max_aspect_ratio is not None and max(width, height) > max_aspect_ratio * max(
+        1, min(width, height)
+    ):
+        raise ImageRejectedError(
+            "extreme_aspect_ratio", f"{where}{width}x{height} is more than {max_aspect_ratio}:1"
+        )
+
+
+def _checked_frame_count(
+    image: Image.Image, data: bytes, max_frames: int, max_pixels: int
+) -> tuple[int, bool]:
+    """Frames of the file (``max_frames + 1`` meaning more), every canvas checked for pixels.
+
+    Returns:
+        The count, and whether it is above ``max_frames``.
+    """
+    canvases = _frame_canvases(image, data, max_frames)
+    for frame, canvas in enumerate(canvases[:max_frames]):
+        _check_canvas(canvas, frame, max_pixels)
+    return len(canvases), len(canvases) > max_frames
 
 
 def frames_to_decode(n_frames: int, frames_to_score: int) -> list[int]:
@@ -533,7 +737,11 @@ def _shrunk_rgb(frame: Image.Image, orientation: int, min_side: int) -> Image.Im
 
 
 def decode_for_model(
-    data: bytes, *, min_side: int, limits: DecodeLimits | None = None
+    data: bytes,
+    *,
+    min_side: int,
+    limits: DecodeLimits | None = None,
+    deadline: Deadline | None = None,
 ) -> list[Image.Image]:
     """Decode the frames a model should see, with bounded memory and CPU per file.
 
@@ -544,57 +752,88 @@ def decode_for_model(
     out of proportion to their size: extreme aspect ratios, too many frames, or more pixels x
     frames to decode than ``limits.max_decode_pixels``.
 
+    Every limit holds for every frame, before the work that scales with it: frames are counted
+    and their canvases learned without decoding any (:func:`_frame_canvases`), and the file is
+    refused at once if any frame to be decoded breaks a limit. Then, after every ``seek``, the
+    frame's real canvas is checked again (size, aspect ratio, the remaining decode budget) and
+    the deadline is checked before each frame is decoded: a header that lies costs at most
+    one frame.
+
     Args:
         data: The encoded file contents.
         min_side: Smallest side each returned frame keeps (twice the model's input side).
         limits: The bounds (defaults: :class:`DecodeLimits`).
+        deadline: The request's deadline, checked between frames (none: no time limit).
 
     Returns:
         Upright RGB frames, in animation order (one for a still image).
 
     Raises:
         ImageRejectedError: For every reason of :func:`decode_image`, and
-            ``extreme_aspect_ratio``, ``too_many_frames`` or ``decode_budget``.
+            ``extreme_aspect_ratio``, ``too_many_frames``, ``decode_budget`` or
+            ``deadline_exceeded``. An oversized canvas of any frame is ``decompression_bomb``,
+            as an oversized first frame is.
     """
     limits = limits or DecodeLimits()
     _check_container(data)
     image = _open(data, limits.max_pixels)
     image_format = image.format
-    width, height = image.size
-    if max(width, height) > limits.max_aspect_ratio * max(1, min(width, height)):
-        raise ImageRejectedError(
-            "extreme_aspect_ratio",
-            f"{width}x{height} is more than {limits.max_aspect_ratio}:1",
-        )
-    n_frames = _bounded_frame_count(image, data, limits.max_frames)
-    if n_frames > limits.max_frames:
+    _check_canvas(image.size, 0, limits.max_pixels, limits.max_aspect_ratio)
+    canvases = _frame_canvases(image, data, limits.max_frames, deadline)
+    if len(canvases) > limits.max_frames:
         raise ImageRejectedError("too_many_frames", f"more than {limits.max_frames} frames (pages)")
-    indices = frames_to_decode(n_frames, limits.frames_to_score)
-    decoded = indices[-1] + 1 if image_format in _DECODED_FROM_START else len(indices)
-    if width * height * decoded > limits.max_decode_pixels:
+    indices = frames_to_decode(len(canvases), limits.frames_to_score)
+    from_start = image_format in _DECODED_FROM_START
+    decoded = list(range(indices[-1] + 1)) if from_start else indices
+    for frame in decoded:
+        _check_canvas(canvases[frame], frame, limits.max_pixels, limits.max_aspect_ratio)
+    planned = sum(canvases[frame][0] * canvases[frame][1] for frame in decoded)
+    if planned > limits.max_decode_pixels:
+        width, height = max(canvases[frame] for frame in decoded)
         raise ImageRejectedError(
             "decode_budget",
-            f"{width}x{height} x {decoded} frames to decode exceeds the budget of "
-            f"{limits.max_decode_pixels} pixels",
+            f"{planned} pixels to decode ({len(decoded)} frames, up to {width}x{height}) "
+            f"exceeds the budget of {limits.max_decode_pixels} pixels",
         )
     if image_format == "JPEG":
         # libjpeg scales while decoding (1/2 .. 1/8): a 50 Mpx photo never exists at full size.
         image.draft(None, (min_side, min_side))
     frames = []
-    for index in indices:
-        if index:
+    spent = 0
+    to_score = set(indices)
+    for frame in decoded:
+        if deadline is not None:
+            deadline.check(f"frame {frame} was decoded")
+        if frame != image.tell():
+            # An animation steps one frame at a time (what Pillow's seek does inside anyway),
+            # so the checks below and the deadline hold between any two frames.
             try:
-                image.seek(index)
+                _seek(image, frame)
+            except ImageRejectedError:
+                raise
             except Exception as exc:  # damaged later frames: see _decoder_failure
                 raise ImageRejectedError("corrupt", _decoder_failure("frames", exc)) from exc
+        # The header may have lied: the canvas this frame really decodes onto decides.
+        _check_canvas(image.size, frame, limits.max_pixels, limits.max_aspect_ratio)
+        spent += image.size[0] * image.size[1]
+        if spent > limits.max_decode_pixels:
+            raise ImageRejectedError(
+                "decode_budget",
+                f"frame {frame} ({image.size[0]}x{image.size[1]}) takes the pixels decoded to "
+                f"{spent}, over the budget of {limits.max_decode_pixels}",
+            )
         _load(image)
-        if index == indices[0]:
+        # A HEIF image may change size while decoding: what was decoded is checked too.
+        _check_canvas(image.size, frame, limits.max_pixels, limits.max_aspect_ratio)
+        if frame == decoded[0]:
             # Read once the pixels loaded: a damaged file is reported as such first.
             orientation = _orientation(image)
+        if frame not in to_score:
+            continue
         try:
-            frame = _shrunk_rgb(image, orientation, min_side)
+            shrunk = _shrunk_rgb(image, orientation, min_side)
             # An RGB frame that needed no change is `image` itself, which the next seek reuses.
-            frames.append(frame.copy() if frame is image else frame)
+            frames.append(shrunk.copy() if shrunk is image else shrunk)
         except (ValueError, OSError) as exc:  # an exotic mode Pillow cannot turn into RGB
             raise ImageRejectedError(
                 "unsupported_format", f"pixel mode {image.mode} cannot be converted: {exc}"

@@ -71,6 +71,12 @@ DEFAULT_MAX_ROWS = 64
 DEFAULT_MAX_EXPLAIN_ROWS = 4
 #: Default side of the served heatmap PNG, in pixels.
 DEFAULT_HEATMAP_SIZE = 64
+#: Default per-request deadline, in seconds of wall-clock time, counted from when the request
+#: starts its work in the worker: rows (and frames) not reached by then get ``deadline_exceeded``.
+#: Above a full ``max_rows`` request of the slowest served model on the 2-vCPU reference host
+#: (64 x ViT-B/16 fp32 at ~0.44 s ≈ 28 s) and below the scoring server's 60 s request timeout,
+#: so the model answers before the server gives up on the request (504).
+DEFAULT_REQUEST_DEADLINE_S = 30.0
 #: Runtimes that can serve the model (``onnxruntime`` always for int8).
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -248,6 +254,9 @@ class ServingConfig:
         max_decode_pixels: Per-image decode budget, pixels x frames decoded.
         max_explain_rows: Most rows of one request that may ask for a heatmap (more: 400).
         heatmap_size: Side in pixels of the served heatmap PNG.
+        request_deadline_s: Wall-clock seconds one request may work (decoding, scoring,
+            heatmaps), checked between rows, frames and batches; rows not scored by then get
+            the per-row error ``deadline_exceeded``.
     """
 
     model_name: str
@@ -268,6 +277,7 @@ class ServingConfig:
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
     max_explain_rows: int = DEFAULT_MAX_EXPLAIN_ROWS
     heatmap_size: int = DEFAULT_HEATMAP_SIZE
+    request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S
     runtime: str = ""
     runtime_check: dict[str, Any] | None = None
 
@@ -280,6 +290,10 @@ class ServingConfig:
             raise ValueError(f"unknown runtime {self.runtime!r}: one of {RUNTIMES}")
         if self.precision == "int8" and self.runtime != "onnxruntime":
             raise ValueError("an int8 model is served by onnxruntime only")
+        if not float(self.request_deadline_s) > 0:
+            raise ValueError(
+                f"request_deadline_s must be > 0 seconds, got {self.request_deadline_s}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (the inverse of :meth:`from_dict`)."""
@@ -302,6 +316,7 @@ class ServingConfig:
             "max_decode_pixels": self.max_decode_pixels,
             "max_explain_rows": self.max_explain_rows,
             "heatmap_size": self.heatmap_size,
+            "request_deadline_s": self.request_deadline_s,
             "runtime": self.runtime,
             "runtime_check": self.runtime_check,
         }

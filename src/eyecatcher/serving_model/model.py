@@ -11,6 +11,12 @@ only their outputs are kept, and each image is decoded within the limits of
 :class:`~eyecatcher.images.DecodeLimits` (frames, aspect ratio, pixels x frames), shrunk before
 any colour conversion. Heatmaps (the optional ``explain`` column) are capped per request
 (``max_explain_rows``) and keep one model-sized frame per asking row until the rows are scored.
+
+Time is bounded per request too: a :class:`~eyecatcher.images.Deadline` of
+``request_deadline_s`` starts when the request gets the worker, and is checked before each row,
+each frame and each forward pass; what is not done by then is answered with the per-row error
+``deadline_exceeded``. Everything runs synchronously inside :meth:`ModerationModel.predict` (no
+thread or process is started), so once ``predict`` returns no work for the request is left.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eyecatcher.images import ImageRejectedError, decode_for_model
+from eyecatcher.images import Deadline, ImageRejectedError, decode_for_model
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.preprocessing import decode_min_side, eval_transform
 from eyecatcher.serving_model.backends import TorchClassifier, onnx_classifier
@@ -173,30 +179,42 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
         pending = _PendingFrames()
         batch_size = max(1, int(self.config_.batch_size))
         with self._busy:
+            # Counted from here, not from the call: a request waiting for the worker behind a
+            # slow one keeps its whole deadline for its own work (the wait is bounded by the
+            # other request's deadline).
+            deadline = Deadline(float(self.config_.request_deadline_s))
             for position, value in enumerate(frame[IMAGE_COLUMN].tolist()):
-                for tensor in self._model_inputs(position, value, rows[position]):
+                if deadline.expired():
+                    rows[position].error = _deadline_error(deadline, f"row {position} was read")
+                    continue
+                for tensor in self._model_inputs(position, value, rows[position], deadline):
                     pending.positions.append(position)
                     pending.tensors.append(tensor)
                     # Only one batch of decoded frames is ever held: a request's memory is
                     # its outputs plus one batch, whatever its number of rows or frames.
                     if len(pending.tensors) >= batch_size:
-                        self._score(pending, rows)
-            self._score(pending, rows)
-            self._explain(rows, batch_size)
+                        self._score(pending, rows, deadline)
+            self._score(pending, rows, deadline)
+            self._explain(rows, batch_size, deadline)
             self._freed_memory.release()
         return self._response(frame, rows)
 
     # -- decoding --------------------------------------------------------------------------
 
-    def _model_inputs(self, position: int, value: Any, row: _Row) -> Iterator[torch.Tensor]:
+    def _model_inputs(
+        self, position: int, value: Any, row: _Row, deadline: Deadline
+    ) -> Iterator[torch.Tensor]:
         """The model-sized tensors of one row's frames; errors go into ``row.error``."""
         try:
             data = decode_base64_image(value, max_image_bytes=self.config_.max_image_bytes)
             frames = decode_for_model(
-                data, min_side=self._min_side, limits=self.config_.decode_limits
+                data, min_side=self._min_side, limits=self.config_.decode_limits, deadline=deadline
             )
             del data
-            tensors = [self._transform(image) for image in frames]
+            tensors = []
+            for index, image in enumerate(frames):
+                deadline.check(f"frame {index} of row {position} was resized")
+                tensors.append(self._transform(image))
         except ImageRejectedError as exc:
             row.error = f"{exc.reason}: {exc.detail}"
             return
@@ -208,12 +226,22 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
 
     # -- scoring ---------------------------------------------------------------------------
 
-    def _score(self, pending: _PendingFrames, rows: list[_Row]) -> None:
-        """Run one forward pass on the pending frames and fold the outputs into their rows."""
+    def _score(self, pending: _PendingFrames, rows: list[_Row], deadline: Deadline) -> None:
+        """Run one forward pass on the pending frames and fold the outputs into their rows.
+
+        Past the deadline no forward pass starts: the rows with frames in the batch get
+        ``deadline_exceeded`` (a row whose other frames were scored earlier too: a verdict on
+        part of an animation could miss its worst frame).
+        """
         if not pending.tensors:
             return
         positions, tensors = pending.positions, pending.tensors
         pending.positions, pending.tensors = [], []
+        if deadline.expired():
+            message = _deadline_error(deadline, "this row's frames were scored")
+            for position in positions:
+                rows[position].error = message
+            return
         try:
             probabilities = np.asarray(
                 self.classifier_.predict_proba(torch.stack(tensors)), dtype=np.float64
@@ -256,8 +284,12 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
 
     # -- heatmaps --------------------------------------------------------------------------
 
-    def _explain(self, rows: list[_Row], batch_size: int) -> None:
-        """Heatmaps of the class each asking row was given, a batch of frames at a time."""
+    def _explain(self, rows: list[_Row], batch_size: int, deadline: Deadline) -> None:
+        """Heatmaps of the class each asking row was given, a batch of frames at a time.
+
+        Past the deadline the remaining rows keep their verdicts and say why they have no
+        heatmap.
+        """
         asking = []
         for row in rows:
             if not row.explain or row.error is not None:
@@ -268,6 +300,11 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
                 asking.append(row)
         for start in range(0, len(asking), batch_size):
             chunk = asking[start : start + batch_size]
+            if deadline.expired():
+                info = f"no heatmap: {_deadline_error(deadline, 'the heatmap was made')}"
+                for row in chunk:
+                    row.heatmap_info, row.deciding_frame = info, None
+                continue
             targets = [int(np.argmax(row.probabilities)) for row in chunk]
             try:
                 pngs = self.explainer_.heatmaps(
@@ -329,6 +366,11 @@ class ModerationModel(mlflow.pyfunc.PythonModel):
             }
         )
         return record
+
+
+def _deadline_error(deadline: Deadline, before: str) -> str:
+    """The per-row error of work the deadline stopped (same words as a frame loop's)."""
+    return f"deadline_exceeded: {deadline.message(before)}"
 
 
 def _internal_error(stage: str) -> str:

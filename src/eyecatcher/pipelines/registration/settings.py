@@ -24,6 +24,7 @@ from eyecatcher.serving_model.contract import (
     DEFAULT_MAX_EXPLAIN_ROWS,
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_ROWS,
+    DEFAULT_REQUEST_DEADLINE_S,
 )
 
 
@@ -41,6 +42,7 @@ class ServingLimits:
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
     max_explain_rows: int = DEFAULT_MAX_EXPLAIN_ROWS
     heatmap_size: int = DEFAULT_HEATMAP_SIZE
+    request_deadline_s: int = int(DEFAULT_REQUEST_DEADLINE_S)
 
     def __post_init__(self) -> None:
         """Every limit is a positive integer."""

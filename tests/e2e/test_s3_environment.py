@@ -9,7 +9,6 @@ would hold its own sizes).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import socket
@@ -44,7 +43,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _s3_test_env(project: Path) -> str:
-    """conf/s3test: conf/s3 with tests/conf_test's tiny parameters merged into its own."""
+    """conf/s3test: conf/s3 (its globals.yml) with tests/conf_test's tiny parameters."""
     env = project / "conf" / "s3test"
     env.mkdir()
     parameters: dict[str, Any] = {}
@@ -187,32 +186,34 @@ def test_kedro_run_env_s3_keeps_everything_on_s3_and_registers_a_champion(
     assert {a.path for a in client.list_artifacts(champion.run_id)} >= {"registration"}
 
 
-def _generated_catalog() -> dict[str, str]:
-    spec = importlib.util.spec_from_file_location(
-        "generate_conf", REPO / "deploy" / "s3" / "generate_conf.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate()
-
-
-def test_s3_catalog_is_generated_from_base_and_leaves_nothing_under_data(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """conf/s3 is what deploy/s3/generate_conf.py makes of conf/base today, and every path of
-    the s3 environment (catalog and parameters) is under the prefix."""
-    generated = _generated_catalog()
-    committed = {p.name: p.read_text() for p in (REPO / "conf" / "s3").glob("catalog_*.yml")}
-    assert committed == generated, "run `python deploy/s3/generate_conf.py`"
-
+def _resolved(env: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """The catalog and parameters of ``env`` as Kedro resolves them (JSON text), and globals."""
     from kedro.config import OmegaConfigLoader
 
     from eyecatcher.settings import CONFIG_LOADER_ARGS
 
     monkeypatch.setenv("EYECATCHER_S3_PREFIX", PREFIX)
     loader = OmegaConfigLoader(
-        conf_source=str(REPO / "conf"), env="s3", **{**CONFIG_LOADER_ARGS, "default_run_env": "s3"}
+        conf_source=str(REPO / "conf"), env=env, **{**CONFIG_LOADER_ARGS, "default_run_env": env}
     )
-    text = json.dumps(loader["catalog"]) + json.dumps(loader["parameters"])
-    assert '"data/' not in text
-    assert loader["globals"]["data_prefix"].startswith("s3://")
+    return json.dumps(loader["catalog"]) + json.dumps(loader["parameters"]), loader["globals"]
+
+
+def test_s3_environment_is_one_globals_key_over_the_base_catalog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """conf/s3 copies no catalog: its globals.yml moves ``data_root``, and with it every path
+    of the base catalog and parameters, under the prefix; base keeps them under data/."""
+    assert sorted(p.name for p in (REPO / "conf" / "s3").iterdir()) == ["globals.yml"]
+
+    s3_text, s3_globals = _resolved("s3", monkeypatch)
+    assert s3_globals["data_root"] == PREFIX
+    assert '"data/' not in s3_text
+    assert f'"{PREFIX}/01_raw/demo/images"' in s3_text  # ingestion source, batch scoring
+    assert f"{PREFIX}/06_models/{{candidate}}/model_bundle.pt" in s3_text
+
+    base_text, base_globals = _resolved("base", monkeypatch)
+    assert base_globals["data_root"] == "data"
+    assert "s3://" not in base_text
+    # Every path the s3 environment moves is the base path with data/ replaced: same layers.
+    assert base_text.replace('"data/', f'"{PREFIX}/') == s3_text

@@ -169,3 +169,135 @@ def animation_with_late_frame(
 def tiny_gif() -> bytes:
     """A 1x1 GIF (~35 bytes): thousands of rows of it make a small request body."""
     return encode(Image.new("P", (1, 1), 0), "GIF")
+
+
+# -- hostile frames: limits that must hold for every frame, not just the first -----------------
+
+#: LZW data of one pixel of colour 0 (minimum code size 2: clear, 0, end of information).
+_GIF_ONE_PIXEL = b"\x02\x02\x44\x01\x00"
+
+
+def _gif_frame(left: int, top: int, width: int = 1, height: int = 1) -> bytes:
+    """A graphic control extension and a 1-pixel image at (left, top), written by hand.
+
+    The descriptor may claim ``width`` x ``height`` over one pixel of LZW data: the rectangle is
+    what grows a canvas, and nothing here is meant to decode past the limits anyway.
+    """
+    import struct
+
+    control = b"\x21\xf9\x04\x00\x01\x00\x00\x00"  # no disposal, 10 ms, no transparency
+    descriptor = b"\x2c" + struct.pack("<4HB", left, top, width, height, 0)
+    return control + descriptor + _GIF_ONE_PIXEL
+
+
+def _gif(width: int, height: int, frames: list[bytes]) -> bytes:
+    import struct
+
+    # Logical screen descriptor: a global colour table of 2 entries (black, white).
+    screen = struct.pack("<2HBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    return b"GIF89a" + screen + b"".join(frames) + b"\x3b"
+
+
+def gif_big_canvas_many_frames(side: int = 7000, frames: int = 1000) -> bytes:
+    """Issue #24's GIF: a ``side`` x ``side`` logical screen and ``frames`` 1x1 frames (~23 kB).
+
+    49 Mpx passes ``max_pixels`` (50 M), and Pillow's seek composites the whole canvas for each
+    frame it passes (~0.1 s a frame): counting the frames with ``seek`` cost ~100 s.
+    """
+    return _gif(side, side, [_gif_frame(i % side, 0) for i in range(frames)])
+
+
+def gif_growing_canvas(header_side: int = 100, grown_side: int = 9000) -> bytes:
+    """A GIF whose header says ``header_side`` px a side and whose frame 1 grows the canvas.
+
+    Frame 1's 1x1 rectangle sits at (grown_side - 1, grown_side - 1): Pillow grows the canvas
+    to ``grown_side`` x ``grown_side`` (81 Mpx by default) when it seeks there (~108 bytes).
+    """
+    far = grown_side - 1
+    return _gif(header_side, header_side, [_gif_frame(0, 0), _gif_frame(far, far)])
+
+
+def tiff_with_later_page(
+    later: tuple[int, int] = (20_000, 40), first: tuple[int, int] = (120, 96)
+) -> bytes:
+    """A two-page TIFF: an ordinary first page, then a page of size ``later`` (Pillow-encoded).
+
+    The default later page is 500:1, refused on its own as ``extreme_aspect_ratio``.
+    """
+    pages = [Image.new("L", size, 100 + i) for i, size in enumerate((first, later))]
+    return encode(pages[0], "TIFF", save_all=True, append_images=pages[1:], compression="packbits")
+
+
+def mpo_with_later_image(later: tuple[int, int] = (4000, 100)) -> bytes:
+    """A two-image MPO (stereo JPEG) whose second image is ``later`` (40:1 by default)."""
+    images = [_pattern(), Image.new("RGB", later, (90, 120, 30))]
+    return encode(images[0], "MPO", save_all=True, append_images=images[1:])
+
+
+def heif_with_later_image(later: tuple[int, int] = (4000, 96)) -> bytes:
+    """A HEIF with two top-level images whose second is ``later`` (~42:1 by default)."""
+    images = [_pattern(), Image.new("RGB", later, (90, 120, 30))]
+    return encode(images[0], "HEIF", save_all=True, append_images=images[1:], quality=30)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    import struct
+    import zlib
+
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def apng_big_canvas_many_frames(side: int = 7000, frames: int = 1000) -> bytes:
+    """An APNG with a ``side`` x ``side`` 1-bit canvas and ``frames`` frames, built by hand.
+
+    Frame 0 is the whole (blank) canvas, ~6 kB deflated; every later frame is a 1x1
+    rectangle. Each frame reached costs a pass over the canvas, as in a GIF.
+    """
+    import struct
+    import zlib
+
+    def control(sequence: int, width: int, height: int) -> bytes:
+        # fcTL: sequence, size, offset (0, 0), delay 1/100 s, no disposal, source blending.
+        return _png_chunk(
+            b"fcTL", struct.pack(">5I2H2B", sequence, width, height, 0, 0, 1, 100, 0, 0)
+        )
+
+    row = b"\x00" + bytes((side + 7) // 8)
+    out = [
+        b"\x89PNG\r\n\x1a\n",
+        _png_chunk(b"IHDR", struct.pack(">2I5B", side, side, 1, 0, 0, 0, 0)),
+        _png_chunk(b"acTL", struct.pack(">2I", frames, 0)),
+        control(0, side, side),
+        _png_chunk(b"IDAT", zlib.compress(row * side, 9)),
+    ]
+    for frame in range(1, frames):
+        out.append(control(2 * frame - 1, 1, 1))
+        pixel = zlib.compress(b"\x00" + (b"\x80" if frame % 2 else b"\x00"))
+        out.append(_png_chunk(b"fdAT", struct.pack(">I", 2 * frame) + pixel))
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def animation_many_frames(fmt: str, frames: int = 1001, size: int = 2) -> bytes:
+    """An animation (``WEBP`` or ``PNG``) of ``frames`` distinct ``size`` x ``size`` frames."""
+    sequence = []
+    for index in range(frames):
+        frame = Image.new("L", (size, size), 0)
+        frame.putpixel((index % size, (index // size) % size), 1 + index % 255)
+        sequence.append(frame)
+    extra = {"lossless": True, "method": 0} if fmt == "WEBP" else {}
+    return encode(sequence[0], fmt, save_all=True, append_images=sequence[1:], duration=10, **extra)
+
+
+def webp_big_canvas(side: int = 1000, frames: int = 17) -> bytes:
+    """An animated WebP of ``frames`` frames on a ``side`` x ``side`` canvas, each one pixel
+    different from the last (encoded as small rectangles by libwebp)."""
+    sequence = []
+    for index in range(frames):
+        frame = Image.new("L", (side, side), 0)
+        frame.putpixel((index, 0), 255)
+        sequence.append(frame)
+    return encode(
+        sequence[0], "WEBP", save_all=True, append_images=sequence[1:], lossless=True, method=0
+    )

@@ -2,8 +2,8 @@
 
 S3 is moto's server on 127.0.0.1. No AWS credential is in the environment, in a profile or on
 an instance: the keys are only in the copied credentials file, so a dataset that reads or
-writes proves that the file's names are the ones s3fs takes. The same file with boto3's names
-(what the template used to say) leaves the dataset without credentials.
+writes proves that the file's names are the ones s3fs takes (the same file with null values
+finds no credential). boto3's names, what the template used to say, are not s3fs arguments.
 """
 
 from __future__ import annotations
@@ -147,13 +147,22 @@ def test_copied_template_with_keys_only_in_the_file_reaches_an_s3_dataset(
     assert [o["Key"] for o in listed["Contents"]] == ["eyecatcher/03_primary/image_labels.parquet"]
 
 
-def test_boto3_names_leave_the_dataset_without_credentials(
+def test_without_the_keys_in_the_file_no_credential_is_found(
     moto_without_env_credentials: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The old template's names: s3fs ignores them and finds no credential anywhere."""
+    """What makes the test above meaningful: nothing but the file holds a credential."""
+    catalog = _catalog(_project(tmp_path, _template_with({})), monkeypatch)
+    with pytest.raises(Exception, match=r"Unable to locate credentials"):
+        catalog.save("image_labels", pd.DataFrame({"sha256": ["a" * 64], "label": ["safe"]}))
+
+
+def test_boto3_names_are_not_s3fs_arguments(
+    moto_without_env_credentials: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old template's names: s3fs hands them to aiobotocore's session, which refuses them."""
     boto3_names = {
         "aws": {"aws_access_key_id": KEYS["key"], "aws_secret_access_key": KEYS["secret"]}
     }
     catalog = _catalog(_project(tmp_path, boto3_names), monkeypatch)
-    with pytest.raises(Exception, match=r"Unable to locate credentials"):
+    with pytest.raises(Exception, match=r"unexpected keyword argument 'aws_access_key_id'"):
         catalog.save("image_labels", pd.DataFrame({"sha256": ["a" * 64], "label": ["safe"]}))

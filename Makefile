@@ -31,6 +31,7 @@ run: $(VENV)/.installed-run ## run the whole pipeline on the embedded demo (offl
 
 test: $(VENV)/.installed-dev ## lint, then the test suite (offline, tiny models)
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev

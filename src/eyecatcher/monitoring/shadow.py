@@ -19,6 +19,10 @@ from eyecatcher.storage import read_bytes
 #: Columns of the shadow's answer that are copied next to the champion's.
 SHADOW_SOURCE_COLUMNS = ("class", "unsafe_score", "decision", "model_version", "error")
 SHADOW_PREFIX = "shadow_"
+#: Keys of the shadow report (written by batch scoring, read by registration's shadow period)
+#: that name the compared versions: here, so that neither pipeline imports the other.
+SHADOW_VERSION_KEY = "shadow_model_version"
+CHAMPION_VERSION_KEY = "champion_model_version"
 
 
 class ShadowMismatchError(ValueError):

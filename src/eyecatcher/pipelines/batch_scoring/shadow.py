@@ -16,6 +16,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from eyecatcher.monitoring.shadow import (
+    CHAMPION_VERSION_KEY,
+    SHADOW_VERSION_KEY,
     add_shadow_columns,
     disagreement_sheet,
     shadow_comparison,
@@ -23,10 +25,6 @@ from eyecatcher.monitoring.shadow import (
 )
 from eyecatcher.pipelines.batch_scoring.nodes import score_images
 from eyecatcher.pipelines.batch_scoring.skippable import Skipped
-from eyecatcher.pipelines.registration.shadow_period import (
-    CHAMPION_VERSION_KEY,
-    SHADOW_VERSION_KEY,
-)
 from eyecatcher.registry.resolve import resolve_alias_or_version
 
 logger = logging.getLogger(__name__)

@@ -20,14 +20,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from eyecatcher import storage
-from eyecatcher.monitoring.shadow import ShadowPeriod
+from eyecatcher.monitoring.shadow import CHAMPION_VERSION_KEY, SHADOW_VERSION_KEY, ShadowPeriod
 from eyecatcher.pipelines.registration.report import FINGERPRINT_TAG
 
 logger = logging.getLogger(__name__)
-
-#: Keys of the shadow report that name the compared versions.
-SHADOW_VERSION_KEY = "shadow_model_version"
-CHAMPION_VERSION_KEY = "champion_model_version"
 
 
 class OptionalJSONDataset(AbstractDataset[None, dict[str, Any] | None]):

@@ -19,8 +19,21 @@ from eyecatcher.images import DEFAULT_MAX_PIXELS
 from eyecatcher.serving.client import dataframe_split_body, post_invocations
 from eyecatcher.serving.probes import good_request_works
 from eyecatcher.serving.process import ModelServer
-from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES, encode_image
-from tests.image_factory import many_page_tiff, one_row_png, sixteen_bit_constant_png, tiny_gif
+from eyecatcher.serving_model.contract import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_REQUEST_DEADLINE_S,
+    encode_image,
+)
+from tests.image_factory import (
+    gif_big_canvas_many_frames,
+    gif_growing_canvas,
+    good_images,
+    many_page_tiff,
+    one_row_png,
+    sixteen_bit_constant_png,
+    tiff_with_later_page,
+    tiny_gif,
+)
 from tests.pipelines.serving.tiny_champion import MODEL_NAME, tiny_registry
 
 MB = 1024 * 1024
@@ -98,8 +111,16 @@ def test_five_thousand_tiny_rows_are_refused_at_once(server: ModelServer) -> Non
         (lambda: [sixteen_bit_constant_png()] * 4, None),
         (lambda: [one_row_png()], "extreme_aspect_ratio"),
         (lambda: [many_page_tiff(10_000)], "too_many_frames"),
+        (lambda: [gif_growing_canvas()], "decompression_bomb"),
+        (lambda: [tiff_with_later_page()], "extreme_aspect_ratio"),
     ],
-    ids=["16bit_7071px_png_x4", "20M_x_1_png", "10k_page_tiff"],
+    ids=[
+        "16bit_7071px_png_x4",
+        "20M_x_1_png",
+        "10k_page_tiff",
+        "gif_canvas_grown_at_frame_1",
+        "tiff_page_2_500_to_1",
+    ],
 )
 def test_small_files_that_decode_huge_stay_within_bounds(
     server: ModelServer, make: Callable[[], list[bytes]], expected_error: str | None
@@ -117,6 +138,25 @@ def test_small_files_that_decode_huge_stay_within_bounds(
     assert growth < MAX_GROWTH_PER_FILE, f"+{growth / MB:.0f} MB"
     assert seconds < MAX_SECONDS
     assert server.is_running() and server.ping()
+
+
+def test_64_rows_of_the_issue_gif_then_a_normal_image(server: ModelServer) -> None:
+    # Issue #24: 64 rows of a 23 kB GIF (7000 x 7000 canvas, 1,000 frames) kept a worker busy
+    # for about two CPU-hours, and every later request queued behind it.
+    hostile = [gif_big_canvas_many_frames()] * 64
+    response, growth, seconds = peak_growth(server, lambda: post(server, hostile))
+    assert response.status_code == 200, response.text[:500]
+    rows = response.json()["predictions"]
+    assert len(rows) == 64
+    assert all(str(row["error"]).startswith("decode_budget: ") for row in rows)
+    assert seconds < DEFAULT_REQUEST_DEADLINE_S
+    assert growth < MAX_GROWTH_PER_FILE, f"+{growth / MB:.0f} MB"
+    started = time.monotonic()
+    normal = post(server, [good_images()["rgb.jpg"]])
+    assert time.monotonic() - started < 10.0  # a hang guard: normal time is milliseconds
+    assert normal.status_code == 200
+    (row,) = normal.json()["predictions"]
+    assert row.get("error") is None and row["decision"] in {"allow", "review", "block"}
 
 
 def test_the_server_still_answers_after_every_hostile_request(server: ModelServer) -> None:

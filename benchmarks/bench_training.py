@@ -51,9 +51,9 @@ import pandas as pd
 import torch
 import yaml
 
-from eyecatcher.features import FeatureCache
+from eyecatcher.features.cache import FeatureCache
+from eyecatcher.features.runtimes import FEATURE_RUNTIMES
 from eyecatcher.images import sha256_bytes
-from eyecatcher.models.feature_graph import FEATURE_RUNTIMES
 from eyecatcher.pipelines.training.nodes import train_candidate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def heatmap_costs(
 ) -> list[dict[str, Any]]:
     """Per architecture: median ms per image of a forward pass and of a Grad-CAM heatmap."""
     from eyecatcher.explain import explainer_for
-    from eyecatcher.features import read_image
+    from eyecatcher.features.views import read_image
     from eyecatcher.models.factory import create_classifier, model_kwargs_for_size
     from eyecatcher.preprocessing import data_config_for, eval_transform
 

@@ -11,15 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from eyecatcher.features import (
-    BackboneKey,
-    FeatureCache,
-    backbone_fingerprint,
-    compute_features,
-    training_views,
-)
+from eyecatcher.features.cache import BackboneKey, FeatureCache, backbone_fingerprint
+from eyecatcher.features.compute import compute_features
+from eyecatcher.features.runtimes import bf16 as bf16_module
+from eyecatcher.features.views import training_views
 from eyecatcher.images import sha256_bytes
-from eyecatcher.models import bf16_features as bf16_module
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.pipelines.training.fitting import fit_head
 from eyecatcher.preprocessing import data_config_for

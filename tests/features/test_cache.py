@@ -9,14 +9,8 @@ import pytest
 import timm
 import torch
 
-from eyecatcher.features import (
-    BackboneKey,
-    FeatureCache,
-    ViewSpec,
-    backbone_fingerprint,
-    cache_key,
-    training_views,
-)
+from eyecatcher.features.cache import BackboneKey, FeatureCache, backbone_fingerprint, cache_key
+from eyecatcher.features.views import ViewSpec, training_views
 from eyecatcher.models.factory import model_kwargs_for_size
 
 

@@ -11,15 +11,9 @@ import torch
 from PIL import Image
 
 from eyecatcher import storage
-from eyecatcher.features import (
-    BackboneKey,
-    FeatureCacheDataset,
-    ImageIntegrityError,
-    ViewSpec,
-    backbone_fingerprint,
-    compute_features,
-    read_image,
-)
+from eyecatcher.features.cache import BackboneKey, FeatureCacheDataset, backbone_fingerprint
+from eyecatcher.features.compute import compute_features
+from eyecatcher.features.views import ImageIntegrityError, ViewSpec, read_image
 from eyecatcher.images import sha256_bytes
 from eyecatcher.preprocessing import data_config_for
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from eyecatcher.features import BackboneKey, backbone_fingerprint
+from eyecatcher.features.cache import BackboneKey, backbone_fingerprint
 from eyecatcher.images import sha256_bytes
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.preprocessing import data_config_for

@@ -20,9 +20,10 @@ import torch
 
 from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
 from eyecatcher.distributed.session import check_pool_fits, ray_session
-from eyecatcher.features import ViewSpec, compute_view_batches
-from eyecatcher.models.bf16_features import Bf16Features
-from eyecatcher.models.feature_graph import FeatureGraph
+from eyecatcher.features.compute import compute_view_batches
+from eyecatcher.features.runtimes.bf16 import Bf16Features
+from eyecatcher.features.runtimes.onnx_graph import FeatureGraph
+from eyecatcher.features.views import ViewSpec
 
 logger = logging.getLogger(__name__)
 

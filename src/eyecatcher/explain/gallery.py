@@ -13,7 +13,7 @@ from PIL import Image
 
 from eyecatcher.explain.gradcam import explainer_for
 from eyecatcher.explain.overlay import display_image, overlay_heatmap
-from eyecatcher.features import read_image
+from eyecatcher.features.views import read_image
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.preprocessing import eval_transform
 

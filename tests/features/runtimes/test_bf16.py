@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from eyecatcher.features import (
-    FeatureCache,
-    compute_features,
-    training_views,
-)
-from eyecatcher.models import bf16_features as bf16_module
-from eyecatcher.models.bf16_features import (
+from eyecatcher.features.cache import FeatureCache
+from eyecatcher.features.compute import compute_features
+from eyecatcher.features.runtimes import bf16 as bf16_module
+from eyecatcher.features.runtimes.bf16 import (
     BF16_RUNTIME,
     BF16_TOLERANCE,
     Bf16Unavailable,
@@ -26,6 +23,7 @@ from eyecatcher.models.bf16_features import (
     checked_bf16_features,
     native_bf16,
 )
+from eyecatcher.features.views import training_views
 from eyecatcher.pipelines.training.settings import FeatureSettings
 from tests.models.backbones import image_files, small_backbone
 

@@ -11,19 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from eyecatcher.features import (
-    BackboneKey,
-    FeatureCache,
-    compute_features,
-    training_views,
-)
-from eyecatcher.models import feature_graph as feature_graph_module
-from eyecatcher.models.feature_graph import (
+from eyecatcher.features.cache import BackboneKey, FeatureCache
+from eyecatcher.features.compute import compute_features
+from eyecatcher.features.runtimes import onnx_graph as feature_graph_module
+from eyecatcher.features.runtimes.onnx_graph import (
     FEATURE_TOLERANCE,
     FeatureGraphError,
     export_feature_graph,
     feature_graph,
 )
+from eyecatcher.features.views import training_views
 from eyecatcher.pipelines.training.settings import FeatureSettings
 from tests.models.backbones import image_files, small_backbone
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eyecatcher.features import FeatureCache
+from eyecatcher.features.cache import FeatureCache
 from eyecatcher.images import decode_image
 from eyecatcher.models.onnx_runtime import OnnxClassifier
 from eyecatcher.pipelines.quantization.nodes import benchmark_candidate, build_onnx_models

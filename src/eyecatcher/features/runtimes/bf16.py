@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eyecatcher.features.runtimes.onnx_graph import agreement_on_probe
 from eyecatcher.models.factory import extract_features
-from eyecatcher.models.feature_graph import agreement_on_probe
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def checked_bf16_features(
 
     Args:
         model: The frozen timm model, on its device.
-        fingerprint: :func:`eyecatcher.features.backbone_fingerprint` of ``model``.
+        fingerprint: :func:`eyecatcher.features.cache.backbone_fingerprint` of ``model``.
         input_size: ``(channels, height, width)``.
 
     Returns:

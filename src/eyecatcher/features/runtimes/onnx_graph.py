@@ -33,10 +33,6 @@ from eyecatcher.models.onnx_runtime import (
 
 logger = logging.getLogger(__name__)
 
-#: Runtimes that may compute backbone features (``training.features.runtime``); the last one
-#: is :mod:`eyecatcher.models.bf16_features`.
-FEATURE_RUNTIMES = ("torch", "onnxruntime", "torch_bf16")
-
 #: Largest allowed |ONNX - PyTorch| per feature, relative to the largest |feature| (or 1).
 #: fp32 kernels reassociate sums differently; measured differences are ~1e-6 of the scale.
 FEATURE_TOLERANCE = 1e-4
@@ -204,7 +200,7 @@ def feature_graph(
 
     Args:
         model: The frozen timm model.
-        fingerprint: :func:`eyecatcher.features.backbone_fingerprint` of ``model``.
+        fingerprint: :func:`eyecatcher.features.cache.backbone_fingerprint` of ``model``.
         input_size: ``(channels, height, width)``.
         threads: Intra-op threads of the session.
 

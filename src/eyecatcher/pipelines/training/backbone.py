@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from eyecatcher.features import BackboneKey, ViewSpec, backbone_fingerprint, training_views
+from eyecatcher.features.cache import BackboneKey, backbone_fingerprint
+from eyecatcher.features.views import ViewSpec, training_views
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier, freeze_backbone, model_kwargs_for_size
 from eyecatcher.preprocessing import data_config_for

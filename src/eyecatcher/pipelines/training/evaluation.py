@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eyecatcher.features import CLEAN_VIEW, BackboneKey, FeatureCache, ViewSpec, compute_features
+from eyecatcher.features.cache import BackboneKey, FeatureCache
+from eyecatcher.features.compute import compute_features
+from eyecatcher.features.views import CLEAN_VIEW, ViewSpec
 from eyecatcher.pipelines.training import metrics
 
 logger = logging.getLogger(__name__)

@@ -13,15 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from eyecatcher.features import (
-    CLEAN_VIEW,
-    BackboneKey,
-    FeatureCache,
-    FeatureStats,
-    ViewSpec,
-    compute_features,
-    read_image,
-)
+from eyecatcher.features.cache import BackboneKey, FeatureCache
+from eyecatcher.features.compute import FeatureStats, compute_features
+from eyecatcher.features.views import CLEAN_VIEW, ViewSpec, read_image
 from eyecatcher.models.head_training import (
     HeadTrainingConfig,
     train_head_on_features,

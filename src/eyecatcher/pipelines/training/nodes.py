@@ -25,7 +25,7 @@ from PIL import Image
 
 from eyecatcher.candidates import candidate_config
 from eyecatcher.explain import explain_examples, pick_examples
-from eyecatcher.features import FeatureCache
+from eyecatcher.features.cache import FeatureCache
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.training import tracking
 from eyecatcher.pipelines.training.backbone import (

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from eyecatcher.features import BackboneKey
+from eyecatcher.features.cache import BackboneKey
+from eyecatcher.mlflow_log import safe_record
 from eyecatcher.models.head_training import HeadTrainingConfig
 from eyecatcher.pipelines.training.backbone import FrozenModel
 from eyecatcher.pipelines.training.fitting import HeadFit
@@ -103,7 +104,8 @@ def training_report(
             "graph_check": fit.stats.graph_check,
         },
         "history": fit.history,
-        "config": dict(config),
+        # Recorded as a file and in MLflow: redacted, storage_options by key name only.
+        "config": safe_record(dict(config)),
     }
     return json_safe(report)
 

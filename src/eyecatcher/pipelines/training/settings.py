@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from eyecatcher.models.feature_graph import FEATURE_RUNTIMES
+from eyecatcher.features.runtimes import FEATURE_RUNTIMES
 from eyecatcher.parameters import refuse_unknown
 
-#: Where cold-cache features are computed (``eyecatcher.features.compute_features``).
+#: Where cold-cache features are computed (``eyecatcher.features.compute.compute_features``).
 FEATURE_ENGINES = ("local", "ray")
 
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from eyecatcher import storage
 from eyecatcher.images import decode_image
+from eyecatcher.mlflow_log import safe_record
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.onnx_runtime import quantize_onnx, with_metadata
 from eyecatcher.pipelines.quantization.calibration import calibrate
@@ -472,7 +473,7 @@ def benchmark_candidate(
                 f"measured while scoring validation and test, batches of "
                 f"{settings.eval_batch_size}, each model's first batch excluded"
             ),
-            "settings": settings.as_record(),
+            "settings": safe_record(settings.as_record()),
             "machine": _machine(),
         },
     }

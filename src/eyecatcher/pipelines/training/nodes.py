@@ -23,6 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from eyecatcher import mlflow_log
 from eyecatcher.candidates import candidate_config
 from eyecatcher.explain import explain_examples, pick_examples
 from eyecatcher.features.cache import FeatureCache
@@ -313,7 +314,7 @@ def log_candidate_run(
     tags = tracking.candidate_tags(candidate, model_bundle, training_report, evaluation)
     with mlflow.start_run(run_name=candidate, nested=parent is not None, tags=tags) as run:
         params = tracking.flatten("", {k: v for k, v in config.items() if k != "name"}, {})
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow_log.log_params(params)
         tracking.log_history(training_report["history"])
         model_id = tracking.log_head_model(
             model_bundle,
@@ -323,8 +324,8 @@ def log_candidate_run(
         mlflow.log_metrics(tracking.summary_metrics(training_report, evaluation), model_id=model_id)
         tracking.log_figures(candidate_figures(evaluation, training_report))
         tracking.log_explanations(explanations, explanations_index)
-        mlflow.log_dict(evaluation, "evaluation.json")
-        mlflow.log_dict(training_report, "training_report.json")
+        mlflow_log.log_dict(evaluation, "evaluation.json")
+        mlflow_log.log_dict(training_report, "training_report.json")
         return {
             "candidate": candidate,
             "run_id": run.info.run_id,

@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from eyecatcher import mlflow_log
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.training.report import finite
 from eyecatcher.serving_model.packaging import pinned_versions
@@ -147,7 +148,7 @@ def log_head_model(bundle: ClassifierBundle, candidate: str, *, full_bundle: boo
         head_path = Path(tmp) / "head_state_dict.pt"
         torch.save(head.state_dict(), head_path)
         mlflow.log_artifact(str(head_path), "model")
-        mlflow.log_dict(bundle_info(bundle), "model/bundle_info.json")
+        mlflow_log.log_dict(bundle_info(bundle), "model/bundle_info.json")
         if full_bundle:
             bundle_path = Path(tmp) / "model_bundle.pt"
             bundle.save(bundle_path)
@@ -173,4 +174,4 @@ def log_explanations(overlays: Mapping[str, Any], index: Mapping[str, Any]) -> N
     for name, image in overlays.items():
         loaded: Image.Image = image() if callable(image) else image
         mlflow.log_image(loaded, artifact_file=f"{EXPLANATIONS_DIR}/{name}.png")
-    mlflow.log_dict(dict(index), f"{EXPLANATIONS_DIR}/index.json")
+    mlflow_log.log_dict(dict(index), f"{EXPLANATIONS_DIR}/index.json")

@@ -17,9 +17,10 @@ from typing import Any
 import mlflow
 import pandas as pd
 from kedro.framework.hooks import hook_impl
-from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_RUN_NAME
+
+from eyecatcher.registry.client import registry_client
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class ReviewerTrackingHook:
         self._pipeline = run_params.get("pipeline_name") or (
             "+".join(run_params.get("pipeline_names") or []) or None
         )
-        client = MlflowClient()
+        client = registry_client()
         experiment = client.get_experiment(active.info.experiment_id)
         if EXPERIMENT_KIND_TAG not in experiment.tags:
             client.set_experiment_tag(
@@ -128,7 +129,7 @@ class ReviewerTrackingHook:
         self._logged.add(dataset_name)
         source = self._sources.get(dataset_name, dataset_name)
         self._inputs[dataset_name] = dataset_input(dataset_name, data, source, context)
-        MlflowClient().log_inputs(self._run_id, datasets=[self._inputs[dataset_name]])
+        registry_client().log_inputs(self._run_id, datasets=[self._inputs[dataset_name]])
 
     @hook_impl
     def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
@@ -147,7 +148,7 @@ class ReviewerTrackingHook:
             elif name.endswith(".mlflow_run") and isinstance(value, Mapping):
                 manifest = self._inputs.get("split_manifest")
                 if manifest is not None and value.get("run_id"):
-                    MlflowClient().log_inputs(str(value["run_id"]), datasets=[manifest])
+                    registry_client().log_inputs(str(value["run_id"]), datasets=[manifest])
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
@@ -170,6 +171,6 @@ class ReviewerTrackingHook:
             return
         name = run_name(self._pipeline, self._facts)
         try:
-            MlflowClient().set_tag(self._run_id, MLFLOW_RUN_NAME, name)
+            registry_client().set_tag(self._run_id, MLFLOW_RUN_NAME, name)
         except Exception as exc:  # a naming problem must not fail a finished run
             logger.warning("Could not name MLflow run %s '%s': %s", self._run_id, name, exc)

@@ -25,7 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mlflow import MlflowClient
+from eyecatcher.registry.client import registry_client
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def create_parent_run(
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise RuntimeError(f"MLflow experiment {experiment_name!r} was not created.")
-    client = MlflowClient()
+    client = registry_client()
     run = client.create_run(
         experiment.experiment_id, run_name=run_name, tags={ORCHESTRATED_TAG: "true"}
     )

@@ -24,7 +24,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, ColSpec, DataType, Map, Schema
 from PIL import Image
 
-from eyecatcher import storage
+from eyecatcher import mlflow_log, storage
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.serving_model.contract import ServingConfig, encode_image
 from eyecatcher.serving_model.model import BUNDLE_ARTIFACT, CONFIG_ARTIFACT, ONNX_ARTIFACT
@@ -162,13 +162,13 @@ def fp32_runtime_config(
     check = compare_onnx_with_torch(bundle, fp32_onnx_path, tolerance=tolerance)
     runtime = choose_fp32_runtime(check)
     if mlflow.active_run() is not None:
-        mlflow.set_tags(
+        mlflow_log.set_tags(
             {
                 "served_runtime": runtime,
                 "served_runtime_check": "passed" if check["passed"] else "failed",
             }
         )
-        mlflow.log_dict(check, "served_model_runtime_check.json")
+        mlflow_log.log_dict(check, "served_model_runtime_check.json")
     return dataclasses.replace(config, runtime=runtime, runtime_check=check)
 
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 
+from eyecatcher import mlflow_log
 from eyecatcher.fingerprints import manifest_hash
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.registration.gate import GateDecision, GateSettings
@@ -133,7 +133,7 @@ def log_run_outcome(report: Mapping[str, Any]) -> None:
         tags["registration.model_version"] = str(report["version"])
     if report["gate"]["warnings"]:
         tags["registration.warnings"] = "; ".join(report["gate"]["warnings"])[:5000]
-    mlflow.set_tags(tags)
+    mlflow_log.set_tags(tags)
 
 
 def metrics(report: Mapping[str, Any]) -> dict[str, dict[str, float]]:

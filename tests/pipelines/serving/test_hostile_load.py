@@ -159,6 +159,28 @@ def test_64_rows_of_the_issue_gif_then_a_normal_image(server: ModelServer) -> No
     assert row.get("error") is None and row["decision"] in {"allow", "review", "block"}
 
 
+@pytest.mark.slow  # ~30 s: it runs until the model's deadline
+def test_a_request_slower_than_the_deadline_is_answered_at_the_deadline(
+    server: ModelServer,
+) -> None:
+    # Within every per-file limit (5 frames of 49 Mpx is the decode budget), yet ~1-1.5 s of
+    # CPU a row: 64 rows are minutes of work. The deadline answers the request in time; the
+    # rows not reached say so, and the next request is served at once.
+    slow = [gif_big_canvas_many_frames(side=7000, frames=5)] * 64
+    response, growth, seconds = peak_growth(server, lambda: post(server, slow))
+    assert response.status_code == 200, response.text[:500]
+    errors = [row.get("error") for row in response.json()["predictions"]]
+    assert str(errors[-1]).startswith("deadline_exceeded: ")
+    assert all(e is None or e.startswith("deadline_exceeded: ") for e in errors)
+    # The deadline, plus the one frame being decoded when it passed (a loaded 2-vCPU host).
+    assert seconds < DEFAULT_REQUEST_DEADLINE_S + 10.0
+    assert growth < MAX_GROWTH_PER_FILE, f"+{growth / MB:.0f} MB"
+    started = time.monotonic()
+    normal = post(server, [good_images()["rgb.jpg"]])
+    assert time.monotonic() - started < 10.0
+    assert normal.status_code == 200 and normal.json()["predictions"][0].get("error") is None
+
+
 def test_the_server_still_answers_after_every_hostile_request(server: ModelServer) -> None:
     assert good_request_works(server.url, timeout_s=60)
     status, text, _ = post_invocations(

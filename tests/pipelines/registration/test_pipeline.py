@@ -30,6 +30,7 @@ from eyecatcher.models import onnx_runtime
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.models.onnx_runtime import with_metadata
+from eyecatcher.monitoring.populations import phash_of
 from eyecatcher.pipelines.registration import create_pipeline, staging
 from eyecatcher.pipelines.registration import nodes as registration_nodes
 from eyecatcher.pipelines.registration.gate import (
@@ -278,6 +279,10 @@ def test_first_registration_through_the_pipeline(registry, bundles, tmp_path) ->
             "registration_report": JSONDataset(filepath=str(tmp_path / "report.json")),
             "registration_metrics": MemoryDataset(),
             "registration_shadow_evidence": OptionalJSONDataset(str(tmp_path / "none.json")),
+            "image_phashes": MemoryDataset(
+                manifest.assign(phash=[phash_of(uri) for uri in manifest["uri"]])
+            ),
+            "split_summary": MemoryDataset({"config": {"near_duplicate_max_distance": 8}}),
         }
     )
     with mlflow.start_run() as run:
@@ -312,6 +317,12 @@ def test_first_registration_through_the_pipeline(registry, bundles, tmp_path) ->
     assert out.loc[0, "error"] is None and out.loc[0, "class"] in CLASSES
     assert out.loc[0, "model_name"] == MODEL and out.loc[0, "model_version"] == "1"
     assert out.loc[0, "decision"] in {"allow", "review", "block"}
+    # What monitoring needs is recorded with the version (docs/feedback-loop.md).
+    baseline = report["monitoring_baseline"]
+    assert baseline["near_duplicate_max_distance"] == 8
+    assert baseline["drift_reference_images"] == (manifest["split"] == "test").sum()
+    assert version.tags["training_population_uri"] == baseline["training_population_uri"]
+    assert version.tags["drift_reference_uri"] == baseline["drift_reference_uri"]
 
 
 def test_gate_failure_registers_nothing_and_says_why(registry, bundles, tmp_path, caplog) -> None:

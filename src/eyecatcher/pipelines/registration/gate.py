@@ -10,8 +10,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from eyecatcher.outcomes import GateRefused
 
-class GateFailedError(RuntimeError):
+
+class GateFailedError(GateRefused):
     """The gate refused the candidate and the configuration asks the run to fail (CI)."""
 
 
@@ -115,11 +117,18 @@ class ChampionComparison:
         accuracy: The champion's accuracy on those images (``None`` if unknown).
         candidate_accuracy: The candidate's accuracy on the same images.
         n_images: Test images both were compared on; ``n_excluded``: test images left out
-            because the champion trained or was calibrated on them.
+            because the champion trained or was calibrated on them (exact copies and
+            near-duplicates), ``n_excluded_near_duplicates`` of them near-duplicates.
         candidate_only: Images the candidate got right and the champion wrong;
             ``champion_only`` the reverse (McNemar's discordant pairs).
         p_value: One-sided exact McNemar p-value of "the candidate is worse".
         detail: Why the champion could not be compared, when it could not.
+        human_slice: The unseen test images labelled by a human verdict (chosen because a
+            model got them wrong, so they are biased against the champion): reported on
+            their own (``n_images``, ``champion_accuracy``, ``candidate_accuracy``), never
+            part of the paired test.
+        near_duplicate_check: How seen images were recognised (the champion's recorded
+            training population and distance).
     """
 
     version: str | None
@@ -132,6 +141,9 @@ class ChampionComparison:
     champion_only: int = 0
     p_value: float | None = None
     detail: str | None = None
+    n_excluded_near_duplicates: int = 0
+    human_slice: dict[str, Any] | None = None
+    near_duplicate_check: str | None = None
 
 
 def mcnemar_worse_p_value(candidate_only: int, champion_only: int) -> float:
@@ -244,6 +256,9 @@ def decide(
         "candidate_accuracy_on_paired_images": champion.candidate_accuracy,
         "paired_images": champion.n_images,
         "paired_images_excluded_as_seen_by_champion": champion.n_excluded,
+        "paired_images_excluded_as_near_duplicates": champion.n_excluded_near_duplicates,
+        "near_duplicate_check": champion.near_duplicate_check,
+        "human_labelled_slice": champion.human_slice,
         "candidate_only_correct": champion.candidate_only,
         "champion_only_correct": champion.champion_only,
         "mcnemar_p_value": champion.p_value,

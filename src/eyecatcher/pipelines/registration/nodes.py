@@ -19,6 +19,7 @@ import pandas as pd
 
 from eyecatcher.fingerprints import seen_images
 from eyecatcher.models.bundle import ClassifierBundle
+from eyecatcher.monitoring.baseline import record_monitoring_baseline
 from eyecatcher.pipelines.registration.chain import verify_chain
 from eyecatcher.pipelines.registration.comparison import compare_with_champion
 from eyecatcher.pipelines.registration.gate import (
@@ -129,6 +130,8 @@ def register_model(
     quantization_params: dict[str, Any],
     *,
     shadow_evidence: dict[str, Any] | None = None,
+    image_phashes: pd.DataFrame | None = None,
+    split_summary: dict[str, Any] | None = None,
     **candidate_outputs: Any,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Verify, gate and register the selected candidate; promote it if nothing moved meanwhile.
@@ -143,6 +146,8 @@ def register_model(
             decision's: thresholds calibrated under other settings are stale).
         shadow_evidence: The shadow report batch scoring wrote (``None``: none yet); it
             matters only when ``registration.shadow.required``.
+        image_phashes: Splitting's pHashes and ``split_summary`` its near-duplicate distance:
+            seen images are recognised by them (``None``: exact copies only, said).
         **candidate_outputs: ``evaluation__<c>``, ``bundle__<c>``, ``mlflow_run__<c>``.
 
     Returns:
@@ -186,6 +191,7 @@ def register_model(
             split_manifest=split_manifest,
             batch_size=settings.batch_size,
             storage_options=settings.storage_options,
+            image_phashes=image_phashes,
         )
         recorded = registry.floor()
         floor = None if recorded is None else Floor(*recorded)
@@ -257,6 +263,16 @@ def register_model(
 
             version = str(
                 registry.create_version(run_id=run.info.run_id, tags=tags, log=log).version
+            )
+            report["monitoring_baseline"] = record_monitoring_baseline(
+                registry.client,
+                settings.model_name,
+                version,
+                split_manifest,
+                image_phashes=image_phashes,
+                split_summary=split_summary,
+                batch_size=settings.batch_size,
+                storage_options=settings.storage_options,
             )
             report.update(
                 _stage_and_promote(

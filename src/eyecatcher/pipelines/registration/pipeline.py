@@ -47,6 +47,8 @@ def create_pipeline(candidates: Sequence[str] | None = None, **kwargs: Any) -> P
                     "params": "params:registration",
                     "quantization_params": "params:quantization",
                     "shadow_evidence": "registration_shadow_evidence",
+                    "image_phashes": "image_phashes",
+                    "split_summary": "split_summary",
                     **per_candidate,
                 },
                 outputs=["registration_report", "registration_metrics"],

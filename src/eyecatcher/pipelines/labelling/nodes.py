@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from eyecatcher.outcomes import DryRunDone
 from eyecatcher.pipelines.labelling.label_sources import (
     LabelSourceSettings,
     merge_sources,
@@ -65,7 +66,7 @@ class CacheMissError(RuntimeError):
     """Offline mode and some images have no cached answer."""
 
 
-class LabellingDryRunError(RuntimeError):
+class LabellingDryRunError(DryRunDone):
     """A dry run stops the pipeline after printing its estimate; nothing was sent or written."""
 
 

@@ -18,13 +18,14 @@ from typing import Any
 import pandas as pd
 
 from eyecatcher.monitoring.drift import DriftSettings
+from eyecatcher.outcomes import ConfigurationError, RetrainDue
 
 
-class RetrainConfigError(ValueError):
+class RetrainConfigError(ConfigurationError):
     """The ``retrain_check`` parameters are invalid."""
 
 
-class RetrainRequiredError(RuntimeError):
+class RetrainRequiredError(RetrainDue):
     """A threshold was crossed: ``kedro run`` should retrain (the decision file says why)."""
 
 

@@ -1,7 +1,8 @@
 """Packaging the served model: artefacts, code, signature, input example, pinned requirements.
 
-The model is logged with models-from-code (``model_code.py``) and the parts of the
-``eyecatcher`` package it imports travel inside it as ``code_paths``: a registered version
+The model is logged with models-from-code (``model_code.py``) and the modules of the
+``eyecatcher`` package it imports (computed, see :mod:`eyecatcher.serving_model.served_code`)
+travel inside it as ``code_paths``: a registered version
 preprocesses with the code it was registered with, whatever the repository looks like later,
 and serving needs no ``pip install`` of this project.
 """
@@ -33,22 +34,13 @@ from eyecatcher.serving_model.runtime_check import (
     choose_fp32_runtime,
     compare_onnx_with_torch,
 )
+from eyecatcher.serving_model.served_code import served_files
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CODE_PATH = Path(__file__).resolve().parent / "model_code.py"
+#: The module MLflow executes to build the served model; what it imports is what is shipped.
+SERVED_ENTRY = "eyecatcher.serving_model.model_code"
 
-#: The modules of ``eyecatcher`` the served model imports (pipelines and Kedro stay behind).
-SERVED_MODULES = (
-    "__init__.py",
-    "images.py",
-    "preprocessing.py",
-    # The bundle reads and writes its file through the storage layer.
-    "storage.py",
-    "models",
-    "serving_model",
-    # Heatmaps for rows that ask (``explain``); only its gradcam module is imported.
-    "explain",
-)
 
 #: Distributions the served model imports, pinned to the versions installed here.
 SERVED_DISTRIBUTIONS = (
@@ -95,16 +87,16 @@ def pinned_versions(names: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def stage_code(destination: Path) -> Path:
-    """Copy the served subset of the ``eyecatcher`` package into ``destination/eyecatcher``."""
+    """Copy the served code into ``destination/eyecatcher``: exactly what the model imports.
+
+    The set is computed (:func:`eyecatcher.serving_model.served_code.served_files`) from
+    :data:`SERVED_ENTRY`, so a training-only module is never shipped and a module the served
+    code starts to import is never forgotten.
+    """
     target = destination / "eyecatcher"
-    target.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in SERVED_MODULES:
-        source = _PACKAGE_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=ignore)
-        else:
-            shutil.copy2(source, target / name)
+    for relative in served_files(SERVED_ENTRY, _PACKAGE_ROOT):
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(_PACKAGE_ROOT / relative, target / relative)
     return target
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,10 @@ def test_folder_is_scored_with_a_row_per_file(
     assert good["error"].isna().all()
     assert set(good["decision"]) <= {"allow", "review", "block"}
     assert (table["model_version"] == "1").all() and (table["model_name"] == MODEL_NAME).all()
+    # The key of the verdict history: the sha256 of the bytes, for bad files too.
+    for name, path in (("a.jpg", "day1/a.jpg"), ("cut.jpg", "day2/cut.jpg")):
+        expected_sha = hashlib.sha256((folder / path).read_bytes()).hexdigest()
+        assert by_name.loc[name, "sha256"] == expected_sha
     # The verdicts are the trained model's own answers.
     expected = reference(
         registry.bundle,
@@ -203,7 +208,7 @@ def test_batch_scoring_pipeline_writes_the_verdict_table(
         session.run(pipeline_names=["batch_scoring"])
     table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts")
     # No shadow model by default: no shadow column and no shadow report.
-    assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at"]
+    assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at", "scored_day"]
     assert not (kedro_project / "data/08_reporting/shadow_report.json").exists()
     images = kedro_project / "data" / "01_raw" / "demo" / "images"
     extensions = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}

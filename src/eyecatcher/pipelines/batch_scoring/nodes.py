@@ -60,6 +60,11 @@ PARAMETER_KEYS = frozenset(
 )
 
 
+def utc_now() -> pd.Timestamp:
+    """The time a run's verdicts are dated with (UTC); its date is the table's scoring day."""
+    return pd.Timestamp.now(tz="UTC")
+
+
 def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
     """List the files under the configured source (a local folder or an ``s3://`` prefix).
 
@@ -166,7 +171,7 @@ def score_images(
     table = _in_listing_order(paths, new, resumed)
     # One time per run, not per row: it dates the verdicts for per-day monitoring (the
     # table's scored_day), and rows scored minutes apart in one run belong to the same day.
-    table["scored_at"] = pd.Timestamp.now(tz="UTC")
+    table["scored_at"] = utc_now()
     summary = batch_summary(table, champion, params, n_retried=retried, engine=engine)
     summary.update(
         {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlflow
@@ -10,6 +9,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from eyecatcher.monitoring.populations import TrainingPopulation, record_training_population
+from eyecatcher.monitoring.reference import record_drift_reference
 from eyecatcher.pipelines.retrain_check.datasets import ChampionDataset
 
 NAME = "eyecatcher-moderation"
@@ -26,41 +27,33 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     mlflow.set_tracking_uri(None)
 
 
-def _dataset(tmp_path: Path) -> ChampionDataset:
-    return ChampionDataset(
-        NAME,
-        reference_predictions=str(tmp_path / "{candidate}" / "test_predictions.parquet"),
-        quantization_decision=str(tmp_path / "quantization_decision.json"),
-    )
-
-
 def test_no_champion_loads_as_none_with_the_reason(registry, tmp_path: Path) -> None:
-    loaded = _dataset(tmp_path).load()
+    loaded = ChampionDataset(NAME).load()
     assert loaded["version"] is None and "champion" in loaded["note"]
 
 
-def test_the_reference_is_used_only_when_it_belongs_to_the_champion(registry, tmp_path) -> None:
+def test_the_reference_and_population_are_those_recorded_with_the_version(
+    registry, tmp_path
+) -> None:
     registry.create_registered_model(NAME)
-    version = registry.create_model_version(
-        NAME, source=str(tmp_path), tags={"candidate": "cand", "bundle_fingerprint": "abc"}
-    )
+    version = registry.create_model_version(NAME, source=str(tmp_path), tags={"candidate": "c"})
     registry.set_registered_model_alias(NAME, "champion", version.version)
-    dataset = _dataset(tmp_path)
-    loaded = dataset.load()
+    loaded = ChampionDataset(NAME).load()
     assert loaded["version"] == str(version.version)
     assert loaded["registered_at"].tzinfo is not None
-    assert loaded["reference"] is None and "does not exist" in loaded["reference_note"]
+    # Registered before references were frozen: said, never replaced by another population.
+    assert loaded["reference"] is None and "no frozen drift reference" in loaded["reference_note"]
+    assert loaded["training_population"] is None
 
-    (tmp_path / "cand").mkdir()
-    pd.DataFrame({"sha256": ["a"], "unsafe_score": [0.3]}).to_parquet(
-        tmp_path / "cand" / "test_predictions.parquet"
-    )
-    decision = tmp_path / "quantization_decision.json"
-    decision.write_text(json.dumps({"candidates": {"cand": {"fingerprints": {"bundle": "xyz"}}}}))
-    loaded = dataset.load()
-    assert loaded["reference"] is None and "another bundle" in loaded["reference_note"]
-
-    decision.write_text(json.dumps({"candidates": {"cand": {"fingerprints": {"bundle": "abc"}}}}))
-    loaded = dataset.load()
+    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "a").as_uri())
+    table = pd.DataFrame({"sha256": ["a"], "class": ["safe"], "unsafe_score": [0.3]})
+    population = TrainingPopulation(frozenset({"a"}), ("0" * 16,), 8, "test")
+    with mlflow.start_run(experiment_id=experiment):
+        record_drift_reference(registry, NAME, str(version.version), table)
+        record_training_population(registry, NAME, str(version.version), population)
+    loaded = ChampionDataset(NAME).load()
     assert loaded["reference"]["unsafe_score"].tolist() == [0.3]
-    assert loaded["tags"]["candidate"] == "cand"
+    assert "scored by the registered version" in loaded["reference_note"]
+    assert loaded["training_population"].sha256 == frozenset({"a"})
+    assert loaded["training_population"].max_distance == 8
+    assert loaded["tags"]["candidate"] == "c"

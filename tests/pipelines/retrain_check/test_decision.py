@@ -17,6 +17,7 @@ from eyecatcher.pipelines.retrain_check.nodes import (
     champion_verdicts,
     decide_retraining,
     enforce_retrain_decision,
+    mark_training_images,
     measure_disagreement,
     measure_drift,
 )
@@ -152,18 +153,22 @@ def test_champion_verdicts_keep_the_champion_version_and_key_by_content(tmp_path
     assert champion_verdicts({"version": "3"}, None, index) is None
     own = champion_verdicts({"version": "3"}, batch, index)
     assert own["sha256"].tolist() == [str((tmp_path / "x").resolve()), "s2"]
+    champion = {"version": "3", "training_population": None}
+    marked = mark_training_images(champion, own, {})
     disagreement = measure_disagreement(
-        own, pd.DataFrame({"sha256": ["s2"], "verdict": ["safe"]}), {"min_items_per_class": 1}
+        marked,
+        pd.DataFrame({"sha256": ["s2"], "verdict": ["safe"]}),
+        {"min_items_per_class": 1},
+        champion,
     )
     assert disagreement["per_class"]["safe"]["rate"] == 1.0
-    assert measure_disagreement(None, pd.DataFrame(), {})["measured"] is False
+    assert measure_disagreement(None, pd.DataFrame(), {}, champion)["measured"] is False
 
 
 def test_drift_is_not_measured_without_a_reference() -> None:
-    report = measure_drift(
+    report, _ = measure_drift(
         {"version": "3", "reference": None, "reference_note": "no predictions"},
         pd.DataFrame({"path": [], "unsafe_score": [], "error": []}),
-        pd.DataFrame({"uri": [], "split": []}),
         {},
     )
     assert report["measured"] is False and report["alert"] is False

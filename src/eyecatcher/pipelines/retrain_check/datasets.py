@@ -1,38 +1,38 @@
-"""Load-only dataset of the retrain check: the champion and its reference scores.
+"""Load-only dataset of the retrain check: the champion and what registration recorded for it.
 
 The champion's registry entry is read through this adapter so that the nodes stay pure.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from eyecatcher import storage
+from eyecatcher.monitoring.populations import load_training_population
+from eyecatcher.monitoring.reference import load_drift_reference
 
 logger = logging.getLogger(__name__)
 
 
 class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
-    """The registered champion (version, registration time, tags) and its reference scores.
+    """The registered champion: version, registration time, tags, and what monitoring needs.
 
-    The reference is the test split's per-image predictions that training wrote for the
-    champion's candidate, used only when they belong to the champion: the bundle fingerprint
-    quantization recorded for that candidate must equal the version's ``bundle_fingerprint``
-    tag (a later, refused training run overwrites them).
+    * ``reference``: the drift reference frozen when the version was registered (its test
+      split scored by the version itself, at its served precision, with image statistics;
+      :mod:`eyecatcher.monitoring.reference`), ``None`` for a version registered without
+      one (``reference_note`` says why);
+    * ``training_population``: the images it trained or was calibrated on, with pHashes and
+      the split's near-duplicate distance (:mod:`eyecatcher.monitoring.populations`), or
+      ``None`` when the version records none.
     """
 
     def __init__(
         self,
         model_name: str,
         alias: str = "champion",
-        reference_predictions: str = "data/07_model_output/{candidate}/test_predictions.parquet",
-        quantization_decision: str = "data/08_reporting/quantization_decision.json",
         *,
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
@@ -43,18 +43,14 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
         Args:
             model_name: Registered model name.
             alias: The alias to follow.
-            reference_predictions: Path template of training's test predictions.
-            quantization_decision: Quantization's decision (bundle fingerprints).
-            credentials: Secrets for an object store, or ``None`` for the default chain.
-            fs_args: fsspec filesystem arguments (``${globals:storage_options}``) for both files.
+            credentials: Unused: the registry is reached through MLflow's own configuration
+                (kept so one catalog entry shape fits every dataset of the project).
+            fs_args: Unused, as ``credentials``.
             metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
         """
         self.metadata = metadata
         self._model_name = model_name
         self._alias = alias
-        self._predictions = reference_predictions
-        self._decision = quantization_decision
-        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
 
     def _load(self) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
@@ -75,7 +71,7 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
         except MlflowException as exc:  # the alias moved or the version vanished meanwhile
             raise DatasetError(f"cannot read {found['model_uri']}: {exc.message}") from exc
         tags = dict(version.tags)
-        reference, note = self._reference(tags)
+        reference, note = load_drift_reference(tags)
         return {
             "name": self._model_name,
             "alias": self._alias,
@@ -84,27 +80,8 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
             "tags": tags,
             "reference": reference,
             "reference_note": note,
+            "training_population": load_training_population(tags),
         }
-
-    def _reference(self, tags: dict[str, str]) -> tuple[pd.DataFrame | None, str]:
-        candidate = tags.get("candidate")
-        if not candidate:
-            return None, "the champion has no `candidate` tag"
-        path = self._predictions.format(candidate=candidate)
-        if not storage.exists(path, self._options):
-            return None, f"{path} does not exist (train the champion's candidate again)"
-        recorded = None
-        if storage.exists(self._decision, self._options):
-            decision = json.loads(storage.read_bytes(self._decision, self._options))
-            entry = decision.get("candidates", {}).get(candidate, {})
-            recorded = (entry.get("fingerprints") or {}).get("bundle")
-        if recorded is None or recorded != tags.get("bundle_fingerprint"):
-            return None, (
-                f"{path} belongs to another bundle than the champion's (a later training run); "
-                "no reference until the champion's test predictions are available"
-            )
-        table = pd.read_parquet(io.BytesIO(storage.read_bytes(path, self._options)))
-        return table, f"test split predictions of {candidate} ({path})"
 
     def _save(self, data: None) -> None:
         raise DatasetError("ChampionDataset is read-only")

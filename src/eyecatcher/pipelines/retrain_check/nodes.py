@@ -7,10 +7,20 @@ import os
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from eyecatcher.monitoring.drift import drift_report
+from eyecatcher.monitoring.drift_plots import drift_figure
 from eyecatcher.monitoring.image_stats import image_statistics
 from eyecatcher.monitoring.online_metrics import online_metrics
+from eyecatcher.monitoring.populations import (
+    EXACT,
+    NEAR,
+    mark_seen,
+    population_counts,
+    unseen,
+)
+from eyecatcher.monitoring.reference import class_mix_weights
 from eyecatcher.pipelines.retrain_check.decision import (
     RetrainRequiredError,
     RetrainSettings,
@@ -20,7 +30,7 @@ from eyecatcher.pipelines.retrain_check.decision import (
 
 logger = logging.getLogger(__name__)
 
-#: Columns compared between the champion's test split and the scored batch.
+#: Columns compared between the champion's frozen reference and the scored batch.
 IMAGE_NUMERIC = ["width", "height", "megapixels", "brightness"]
 IMAGE_CATEGORICAL = ["format"]
 
@@ -67,23 +77,72 @@ def champion_verdicts(
     return own.reset_index(drop=True)
 
 
-def measure_drift(
-    champion: dict[str, Any],
-    verdicts: pd.DataFrame | None,
-    split_manifest: pd.DataFrame,
-    params: dict[str, Any],
-) -> dict[str, Any]:
-    """Compare the scored batch with the champion's test split: scores and image statistics.
+def mark_training_images(
+    champion: dict[str, Any], verdicts: pd.DataFrame | None, params: dict[str, Any]
+) -> pd.DataFrame | None:
+    """Mark the champion's verdicts on images it saw in training (exactly or nearly).
 
     Args:
-        champion: The ``champion`` dataset (``reference``: training's test predictions).
+        champion: The ``champion`` dataset (``training_population``).
         verdicts: Output of :func:`champion_verdicts`.
-        split_manifest: The split (test images' URIs for the image statistics).
+        params: The ``retrain_check`` block (``storage_options``, to read images for pHash).
+
+    Returns:
+        The verdicts with ``seen_in_training`` (``exact``, ``near_duplicate`` or ``None``)
+        and ``phash_error``; ``None`` when there are none. Every monitoring number below
+        uses only the unseen rows and says how many were left out.
+    """
+    if verdicts is None:
+        return None
+    settings = RetrainSettings.from_params(params)
+    population = champion.get("training_population")
+    if population is None:
+        logger.warning(
+            "Champion v%s records no training population: monitoring cannot leave out the "
+            "images it trained on (the reports say so)",
+            champion.get("version"),
+        )
+    marked = mark_seen(
+        verdicts,
+        population,
+        uri_column="path",
+        storage_options=settings.storage_options,
+    )
+    counts = population_counts(marked, population)
+    if counts["excluded_exact"] or counts["excluded_near_duplicate"]:
+        logger.info(
+            "Left out of monitoring: %d verdict(s) on the champion's training images (%d exact, "
+            "%d near-duplicates)",
+            counts["excluded_exact"] + counts["excluded_near_duplicate"],
+            counts["excluded_exact"],
+            counts["excluded_near_duplicate"],
+        )
+    return marked
+
+
+def _scored(verdicts: pd.DataFrame) -> pd.DataFrame:
+    return verdicts[verdicts["error"].isna()] if "error" in verdicts else verdicts
+
+
+def measure_drift(
+    champion: dict[str, Any], verdicts: pd.DataFrame | None, params: dict[str, Any]
+) -> tuple[dict[str, Any], Figure]:
+    """Compare the scored batch with the champion's frozen reference: scores and image stats.
+
+    The reference is re-weighted to the batch's predicted class mix
+    (:func:`~eyecatcher.monitoring.reference.class_mix_weights`), so a class mix unlike the
+    test split's is not drift; the mix itself is reported. Only images the champion never saw
+    count on the current side.
+
+    Args:
+        champion: The ``champion`` dataset (``reference``, ``training_population``).
+        verdicts: Output of :func:`mark_training_images`.
         params: The ``retrain_check`` block (``drift``, ``max_images``, ``storage_options``).
 
     Returns:
-        The drift report: per column PSI/KS and alerts, what was compared and why anything
-        was not (``measured: false`` when there is no reference or no batch).
+        The drift report (per column PSI/KS and alerts, the class mixes and weights, the
+        population, and why anything was not measured) and a figure of reference against
+        current per column.
     """
     settings = RetrainSettings.from_params(params)
     reference = champion.get("reference")
@@ -91,90 +150,142 @@ def measure_drift(
         "champion_version": champion.get("version"),
         "reference": champion.get("reference_note") or champion.get("note"),
     }
-    if reference is None or verdicts is None:
+    current = None if verdicts is None else _scored(unseen(verdicts))
+    if verdicts is not None:
+        report["population"] = population_counts(verdicts, champion.get("training_population"))
+    if reference is None or current is None or current.empty:
         reason = (
             f"no reference: {report['reference']}"
             if reference is None
-            else "no batch verdicts of the champion (run the batch_scoring pipeline)"
+            else "no batch verdicts of the champion on images it never saw (run the "
+            "batch_scoring pipeline on new images)"
         )
-        return {**report, "measured": False, "reason": reason, "alerts": [], "alert": False}
-    current = verdicts[verdicts["error"].isna()] if "error" in verdicts else verdicts
+        report.update({"measured": False, "reason": reason, "alerts": [], "alert": False})
+        return report, drift_figure(None, {}, reason=reason)
+    reference = reference[reference["class"].notna()].reset_index(drop=True)
+    weights, mix = class_mix_weights(reference["class"], current["class"])
     scores = drift_report(
-        reference[["unsafe_score"]],
-        current[["unsafe_score"]],
-        settings.drift,
-        numeric=["unsafe_score"],
+        reference, current, settings.drift, numeric=["unsafe_score"], reference_weights=weights
     )
-    test_uris = split_manifest.loc[split_manifest["split"] == "test", "uri"].astype(str)
-    options = settings.storage_options
-    ref_images = image_statistics(
-        test_uris.tolist(), options, max_images=settings.max_images, seed=settings.seed
-    )
+    sample = current["path"].astype(str).tolist()
     cur_images = image_statistics(
-        current["path"].astype(str).tolist(), options, max_images=settings.max_images
+        sample, settings.storage_options, max_images=settings.max_images, seed=settings.seed
     )
     images = drift_report(
-        ref_images[ref_images["error"].isna()],
+        reference,
         cur_images[cur_images["error"].isna()],
         settings.drift,
         numeric=IMAGE_NUMERIC,
         categorical=IMAGE_CATEGORICAL,
+        reference_weights=weights,
     )
     alerts = scores["alerts"] + images["alerts"]
-    return {
-        **report,
-        "measured": True,
-        "n_reference_scores": len(reference),
-        "n_current_scores": len(current),
-        "n_reference_images": int(ref_images["error"].isna().sum()),
-        "n_current_images": int(cur_images["error"].isna().sum()),
-        "unmeasured_images": int(cur_images["error"].notna().sum()),
-        "settings": scores["settings"],
-        "columns": {**scores["columns"], **images["columns"]},
-        "alerts": alerts,
-        "alert": bool(alerts),
-    }
+    report.update(
+        {
+            "measured": True,
+            "n_reference": len(reference),
+            "n_current_scores": len(current),
+            "n_current_images": int(cur_images["error"].isna().sum()),
+            "unmeasured_images": int(cur_images["error"].notna().sum()),
+            "class_mix": mix,
+            "settings": scores["settings"],
+            "columns": {**scores["columns"], **images["columns"]},
+            "alerts": alerts,
+            "alert": bool(alerts),
+        }
+    )
+    measured = cur_images[cur_images["error"].isna()]
+    figure = drift_figure(
+        reference,
+        {
+            "unsafe_score": current["unsafe_score"],
+            **{c: measured[c] for c in [*IMAGE_NUMERIC, *IMAGE_CATEGORICAL]},
+        },
+        categorical=IMAGE_CATEGORICAL,
+        weights=weights,
+        bins=settings.drift.bins,
+        report=report,
+    )
+    return report, figure
 
 
 def compute_online_metrics(
-    verdicts: pd.DataFrame | None, feedback_items: pd.DataFrame, labelling: dict[str, Any]
+    verdicts: pd.DataFrame | None,
+    feedback_items: pd.DataFrame,
+    labelling: dict[str, Any],
+    champion: dict[str, Any],
 ) -> dict[str, Any]:
     """Prevalence, valid appeals and proactive rate of the champion, from verdicts + feedback.
 
     Args:
-        verdicts: Output of :func:`champion_verdicts`.
+        verdicts: Output of :func:`mark_training_images`.
         feedback_items: Every valid feedback record.
         labelling: The ``labelling`` block (``taxonomy.safe_class``).
+        champion: The ``champion`` dataset (``training_population``, for the report).
 
     Returns:
-        See :func:`eyecatcher.monitoring.online_metrics.online_metrics`; ``measured: false``
-        without champion verdicts.
+        See :func:`eyecatcher.monitoring.online_metrics.online_metrics`, over the images the
+        champion never saw, with ``population`` (how many verdicts were left out);
+        ``measured: false`` without champion verdicts.
     """
     if verdicts is None:
         return {"measured": False, "reason": "no batch verdicts of the champion"}
     safe_class = str(labelling["taxonomy"].get("safe_class", "safe"))
-    return {"measured": True, **online_metrics(verdicts, feedback_items, safe_class=safe_class)}
+    population = population_counts(verdicts, champion.get("training_population"))
+    kept = unseen(verdicts)
+    if kept.empty:
+        return {
+            "measured": False,
+            "reason": "every verdict is on an image the champion saw in training",
+            "population": population,
+        }
+    return {
+        "measured": True,
+        "population": population,
+        **online_metrics(kept, feedback_items, safe_class=safe_class),
+    }
 
 
 def measure_disagreement(
-    verdicts: pd.DataFrame | None, feedback_verdicts: pd.DataFrame, params: dict[str, Any]
+    verdicts: pd.DataFrame | None,
+    feedback_verdicts: pd.DataFrame,
+    params: dict[str, Any],
+    champion: dict[str, Any],
 ) -> dict[str, Any]:
-    """The champion's disagreement with human verdicts, per human class.
+    """The champion's disagreement with human verdicts, per human class, on unseen images.
+
+    A human verdict on an image the champion trained on (or on a near-duplicate of one) says
+    nothing about how it generalises: such verdicts are left out and counted.
 
     Args:
-        verdicts: Output of :func:`champion_verdicts`.
+        verdicts: Output of :func:`mark_training_images`.
         feedback_verdicts: One human verdict per image.
         params: The ``retrain_check`` block (``min_items_per_class``).
+        champion: The ``champion`` dataset (``training_population``, for the report).
 
     Returns:
-        ``{"measured": bool, "per_class": {class: {items, disagreements, rate, judged}}}``.
+        ``{"measured": bool, "per_class": {class: {items, disagreements, rate, judged}},
+        "population": {...}, "excluded_verdicts": {"exact", "near_duplicate"}}``.
     """
     if verdicts is None:
         return {"measured": False, "per_class": {}}
     settings = RetrainSettings.from_params(params)
-    scored = verdicts[verdicts["error"].isna()] if "error" in verdicts else verdicts
-    per_class = disagreement_per_class(scored, feedback_verdicts, settings.min_items_per_class)
-    return {"measured": True, "per_class": per_class}
+    scored = _scored(verdicts)
+    judged = feedback_verdicts["sha256"].isin(set(scored["sha256"]))
+    seen = scored.drop_duplicates("sha256").set_index("sha256")["seen_in_training"]
+    kind = feedback_verdicts.loc[judged, "sha256"].map(seen)
+    per_class = disagreement_per_class(
+        _scored(unseen(verdicts)), feedback_verdicts, settings.min_items_per_class
+    )
+    return {
+        "measured": True,
+        "per_class": per_class,
+        "population": population_counts(verdicts, champion.get("training_population")),
+        "excluded_verdicts": {
+            "exact": int((kind == EXACT).sum()),
+            "near_duplicate": int((kind == NEAR).sum()),
+        },
+    }
 
 
 def decide_retraining(

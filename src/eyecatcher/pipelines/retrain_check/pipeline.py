@@ -8,6 +8,7 @@ from eyecatcher.pipelines.retrain_check.nodes import (
     compute_online_metrics,
     decide_retraining,
     enforce_retrain_decision,
+    mark_training_images,
     measure_disagreement,
     measure_drift,
 )
@@ -17,8 +18,10 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     """Create the retrain-check pipeline.
 
     Returns:
-        Feedback validation, then the champion's verdicts → drift report, online metrics and
-        the retrain decision; the last node fails the run when retraining is due.
+        Feedback validation, then the champion's verdicts, marked where they are on images it
+        saw in training → drift report and plot, online metrics, disagreement (each on the
+        unseen images) and the retrain decision; the last node fails the run when retraining
+        is due.
     """
     return create_feedback_pipeline() + Pipeline(
         [
@@ -29,25 +32,31 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="champion_verdicts",
             ),
             Node(
+                mark_training_images,
+                inputs=["champion", "champion_batch_verdicts", "params:retrain_check"],
+                outputs="monitored_verdicts",
+                name="mark_training_images",
+            ),
+            Node(
                 measure_drift,
-                inputs=[
-                    "champion",
-                    "champion_batch_verdicts",
-                    "split_manifest",
-                    "params:retrain_check",
-                ],
-                outputs="drift_report",
+                inputs=["champion", "monitored_verdicts", "params:retrain_check"],
+                outputs=["drift_report", "drift_plot"],
                 name="measure_drift",
             ),
             Node(
                 compute_online_metrics,
-                inputs=["champion_batch_verdicts", "feedback_items", "params:labelling"],
+                inputs=["monitored_verdicts", "feedback_items", "params:labelling", "champion"],
                 outputs="monitoring_online_metrics",
                 name="compute_online_metrics",
             ),
             Node(
                 measure_disagreement,
-                inputs=["champion_batch_verdicts", "feedback_verdicts", "params:retrain_check"],
+                inputs=[
+                    "monitored_verdicts",
+                    "feedback_verdicts",
+                    "params:retrain_check",
+                    "champion",
+                ],
                 outputs="human_disagreement",
                 name="measure_disagreement",
             ),

@@ -183,3 +183,16 @@ def test_the_pipeline_is_found_and_stays_out_of_the_default_run() -> None:
     pipelines = register_pipelines()
     assert "build_review_queue" in {n.name for n in pipelines["review_queue"].nodes}
     assert "build_review_queue" not in {n.name for n in pipelines["__default__"].nodes}
+
+
+def test_an_image_scored_twice_in_the_day_is_one_task_with_its_latest_verdict() -> None:
+    table = pd.concat(
+        [
+            verdict_table(["review"], pd.Timestamp("2026-12-07T01:00Z")),
+            verdict_table(["review"], pd.Timestamp("2026-12-07T09:00Z")).assign(model_version="4"),
+        ],
+        ignore_index=True,
+    )
+    tasks, _, report = build_review_queue(table, index_for(table), params(), labelling_params())
+    assert len(tasks) == 1 and report["repeats_skipped"] == 1
+    assert tasks[0]["data"]["model_version"] == "4"

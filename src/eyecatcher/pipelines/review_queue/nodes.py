@@ -153,7 +153,8 @@ def build_review_queue(
 
     Returns:
         The tasks (Label Studio's import format, ``review`` first, then the audit sample, each
-        by path), the labelling config XML, and a report of what was queued and left out.
+        by path; one per image), the labelling config XML, and a report of what was queued
+        and left out.
     """
     settings = ReviewQueueSettings.from_params(params)
     classes = TaxonomyMapping.from_params(labelling["taxonomy"]).class_names()
@@ -164,7 +165,12 @@ def build_review_queue(
         by_location = _sha_by_location(image_index)
         scored["sha256"] = [by_location.get(_location(str(p))) for p in scored["path"]]
     scored["_key"] = scored["sha256"].fillna(scored["path"]).astype(str)
-    scored = scored.sort_values("path", kind="stable")
+    # One task per image: copies under several paths, or an image the day's history holds
+    # from two model versions, are one decision for a moderator (the latest verdict is shown).
+    if "scored_at" in scored.columns:
+        scored = scored.sort_values("scored_at", kind="stable")
+    repeated = scored.duplicated("_key", keep="last")
+    scored = scored[~repeated].sort_values("path", kind="stable")
 
     queued = [scored[scored["decision"] == "review"].assign(_queue="review")]
     audited: dict[str, int] = {}
@@ -210,6 +216,7 @@ def build_review_queue(
         "day": day,
         "verdicts": len(day_rows),
         "errors_skipped": int(errors.sum()),
+        "repeats_skipped": int(repeated.sum()),
         "decisions": {str(k): int(v) for k, v in scored["decision"].value_counts().items()},
         "tasks": len(tasks),
         "review": int((queue["_queue"] == "review").sum()),

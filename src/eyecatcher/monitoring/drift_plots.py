@@ -28,6 +28,8 @@ def _numeric_shares(
     keep = np.isfinite(ref)
     cur = pd.to_numeric(current, errors="coerce").to_numpy(dtype=float)
     cur = cur[np.isfinite(cur)]
+    if not keep.any() or cur.size == 0:
+        return [], np.array([]), np.array([])
     binning = NumericBins.from_reference(ref[keep], bins)
     ref_counts = np.bincount(
         binning.assign(ref[keep]), weights=weights[keep], minlength=binning.n_bins
@@ -42,6 +44,8 @@ def _categorical_shares(
     keep = reference.notna().to_numpy()
     ref = reference[keep].astype(str).to_numpy()
     cur = current.dropna().astype(str)
+    if not keep.any() or cur.empty:
+        return [], np.array([]), np.array([])
     categories = sorted(set(ref) | set(cur))
     ref_counts = pd.Series(weights[keep]).groupby(ref).sum().reindex(categories, fill_value=0.0)
     cur_counts = cur.value_counts().reindex(categories, fill_value=0)
@@ -94,6 +98,11 @@ def drift_figure(
             labels, ref, cur = _categorical_shares(reference[column], current[column], weights)
         else:
             labels, ref, cur = _numeric_shares(reference[column], current[column], weights, bins)
+        result = results.get(column, {})
+        if not labels:
+            axis.axis("off")
+            axis.set_title(f"{column}: no values on one side", fontsize=10)
+            continue
         shown = np.argsort(-np.maximum(ref, cur), kind="stable")[:_MAX_BARS]
         shown.sort()
         x = np.arange(shown.size)
@@ -101,7 +110,6 @@ def drift_figure(
         axis.bar(x + 0.2, cur[shown], 0.4, label="current")
         axis.set_xticks(x, [labels[i] for i in shown], rotation=60, ha="right", fontsize=7)
         axis.set_ylabel("share")
-        result = results.get(column, {})
         psi = result.get("psi")
         title = column if psi is None else f"{column}: PSI {psi:.3f}"
         axis.set_title(title + (" ALERT" if result.get("alert") else ""), fontsize=10)

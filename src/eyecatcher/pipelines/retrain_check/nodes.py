@@ -330,6 +330,9 @@ def decide_retraining(
         "new_feedback": new,
         "feedback_records": len(feedback_items),
         "disagreement_per_class": per_class,
+        # Human verdicts left out because the champion trained on the image (or a near copy).
+        "disagreement_excluded_verdicts": disagreement.get("excluded_verdicts"),
+        "monitored_population": disagreement.get("population"),
         "drift_alerts": drift.get("alerts", []),
         "settings": settings.to_dict(),
     }

@@ -98,6 +98,19 @@ def test_a_csv_field_over_the_limit_rejects_its_row_and_the_file_goes_on(
     }
 
 
+def test_a_huge_quoted_field_over_several_lines_is_one_rejected_row(index: pd.DataFrame) -> None:
+    quoted = '"' + ("x" * 100_000 + "\n") * 3 + '"'  # lines 3-6, over the limit at line 4
+    text = HEADER + csv_row(SHA["a"]) + csv_row(SHA["b"], note=quoted) + csv_row(SHA["c"])
+    records = parse_feedback_files({"f.csv": text.encode()})
+    items, _, report = validate(records, index)
+    # The reader resumes after the closing quote: the row after it is read as itself.
+    assert sorted(items["sha256"]) == [SHA["a"], SHA["c"]]
+    (problem,) = report["problems"]["too_large"]
+    assert problem["line"] == 3 and problem["detail"].endswith("(lines 3-6)")
+    assert items.set_index("sha256")["line"][SHA["c"]] == 7
+    assert_accounted(report, read=3)
+
+
 def test_the_field_limit_holds_even_where_the_csv_module_limit_was_raised(
     index: pd.DataFrame,
 ) -> None:

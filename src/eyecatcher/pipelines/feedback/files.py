@@ -8,7 +8,8 @@ the rows after it:
 - a file over the size cap is refused before it is read (one ``too_large`` record naming the
   file, its size and the cap);
 - a field longer than :data:`MAX_FIELD_CHARS` (CSV, JSON or Parquet) is a ``too_large`` row,
-  and the CSV reader carries on with the next line instead of ending the file;
+  and the CSV reader carries on after it instead of ending the file (after the end of the
+  quoted field when the huge field spans several lines: they are all that one rejected row);
 - a JSON line with an integer Python refuses to convert (more than 4,300 digits) or nesting too
   deep to parse is a ``too_large`` row.
 """
@@ -87,33 +88,74 @@ def _row(file: str, line: int, row: Mapping[Any, Any]) -> dict[str, Any]:
     return {**row, "_file": file, "_line": line}
 
 
+class _Lines:
+    """The lines of a text, counted, remembering those of the row being read.
+
+    The csv reader pulls lines from it; when a row fails, the lines it had pulled tell whether
+    the failure was inside a quoted field, so :func:`_csv_records` can skip to the field's end.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._lines = iter(io.StringIO(text))
+        self.number = 0
+        self.row: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.number += 1
+        self.row.append(line)
+        return line
+
+    def skip_to_closing_quote(self) -> None:
+        """After an error inside a quoted field, consume lines up to the one that closes it.
+
+        Quote characters come in pairs in a well-formed row (an escaped quote is doubled), so
+        an odd count means the reader stopped inside a quoted field.
+        """
+        quotes = "".join(self.row).count('"')
+        while quotes % 2:
+            try:
+                quotes += next(self).count('"')
+            except StopIteration:
+                return
+
+
 def _csv_records(name: str, data: bytes) -> list[dict[str, Any]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return [_problem(name, None, f"not UTF-8 text ({exc.reason})")]
-    reader = csv.reader(io.StringIO(text))
+    lines = _Lines(text)
+    reader = csv.reader(lines)
     try:
         header = next(reader, None)
     except csv.Error as exc:
         # Without its header no row of the file can be read: the file is one rejected record.
-        return [_problem(name, reader.line_num, f"the header is unreadable (CSV error: {exc})")]
+        return [_problem(name, lines.number, f"the header is unreadable (CSV error: {exc})")]
     if header is None:
         return []
     records = []
     while True:
+        lines.row = []
         try:
             fields = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            # The reader starts afresh at the next line after an error, so this row alone is
-            # rejected; before, the error ended the loop and every later row was lost uncounted.
+            # This row alone is rejected and the file goes on (before, the error ended the loop
+            # and every later row was lost uncounted). The reader starts afresh at the next
+            # line it pulls: past the end of the quoted field the error happened in, if any.
+            first = lines.number - len(lines.row) + 1
+            lines.skip_to_closing_quote()
             status = "too_large" if "field limit" in str(exc) else "malformed"
             prefix = "field_too_large: " if status == "too_large" else ""
-            records.append(_problem(name, reader.line_num, f"{prefix}CSV error: {exc}", status))
+            span = f" (lines {first}-{lines.number})" if lines.number > first else ""
+            records.append(_problem(name, first, f"{prefix}CSV error: {exc}{span}", status))
             continue
-        line = reader.line_num
+        line = lines.number
         if not fields:  # a blank line, as csv.DictReader skips it
             continue
         if len(fields) > len(header):

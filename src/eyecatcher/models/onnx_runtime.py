@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from eyecatcher import storage
+from eyecatcher.models.softmax import softmax
 
 logger = logging.getLogger(__name__)
 
@@ -339,12 +340,6 @@ def execution_providers(device: str = "auto") -> list[str]:
     return [CPU_PROVIDER]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 class OnnxClassifier:
     """An ONNX image classifier (fp32 or int8) run by ONNX Runtime (CUDA when available).
 
@@ -401,7 +396,7 @@ class OnnxClassifier:
 
     def predict_proba(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Class probabilities (softmax of the logits), ``(N, n_classes)``, rows sum to 1."""
-        return _softmax(self.predict_logits(batch).astype(np.float64)).astype(np.float32)
+        return softmax(self.predict_logits(batch)).astype(np.float32)
 
     def predict(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Index of the most probable class for each image."""

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from eyecatcher.models.bundle import ClassifierBundle
+from eyecatcher.models.softmax import softmax
 
 
 class ProbabilityClassifier(Protocol):
@@ -24,13 +25,6 @@ class ProbabilityClassifier(Protocol):
     def predict_proba(self, batch: torch.Tensor) -> np.ndarray:
         """Class probabilities for a batch."""
         ...
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis, in float64."""
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 class TorchClassifier:

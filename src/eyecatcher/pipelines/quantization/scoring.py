@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import softmax
 
 from eyecatcher.fingerprints import StaleArtefactError, bundle_fingerprint, config_hash
 from eyecatcher.fingerprints import manifest_hash as split_manifest_hash
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.onnx_runtime import OnnxClassifier, read_metadata
+from eyecatcher.models.softmax import softmax
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,4 @@ def onnx_predictor(model: str | bytes, threads: int) -> Callable[[np.ndarray], n
 
 def split_probabilities(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Softmax probabilities (float64) of every split's raw model outputs."""
-    return {
-        split: softmax(np.asarray(logits, dtype=np.float64), axis=1)
-        for split, logits in outputs.items()
-    }
+    return {split: softmax(np.asarray(logits)) for split, logits in outputs.items()}

@@ -15,6 +15,7 @@ import torch
 from eyecatcher.features.cache import BackboneKey, FeatureCache
 from eyecatcher.features.compute import compute_features
 from eyecatcher.features.views import CLEAN_VIEW, ViewSpec
+from eyecatcher.models.softmax import softmax
 from eyecatcher.pipelines.training import metrics
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def predict_probabilities(
     with torch.no_grad():
         inputs = torch.as_tensor(features[CLEAN_VIEW], device=device)
         logits = model.get_classifier()(inputs)
-    return torch.softmax(logits, dim=1).cpu().numpy()
+    # float32 as before; computed by the one softmax the served model uses.
+    return softmax(logits.cpu().numpy()).astype(np.float32)
 
 
 def _split_record(

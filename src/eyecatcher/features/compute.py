@@ -19,13 +19,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from eyecatcher.features.cache import BackboneKey, FeatureCache, cache_key
 from eyecatcher.features.runtimes.bf16 import BF16_RUNTIME, Bf16Features, checked_bf16_features
 from eyecatcher.features.runtimes.onnx_graph import FeatureGraph, feature_graph
 from eyecatcher.features.views import ViewSpec, read_image, view_input, view_transform
 from eyecatcher.models.factory import extract_features
+from eyecatcher.progress import progress_bar
 from eyecatcher.storage import StorageOptions
 
 logger = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def _compute_here(
     storage_options: StorageOptions | None,
 ) -> Iterator[Computed]:
     total = sum(len(v) for v in missing.values())
-    with tqdm(total=total, desc=description, unit="img", disable=total == 0) as bar:
+    with progress_bar(total=total, desc=description, unit="img", disable=total == 0) as bar:
         for triples, size in compute_view_batches(
             model,
             data_config,

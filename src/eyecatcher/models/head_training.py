@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
 from eyecatcher.models.factory import extract_features
 from eyecatcher.preprocessing import eval_transform, train_transform
+from eyecatcher.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def train_head_on_features(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     optimiser = _optimiser(head, config)
     history = []
-    for epoch in tqdm(range(1, config.epochs + 1), desc=description, unit="epoch"):
+    for epoch in progress_bar(range(1, config.epochs + 1), desc=description, unit="epoch"):
         start = time.perf_counter()
         head.train()
         order = torch.randperm(n_train, generator=generator)
@@ -199,7 +199,7 @@ def train_head_reference(
     model.eval()
     history = []
     n_train = len(train_items)
-    for epoch in tqdm(range(1, config.epochs + 1), desc=description, unit="epoch"):
+    for epoch in progress_bar(range(1, config.epochs + 1), desc=description, unit="epoch"):
         start = time.perf_counter()
         order = torch.randperm(n_train, generator=generator)
         # Same random draws as the cached loop, so both see the same batch order.

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.exceptions
-from tqdm.auto import tqdm
 
+from eyecatcher.progress import progress_bar
 from eyecatcher.rekognition.cache import ResponseCache
 from eyecatcher.rekognition.client import (
     CREDENTIAL_ERROR_CODES,
@@ -244,7 +244,7 @@ def send_images(
     with (
         cache.exclusive(),
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rekognition") as pool,
-        tqdm(total=len(tasks), unit="img", desc="Rekognition", mininterval=0.5) as bar,
+        progress_bar(total=len(tasks), unit="img", desc="Rekognition", mininterval=0.5) as bar,
     ):
         try:
             submit_more(pool)

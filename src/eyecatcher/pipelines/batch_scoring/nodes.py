@@ -23,7 +23,6 @@ from typing import Any
 
 import fsspec
 import pandas as pd
-from tqdm.auto import tqdm
 
 from eyecatcher.monitoring.run_metrics import scoring_run_metrics
 from eyecatcher.parameters import refuse_unknown
@@ -35,6 +34,7 @@ from eyecatcher.pipelines.batch_scoring.scoring import (
     effective_batch_size,
 )
 from eyecatcher.pipelines.batch_scoring.verdict_table import VerdictHistory
+from eyecatcher.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def _score_locally(
     batch_size = effective_batch_size(scorer.model_, int(params.get("batch_size", 16)))
     batches = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
     verdicts: list[dict[str, Any]] = []
-    with tqdm(total=len(paths), desc="batch scoring", unit="image") as progress:
+    with progress_bar(total=len(paths), desc="batch scoring", unit="image") as progress:
         # The next batch is read while this one is scored; one batch ahead bounds memory.
         for batch in prefetched(scorer.read, batches, depth=READ_AHEAD_BATCHES):
             rows = scorer.predict(batch)

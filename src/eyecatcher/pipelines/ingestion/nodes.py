@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from eyecatcher.images import (
     DEFAULT_MAX_FRAMES,
@@ -23,6 +22,7 @@ from eyecatcher.images import (
     sha256_bytes,
     validate_image,
 )
+from eyecatcher.progress import progress_bar
 from eyecatcher.storage import filesystem
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
     workers = max(1, int(params.get("workers", 4)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(
-            tqdm(
+            progress_bar(
                 pool.map(lambda c: _inspect(c, params), candidates),
                 total=len(candidates),
                 desc="Ingesting images",

@@ -26,7 +26,6 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from eyecatcher import storage
 from eyecatcher.images import decode_image
@@ -50,6 +49,7 @@ from eyecatcher.pipelines.quantization.scoring import (
 )
 from eyecatcher.pipelines.quantization.settings import QuantizationSettings
 from eyecatcher.preprocessing import images_to_batch
+from eyecatcher.progress import progress_bar
 from eyecatcher.storage import StorageOptions, read_bytes
 
 matplotlib.use("Agg")  # figures are written to files and MLflow, never shown
@@ -90,7 +90,7 @@ def _read_split(
             f"(its classes: {classes})."
         )
     images = []
-    for uri in tqdm(rows["uri"], desc=f"decode {split} images", leave=False):
+    for uri in progress_bar(rows["uri"], desc=f"decode {split} images", leave=False):
         try:
             images.append(decode_image(read_bytes(uri, storage_options)))
         except Exception as exc:
@@ -175,7 +175,7 @@ def build_onnx_models(
             return {}, attempt
         models["fp32"] = with_metadata(fp32_path.read_bytes(), onnx_metadata(fingerprints, "fp32"))
 
-        for method in tqdm(settings.methods, desc="quantize", leave=False):
+        for method in progress_bar(settings.methods, desc="quantize", leave=False):
             int8_path = Path(scratch) / f"int8_{method}.onnx"
             start = time.perf_counter()
             try:

@@ -13,10 +13,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.preprocessing import bytes_to_batch
+from eyecatcher.progress import progress_bar
 from eyecatcher.serving.in_process import InProcessScorer, request_frame
 from eyecatcher.serving_model.contract import encode_image
 from eyecatcher.storage import read_bytes
@@ -35,7 +35,7 @@ def predict_rows(
     scorer = model if isinstance(model, InProcessScorer) else InProcessScorer(model=model)
     step = scorer.chunk_size(batch_size)
     outputs = []
-    for start in tqdm(range(0, len(rows), step), desc="scoring", unit="batch"):
+    for start in progress_bar(range(0, len(rows), step), desc="scoring", unit="batch"):
         chunk = rows.iloc[start : start + step]
         images = [encode_image(read_bytes(uri, storage_options)) for uri in chunk["uri"]]
         outputs.append(scorer.predict_frame(request_frame(images, chunk["sha256"].tolist())))

@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 import requests
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from eyecatcher.monitoring.run_metrics import scoring_run_metrics
+from eyecatcher.progress import progress_bar
 from eyecatcher.redaction import redact_uri
 from eyecatcher.serving.client import (
     compare_predictions,
@@ -160,7 +160,7 @@ def send_test_images(
 ) -> None:
     """One request per test image; record latency, errors and differences from in-process."""
     for position, (image_id, image) in enumerate(
-        tqdm(list(zip(ids, images, strict=True)), desc="smoke test", unit="request")
+        progress_bar(list(zip(ids, images, strict=True)), desc="smoke test", unit="request")
     ):
         try:
             status, text, elapsed_ms = post_invocations(

@@ -18,7 +18,6 @@ import pandas as pd
 
 # A bare Figure (no pyplot) needs no GUI backend and is not kept alive by pyplot's registry.
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from eyecatcher.images import (
     DEFAULT_MAX_PIXELS,
@@ -37,6 +36,7 @@ from eyecatcher.pipelines.splitting.near_duplicates import (
     near_duplicate_components,
     perceptual_hash,
 )
+from eyecatcher.progress import progress_bar
 from eyecatcher.storage import read_bytes
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,9 @@ def compute_perceptual_hashes(image_labels: pd.DataFrame, params: dict[str, Any]
     # Decoding dominates; Pillow and the DCT release the GIL often enough for threads to help.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(
-            tqdm(pool.map(attempt, rows), total=len(rows), desc="perceptual hashes", unit="img")
+            progress_bar(
+                pool.map(attempt, rows), total=len(rows), desc="perceptual hashes", unit="img"
+            )
         )
     failures = [(uri, error) for (uri, _), (_, error) in zip(rows, results, strict=True) if error]
     if failures:

@@ -9,7 +9,24 @@ PORT ?= 5000
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test lint format mlflow-ui viz serve demo-data lock clean-outputs
+# `make run LOG_FORMAT=json` (or any target that runs Kedro): one JSON object per log line, for
+# CI (conf/logging_json.yml; docs/configuration.md#logging). Kedro builds logging classes only
+# from modules on its allow-list, hence the second variable.
+LOG_FORMAT ?= rich
+ifeq ($(LOG_FORMAT),json)
+export KEDRO_LOGGING_CONFIG := conf/logging_json.yml
+export KEDRO_LOGGING_MODULE_ALLOWLIST := eyecatcher.json_logging
+else ifneq ($(LOG_FORMAT),rich)
+$(error LOG_FORMAT=$(LOG_FORMAT): expected rich or json)
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format mlflow-ui viz serve demo-data lock clean-outputs
+
+help: ## list the targets and what each does
+	@awk -v port=$(PORT) -v viz=$(VIZ_PORT) 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / { \
+		gsub(/\$$\(PORT\)/, port, $$2); gsub(/\$$\(VIZ_PORT\)/, viz, $$2); \
+		printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +51,11 @@ test: $(VENV)/.installed-dev ## lint, then the test suite (offline, tiny models)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev ## ruff check and ruff format --check, no changes
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
-format: $(VENV)/.installed-dev
+format: $(VENV)/.installed-dev ## ruff format, then ruff check --fix (rewrites files)
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 

@@ -123,7 +123,7 @@ def freeze_drift_reference(
     Raises:
         DriftReferenceError: If no test image could be scored.
     """
-    from eyecatcher.pipelines.registration.staging import predict_rows
+    from eyecatcher.serving.in_process import predict_rows
 
     rows = split_manifest[split_manifest["split"] == "test"].sort_values("sha256")
     if rows.empty:

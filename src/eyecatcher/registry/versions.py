@@ -29,6 +29,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 FLOOR_TAG = "accuracy_floor"
 FLOOR_SOURCE_TAG = "accuracy_floor_source"
+#: Read back by eyecatcher.monitoring.populations (the same tag name).
 SEEN_IMAGES_TAG = "seen_images_uri"
 
 
@@ -147,18 +148,6 @@ class Registry:
         uri = f"runs:/{mlflow.active_run().info.run_id}/{artifact}"
         self.tag_version(version, SEEN_IMAGES_TAG, uri)
         return uri
-
-    @staticmethod
-    def seen_images(version: ModelVersion) -> set[str]:
-        """The images a version trained or was calibrated on, from its artifact.
-
-        Raises:
-            LookupError: If the version records no such list.
-        """
-        uri = version.tags.get(SEEN_IMAGES_TAG)
-        if not uri:
-            raise LookupError(f"v{version.version} records no seen-image list ({SEEN_IMAGES_TAG})")
-        return set(mlflow.artifacts.load_dict(uri)["sha256"])
 
     @contextmanager
     def promotion_lock(

@@ -16,13 +16,15 @@ See docs/registry.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from tqdm.auto import tqdm
 
 from eyecatcher.serving_model.contract import ID_COLUMN, IMAGE_COLUMN, encode_image
+from eyecatcher.storage import read_bytes
 
 #: Rows per request when the model declares no ``max_rows`` (well under any served limit).
 DEFAULT_CHUNK = 16
@@ -115,3 +117,29 @@ class InProcessScorer:
     ) -> pd.DataFrame:
         """Answers for raw image bytes (encoded as clients encode them)."""
         return self.score_encoded([encode_image(i) for i in images], ids, chunk=chunk)
+
+
+def predict_rows(
+    model: Any,
+    rows: pd.DataFrame,
+    batch_size: int,
+    storage_options: Mapping[str, Any],
+) -> pd.DataFrame:
+    """The model's answers for manifest ``rows`` (``sha256``, ``uri``), ``batch_size`` per request.
+
+    Images are read one request at a time, so a large test split is never held whole.
+
+    Args:
+        model: An :class:`InProcessScorer` or a loaded pyfunc model.
+        rows: Manifest rows; ``sha256`` becomes the request's id.
+        batch_size: Images per request (capped at the model's ``max_rows``).
+        storage_options: fsspec options for ``s3://`` URIs.
+    """
+    scorer = model if isinstance(model, InProcessScorer) else InProcessScorer(model=model)
+    step = scorer.chunk_size(batch_size)
+    outputs = []
+    for start in tqdm(range(0, len(rows), step), desc="scoring", unit="batch"):
+        chunk = rows.iloc[start : start + step]
+        images = [encode_image(read_bytes(uri, storage_options)) for uri in chunk["uri"]]
+        outputs.append(scorer.predict_frame(request_frame(images, chunk["sha256"].tolist())))
+    return pd.concat(outputs, ignore_index=True)

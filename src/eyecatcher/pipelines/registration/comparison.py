@@ -19,7 +19,7 @@ from eyecatcher.monitoring.populations import (
     unseen,
 )
 from eyecatcher.pipelines.registration.gate import ChampionComparison, mcnemar_worse_p_value
-from eyecatcher.pipelines.registration.staging import predict_rows
+from eyecatcher.serving.in_process import predict_rows
 
 logger = logging.getLogger(__name__)
 

@@ -9,37 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
 
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.preprocessing import bytes_to_batch
-from eyecatcher.progress import progress_bar
-from eyecatcher.serving.in_process import InProcessScorer, request_frame
-from eyecatcher.serving_model.contract import encode_image
+from eyecatcher.serving.in_process import InProcessScorer
 from eyecatcher.storage import read_bytes
-
-
-def predict_rows(
-    model: mlflow.pyfunc.PyFuncModel | InProcessScorer,
-    rows: pd.DataFrame,
-    batch_size: int,
-    storage_options: Mapping[str, Any],
-) -> pd.DataFrame:
-    """The served model's answers for manifest ``rows``, ``batch_size`` images per request.
-
-    Images are read one request at a time, so a large test split is never held whole.
-    """
-    scorer = model if isinstance(model, InProcessScorer) else InProcessScorer(model=model)
-    step = scorer.chunk_size(batch_size)
-    outputs = []
-    for start in progress_bar(range(0, len(rows), step), desc="scoring", unit="batch"):
-        chunk = rows.iloc[start : start + step]
-        images = [encode_image(read_bytes(uri, storage_options)) for uri in chunk["uri"]]
-        outputs.append(scorer.predict_frame(request_frame(images, chunk["sha256"].tolist())))
-    return pd.concat(outputs, ignore_index=True)
 
 
 def smoke_test(

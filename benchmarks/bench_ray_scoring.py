@@ -30,19 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import torch
-from mlflow.tracking import MlflowClient
+from common import random_bundle, register_champion, use_sqlite_registry
 
-from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
-from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.models.factory import create_classifier
+from eyecatcher.distributed.actors import ActorPoolSettings, run_on_actor_pool, split_batches
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
-from eyecatcher.preprocessing import data_config_for
 from eyecatcher.registry.resolve import resolve_champion
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
-from eyecatcher.serving_model.packaging import log_served_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_IMAGES = REPO / "data" / "01_raw" / "demo" / "images"
@@ -60,13 +55,14 @@ class PassThrough:
 def ray_overhead_per_batch_ms(listed: pd.DataFrame, batch_size: int) -> float:
     """Ray's own cost per batch: a pass-through pool over every batch, minus one over one batch.
 
-    The difference cancels what a run pays once (the dataset plan, the actor start).
+    The difference cancels what a run pays once (the actor start).
     """
     settings = ActorPoolSettings(workers=1, batch_size=batch_size)
     seconds = []
     for rows in (listed.iloc[:batch_size], listed):
         started = time.perf_counter()
-        map_with_actor_pool(rows, PassThrough, {}, settings, key_column="path")
+        for _ in run_on_actor_pool(split_batches(rows, batch_size), PassThrough, {}, settings):
+            pass
         seconds.append(time.perf_counter() - started)
     n_batches = -(-len(listed) // batch_size)
     return (seconds[1] - seconds[0]) / max(1, n_batches - 1) * 1000
@@ -85,22 +81,9 @@ def copy_demo(dest: Path, repeat: int) -> int:
     return count
 
 
-def register_champion(root: Path, architecture: str, image_size: int) -> None:
+def register_bench_champion(root: Path, architecture: str, image_size: int) -> None:
     """A random-weight champion, packaged as registration packages it, in a sqlite registry."""
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    os.environ["MLFLOW_REGISTRY_URI"] = tracking_uri
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    torch.manual_seed(0)
-    model, source = create_classifier(architecture, len(CLASSES), "random")
-    bundle = ClassifierBundle.from_model(
-        model,
-        architecture=architecture,
-        classes=CLASSES,
-        data_config=data_config_for(model, image_size),
-        weights_source=source,
-    )
+    use_sqlite_registry(root)
     config = ServingConfig(
         model_name=MODEL_NAME,
         model_version="1",
@@ -114,11 +97,8 @@ def register_champion(root: Path, architecture: str, image_size: int) -> None:
         max_image_bytes=5_000_000,
         batch_size=64,
     )
-    experiment = mlflow.create_experiment("bench-ray", artifact_location=(root / "a").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = log_served_model(bundle=bundle, config=config)
-    version = mlflow.register_model(info.model_uri, MODEL_NAME)
-    MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
+    bundle = random_bundle(architecture, CLASSES, image_size)
+    register_champion(bundle, config, experiment="bench-ray", artifact_root=root / "a")
 
 
 def main() -> None:
@@ -136,7 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         root = Path(tmp)
         n_images = copy_demo(root / "images", args.repeat)
-        register_champion(root, args.architecture, args.image_size)
+        register_bench_champion(root, args.architecture, args.image_size)
         params = {
             "model_name": MODEL_NAME,
             "alias": "champion",

@@ -1,17 +1,24 @@
-"""Map a pandas frame through an actor pool with Ray Data, counting rows redone after a crash.
+"""Map batches of a pandas frame through a pool of Ray actors, with every batch accounted here.
 
-A worker that dies is restarted by Ray (``max_restarts``) and the batches it held are run again
-(``max_task_retries``). Ray discards the dead attempt's output, so each row comes back once; a
-small ledger actor counts the rows that were started more than once, so a summary can say so.
+The driver (this process) holds all the bookkeeping: which batch went to which actor, which
+came back, which must be run again. Nothing the job needs to finish lives only on a worker
+node, so losing one (its actors die with it) costs the batches that were running there, no
+more: the driver sends them to a surviving or replacement actor, up to ``max_restarts`` times
+per batch, and yields each batch's result exactly once, as soon as it is back. A caller that
+persists each result as it arrives (batch scoring stages it, feature extraction writes the
+cache) therefore keeps everything finished before a crash of the driver itself.
+
+Ray's own actor restarts and task retries are off for the pool: they would rerun work the
+driver cannot see, and a restart on a dead node waits for a node that is not coming back.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -29,13 +36,17 @@ class ActorPoolSettings:
         workers: Actors in the pool (each loads the model once).
         batch_size: Rows per call of the actor.
         cpus_per_worker: CPUs Ray reserves per actor.
-        max_restarts: How often a dead actor is restarted before the run fails.
+        max_restarts: How often one batch is sent again after the actor (or node) running it
+            died, before the job fails (what finished is kept by the caller).
+        replace_timeout_s: How long the driver waits for a replacement actor when every
+            actor of the pool is dead, before the job fails.
     """
 
     workers: int = 2
     batch_size: int = 16
     cpus_per_worker: float = 1.0
     max_restarts: int = 3
+    replace_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.batch_size < 1 or self.max_restarts < 0:
@@ -44,94 +55,203 @@ class ActorPoolSettings:
             )
 
 
-class _Ledger:
-    """Rows per batch key, and how many rows were started again (a retry)."""
+@dataclass
+class PoolReport:
+    """What the pool did, filled in while the results are yielded.
 
-    def __init__(self) -> None:
-        self.started: set[str] = set()
-        self.retried = 0
+    Attributes:
+        batches: Batches submitted (each counted once).
+        retried_batches: Batches sent again after their actor or node died.
+        retried_rows: Rows of those batches.
+        lost_actors: Actors found dead.
+        replaced_actors: Actors started to replace dead ones.
+        seconds_lost: Wall time from each failed submission to its failure being seen (the
+            work that was thrown away, summed over failures).
+        failures: One line per failure (batch, actor, error type).
+    """
 
-    def start(self, key: str, rows: int) -> None:
-        if key in self.started:
-            self.retried += rows
-        self.started.add(key)
+    batches: int = 0
+    retried_batches: int = 0
+    retried_rows: int = 0
+    lost_actors: int = 0
+    replaced_actors: int = 0
+    seconds_lost: float = 0.0
+    failures: list[str] = field(default_factory=list)
 
-    def retried_rows(self) -> int:
-        return self.retried
 
+class _PoolWorker:
+    """The Ray actor: builds the caller's worker once, then maps batches through it."""
 
-class _LedgeredActor:
-    """Builds the worker's actor once, and records each batch in the ledger before running it."""
-
-    def __init__(
-        self, actor_cls: type, actor_kwargs: Mapping[str, Any], key_column: str, ledger: Any
-    ) -> None:
+    def __init__(self, actor_cls: type, actor_kwargs: Mapping[str, Any]) -> None:
         self.inner = actor_cls(**dict(actor_kwargs))
-        self.key_column = key_column
-        self.ledger = ledger
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import ray
+    def ready(self) -> bool:
+        return True
 
-        keys = batch[self.key_column].astype(str)
-        ray.get(
-            self.ledger.start.remote(f"{keys.iloc[0]}\0{keys.iloc[-1]}\0{len(keys)}", len(keys))
-        )
+    def run(self, batch: pd.DataFrame) -> pd.DataFrame:
         return self.inner(batch)
 
 
-def map_with_actor_pool(
-    frame: pd.DataFrame,
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean an actor (or its node) is gone, not that the work is wrong."""
+    from ray import exceptions
+
+    names = (
+        "RayActorError",  # ActorDiedError is a subclass
+        "ActorUnavailableError",
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "ObjectLostError",
+        "OwnerDiedError",
+    )
+    return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
+
+
+def run_on_actor_pool(
+    batches: Sequence[pd.DataFrame],
     actor_cls: type,
     actor_kwargs: Mapping[str, Any],
     settings: ActorPoolSettings,
-    key_column: str,
-) -> tuple[pd.DataFrame, int]:
-    """Run ``actor_cls(**actor_kwargs)(batch)`` over ``frame`` on a pool of Ray actors.
+    report: PoolReport | None = None,
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``(batch index, actor_cls(**actor_kwargs)(batch))`` for every batch, as each finishes.
 
-    Ray must be initialised (:func:`eyecatcher.distributed.session.ray_session`). The frame is
-    cut into one block per batch, so a crash redoes one batch, not a whole partition.
+    Ray must be initialised (:func:`eyecatcher.distributed.session.ray_session`). One batch
+    is in flight per actor. A batch whose actor dies (the process, or the whole node) is sent
+    again to another actor; the dead actor is replaced when the cluster has room for it.
 
     Args:
-        frame: The input rows; ``key_column`` must be unique per row.
+        batches: The inputs, one frame per call.
         actor_cls: A class importable on the workers; its instances map a pandas batch to a
             pandas frame of results.
         actor_kwargs: Constructor arguments (sent to each worker).
-        settings: Pool size, batch size, CPUs and restarts.
-        key_column: The column that identifies a row.
+        settings: Pool size, CPUs per actor and the retry bound.
+        report: Filled in with the retries, lost actors and time lost.
 
-    Returns:
-        The results, in no particular order, and the number of rows started more than once.
+    Yields:
+        Each batch's index and result, exactly once, in the order they finish.
+
+    Raises:
+        RuntimeError: If a batch's actor died more than ``max_restarts`` times, or no actor
+            could be started for ``replace_timeout_s``.
+        ray.exceptions.RayTaskError: If the worker code itself raised (a bug, not a lost
+            node: retrying would fail the same way).
     """
     ray = import_ray()
-    from ray.data import ActorPoolStrategy, from_pandas
+    report = report if report is not None else PoolReport()
+    lost = _lost_errors()
+    remote_cls = ray.remote(_PoolWorker).options(
+        num_cpus=settings.cpus_per_worker, max_restarts=0, max_task_retries=0
+    )
+    actor_kwargs = dict(actor_kwargs)
+    # The constructor arguments (a model, a champion) go to the object store once, not once
+    # per actor started.
+    kwargs_ref = ray.put(actor_kwargs)
 
-    ledger = ray.remote(num_cpus=0)(_Ledger).remote()
-    n_blocks = max(1, math.ceil(len(frame) / settings.batch_size))
-    blocks = [
-        frame.iloc[i * settings.batch_size : (i + 1) * settings.batch_size].reset_index(drop=True)
-        for i in range(n_blocks)
+    starting: dict[Any, tuple[Any, float]] = {}  # ready() ref -> (actor, started)
+
+    def start_actor() -> None:
+        actor = remote_cls.remote(actor_cls, kwargs_ref)
+        starting[actor.ready.remote()] = (actor, time.monotonic())
+
+    for _ in range(min(settings.workers, max(1, len(batches)))):
+        start_actor()
+    idle: deque[Any] = deque()
+    todo: deque[int] = deque(range(len(batches)))
+    attempts = [0] * len(batches)
+    in_flight: dict[Any, tuple[int, Any, float]] = {}
+    report.batches = len(batches)
+    done = 0
+    try:
+        while done < len(batches):
+            while todo and idle:
+                index = todo.popleft()
+                actor = idle.popleft()
+                in_flight[actor.run.remote(batches[index])] = (index, actor, time.monotonic())
+            if not in_flight and not starting:
+                # Every actor is dead and none could be replaced yet (the cluster lost nodes):
+                # start one anyway; an autoscaler, or a node coming back, gives it room.
+                start_actor()
+                report.replaced_actors += 1
+            if not in_flight and all(
+                time.monotonic() - since > settings.replace_timeout_s
+                for _, since in starting.values()
+            ):
+                raise RuntimeError(
+                    f"no Ray actor could be placed for {settings.replace_timeout_s:g} s after "
+                    f"{report.lost_actors} were lost; {len(todo)} batches not run (the "
+                    "batches finished are kept)"
+                )
+            # A timeout, so that an actor that can never be placed is noticed above.
+            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=1.0)
+            if not ready:
+                continue
+            ref = ready[0]
+            if ref in starting:
+                actor, _ = starting.pop(ref)
+                try:
+                    ray.get(ref)
+                except lost as exc:
+                    if getattr(exc, "actor_init_failed", False):
+                        raise  # the worker cannot be built (a bad model URI): no retry helps
+                    report.lost_actors += 1
+                    report.failures.append(f"actor start: {type(exc).__name__}")
+                    continue
+                idle.append(actor)
+                continue
+            index, actor, started = in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except lost as exc:
+                attempts[index] += 1
+                report.lost_actors += 1
+                report.retried_batches += 1
+                report.retried_rows += len(batches[index])
+                report.seconds_lost += time.monotonic() - started
+                report.failures.append(f"batch {index}: {type(exc).__name__}")
+                logger.warning(
+                    "Ray: the actor running batch %d died (%s); sending it again (attempt %d)",
+                    index,
+                    type(exc).__name__,
+                    attempts[index] + 1,
+                )
+                if attempts[index] > settings.max_restarts:
+                    raise RuntimeError(
+                        f"batch {index} was lost {attempts[index]} times (max_restarts "
+                        f"{settings.max_restarts}); the batches finished are kept"
+                    ) from exc
+                todo.appendleft(index)
+                _kill(ray, actor)
+                live = len(idle) + len(starting) + len(in_flight)
+                if _has_room(ray, live + 1, settings.cpus_per_worker):
+                    start_actor()
+                    report.replaced_actors += 1
+                continue
+            idle.append(actor)
+            done += 1
+            yield index, result
+    finally:
+        for actor in [*idle, *(a for a, _ in starting.values())]:
+            _kill(ray, actor)
+        for _, actor, _ in in_flight.values():
+            _kill(ray, actor)
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception as exc:  # an actor of a dead node: nothing left to kill
+        logger.debug("Ray: could not kill an actor (%s)", exc)
+
+
+def _has_room(ray: Any, actors: int, cpus_per_worker: float) -> bool:
+    """Whether the cluster, as Ray sees it now, has the CPUs for ``actors`` actors."""
+    return actors * cpus_per_worker <= float(ray.cluster_resources().get("CPU", 0.0))
+
+
+def split_batches(frame: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
+    """``frame`` cut into consecutive batches of ``batch_size`` rows (index reset)."""
+    return [
+        frame.iloc[start : start + batch_size].reset_index(drop=True)
+        for start in range(0, len(frame), batch_size)
     ]
-    with warnings.catch_warnings():
-        # Restarts are set through map_batches' remote arguments, the way Ray 2.60 documents
-        # for actor pools; it warns that such arguments move to named parameters in 2.64.
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        results = from_pandas(blocks).map_batches(
-            _LedgeredActor,
-            fn_constructor_kwargs={
-                "actor_cls": actor_cls,
-                "actor_kwargs": dict(actor_kwargs),
-                "key_column": key_column,
-                "ledger": ledger,
-            },
-            batch_size=settings.batch_size,
-            batch_format="pandas",
-            compute=ActorPoolStrategy(size=settings.workers),
-            num_cpus=settings.cpus_per_worker,
-            max_restarts=settings.max_restarts,
-            max_task_retries=settings.max_restarts,
-        )
-    table = results.to_pandas()
-    retried = int(ray.get(ledger.retried_rows.remote()))
-    ray.kill(ledger)
-    return table, retried

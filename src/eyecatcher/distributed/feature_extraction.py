@@ -3,8 +3,11 @@
 Workers only compute: each actor holds a copy of the frozen model and runs
 :func:`eyecatcher.features.compute_view_batches`, the local engine's own unit of work, on one
 batch of images at a time (the same batches the local engine forms). The vectors come back to
-the caller, which writes the cache entries under the keys it computed, so a cache filled through
-Ray is the cache a laptop run fills, and the other way round.
+the caller as each batch finishes, and the caller writes the cache entries under the keys it
+computed, so a cache filled through Ray is the cache a laptop run fills, and the other way round.
+Because entries are written batch by batch, an extraction that is interrupted (a lost node past
+its retries, a killed driver) resumes where it stopped: the next call finds those entries in the
+cache and computes only the rest.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
+from eyecatcher.distributed.actors import (
+    ActorPoolSettings,
+    PoolReport,
+    run_on_actor_pool,
+    split_batches,
+)
 from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.features.compute import compute_view_batches
 from eyecatcher.features.runtimes.bf16 import Bf16Features
@@ -94,11 +102,13 @@ def compute_on_ray(
     batch_size: int,
     workers: int,
     storage_options: Mapping[str, Any] | None = None,
+    report: PoolReport | None = None,
 ) -> Iterator[tuple[int, ViewSpec, np.ndarray]]:
     """The vectors of the (image, view) pairs in ``missing``, computed by Ray actors.
 
     Ray is used as :func:`eyecatcher.distributed.session.ray_session` says (``RAY_ADDRESS``,
-    or a local Ray for the call). The image URIs must be readable from the workers.
+    or a local Ray for the call). The image URIs must be readable from the workers. A batch
+    whose actor or node dies is computed again elsewhere (this process keeps the books).
 
     Args:
         model: The frozen timm model, or its checked ONNX feature graph (shipped to the
@@ -109,12 +119,15 @@ def compute_on_ray(
         batch_size: Images per forward pass (and per Ray task).
         workers: Actors in the pool.
         storage_options: fsspec options of the image source, passed to every worker.
+        report: Filled in with the batches retried after a worker or node died.
 
-    Returns:
-        ``(index, view, float32 vector)`` for every pair in ``missing``, each exactly once.
+    Yields:
+        ``(index, view, float32 vector)`` for every pair in ``missing``, each exactly once,
+        batch by batch as they finish (so the caller can store them at once).
 
     Raises:
-        RuntimeError: If a pair comes back twice or not at all.
+        RuntimeError: If a pair comes back twice or not at all, or a batch was lost more
+            often than the pool retries it.
     """
     views = {view.name: view for wanted in missing.values() for view in wanted}
     todo = sorted(missing)
@@ -130,6 +143,9 @@ def compute_on_ray(
     if isinstance(model, FeatureGraph):
         # ONNX Runtime would otherwise start one thread per core of the node in every actor.
         model = dataclasses.replace(model, threads=max(1, int(settings.cpus_per_worker)))
+    expected = {(i, view.name) for i, wanted in missing.items() for view in wanted}
+    got: set[tuple[int, str]] = set()
+    report = report if report is not None else PoolReport()
     with ray_session() as where:
         logger.info(
             "Features on Ray (%s): %d images, %d workers, batches of %d",
@@ -139,8 +155,8 @@ def compute_on_ray(
             settings.batch_size,
         )
         check_pool_fits(settings.workers, settings.cpus_per_worker, where)
-        table, retried = map_with_actor_pool(
-            frame,
+        for _, table in run_on_actor_pool(
+            split_batches(frame, settings.batch_size),
             FeatureWorker,
             {
                 "model": model,
@@ -149,17 +165,23 @@ def compute_on_ray(
                 "storage_options": dict(storage_options or {}),
             },
             settings,
-            key_column="index",
+            report,
+        ):
+            for index, name, vector in zip(
+                table["index"], table["view"], table["vector"], strict=True
+            ):
+                pair = (int(index), str(name))
+                if pair in got or pair not in expected:
+                    raise RuntimeError(f"Ray returned the feature vector {pair} twice or unasked")
+                got.add(pair)
+                yield int(index), views[name], np.frombuffer(vector, dtype=np.float32).copy()
+    if report.retried_batches:
+        logger.warning(
+            "Features on Ray: %d batches (%d images) recomputed after a worker or node died",
+            report.retried_batches,
+            report.retried_rows,
         )
-    if retried:
-        logger.warning("Features on Ray: %d images recomputed after a worker died", retried)
-    expected = {(i, view.name) for i, wanted in missing.items() for view in wanted}
-    got = list(zip(table["index"].astype(int), table["view"], strict=True))
-    if len(got) != len(expected) or set(got) != expected:
+    if got != expected:
         raise RuntimeError(
             f"Ray returned {len(got)} feature vectors for {len(expected)} (image, view) pairs"
         )
-    return (
-        (int(index), views[name], np.frombuffer(vector, dtype=np.float32).copy())
-        for index, name, vector in zip(table["index"], table["view"], table["vector"], strict=True)
-    )

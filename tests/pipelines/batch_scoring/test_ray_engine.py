@@ -137,10 +137,13 @@ def test_a_worker_killed_mid_run_and_bad_files_lose_no_image_and_score_none_twic
     (root / "crash-here.jpg").write_bytes(good_images(seed=7)["rgb.jpg"])
     params = {**PARAMS, "source": str(root)}
     paths = [*list_images_to_score(params)["path"].tolist(), str(root / "vanished.jpg")]
-    table, retried = score_with_ray(paths, champion, params, scorer_cls=CrashingScorer)
+    table, report = score_with_ray(paths, champion, params, scorer_cls=CrashingScorer)
     assert (root / ".crashed").exists(), "the worker never died: the test proved nothing"
     assert table["path"].tolist() == paths  # each image once, in the listing's order
-    assert retried >= 1
+    # The driver saw the one batch lost with its worker and sent it again, once.
+    assert report.retried_batches == 1 and report.retried_rows == PARAMS["batch_size"]
+    assert report.lost_actors == 1 and report.failures == [report.failures[0]]
+    retried = report.retried_rows
     errors = table.set_index(table["path"].map(lambda p: Path(p).name))["error"]
     assert errors["cut.jpg"].startswith("truncated:")
     assert errors["notes.png"].startswith("not_an_image:")
@@ -150,6 +153,60 @@ def test_a_worker_killed_mid_run_and_bad_files_lose_no_image_and_score_none_twic
     assert summary["errors_by_reason"] == {"truncated": 1, "not_an_image": 1, "unreadable": 1}
     assert summary["n_scored"] + summary["n_errors"] == summary["n_images"] == len(paths)
     assert summary["n_scored"] == 15 and summary["n_retried"] == retried
+
+
+class FailingOnceScorer(RegistryChampionScorer):
+    """Raises (a bug, not a lost node: the job fails) on the first batch holding ``z-fail*``."""
+
+    def score(self, paths: list[str]) -> list[dict]:
+        for path in paths:
+            marker = Path(path).with_name(".failed")
+            if Path(path).name.startswith("z-fail") and not marker.exists():
+                marker.write_text("failed once")
+                raise RuntimeError("the job dies here")
+        return super().score(paths)
+
+
+def test_a_ray_job_that_failed_resumes_from_the_batches_it_finished(
+    local_ray: None, champion: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver stages each batch as it comes back: the rerun scores only the lost batch."""
+    from eyecatcher.pipelines.batch_scoring import ray_engine
+    from eyecatcher.pipelines.batch_scoring.verdict_table import (
+        VerdictHistoryDataset,
+        VerdictTableDataset,
+    )
+
+    root = tmp_path / "incoming"
+    root.mkdir()
+    for i in range(10):
+        name = "z-fail.jpg" if i == 9 else f"img-{i:02d}.jpg"
+        (root / name).write_bytes(good_images(seed=200 + i)["rgb.jpg"])
+    # One worker: batches finish in order, so the three before the failing one are staged.
+    params = {**PARAMS, "source": str(root), "ray": {"workers": 1}}
+    listed = list_images_to_score(params)
+    folder = str(tmp_path / "verdicts")
+    history = VerdictHistoryDataset(folder).load()
+    original = ray_engine.score_with_ray
+
+    def with_failing_scorer(*args, **kwargs):
+        return original(*args, scorer_cls=FailingOnceScorer, **kwargs)
+
+    monkeypatch.setattr(ray_engine, "score_with_ray", with_failing_scorer)
+    with pytest.raises(ray.exceptions.RayTaskError, match="the job dies here"):
+        score_images(listed, champion, params, history)
+    assert len(history.staged(MODEL_NAME, "1")) == 8  # batches 1-2 of 3 (4 + 4 images)
+    table, summary = score_images(listed, champion, params, history)
+    assert summary["n_resumed"] == 8 and summary["n_images"] == 10
+    VerdictTableDataset(folder).save(table)
+    local, _ = score_images(listed, champion, {**params, "engine": "local"})
+    saved = VerdictTableDataset(folder).load()
+    assert saved["path"].tolist() == local["path"].tolist()
+    assert saved["decision"].tolist() == local["decision"].tolist()
+    np.testing.assert_allclose(
+        saved["unsafe_score"].to_numpy(float), local["unsafe_score"].to_numpy(float), atol=1e-5
+    )
+    assert history.staged(MODEL_NAME, "1") is None
 
 
 def test_s3_prefix_is_scored_on_ray(

@@ -7,12 +7,17 @@ unit of work the local engine runs, so both engines give the same verdicts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 
-from eyecatcher.distributed.actors import ActorPoolSettings, map_with_actor_pool
+from eyecatcher.distributed.actors import (
+    ActorPoolSettings,
+    PoolReport,
+    run_on_actor_pool,
+    split_batches,
+)
 from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, ChampionScorer
 
@@ -37,7 +42,7 @@ class RegistryChampionScorer(ChampionScorer):
 def ray_pool_settings(params: Mapping[str, Any]) -> ActorPoolSettings:
     """The actor pool of ``batch_scoring.ray`` (``workers``, ``cpus_per_worker``, ...)."""
     ray_params = dict(params.get("ray") or {})
-    known = {"workers", "cpus_per_worker", "max_restarts", "num_cpus"}
+    known = {"workers", "cpus_per_worker", "max_restarts", "num_cpus", "replace_timeout_s"}
     unknown = sorted(set(ray_params) - known)
     if unknown:
         raise ValueError(f"unknown batch_scoring.ray keys {unknown}; known: {sorted(known)}")
@@ -46,6 +51,7 @@ def ray_pool_settings(params: Mapping[str, Any]) -> ActorPoolSettings:
         batch_size=int(params.get("batch_size", 16)),
         cpus_per_worker=float(ray_params.get("cpus_per_worker", 1)),
         max_restarts=int(ray_params.get("max_restarts", 3)),
+        replace_timeout_s=float(ray_params.get("replace_timeout_s", 120)),
     )
 
 
@@ -54,8 +60,13 @@ def score_with_ray(
     champion: Mapping[str, Any],
     params: Mapping[str, Any],
     scorer_cls: type[ChampionScorer] = RegistryChampionScorer,
-) -> tuple[pd.DataFrame, int]:
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
+) -> tuple[pd.DataFrame, PoolReport]:
     """Score ``paths`` on a pool of Ray actors, each holding one loaded champion.
+
+    This process keeps the books (:func:`~eyecatcher.distributed.actors.run_on_actor_pool`):
+    a batch lost with its actor or node is scored again elsewhere, and each batch's verdicts
+    are handed to ``on_batch`` once, as soon as they are back.
 
     Args:
         paths: The files to score (unique; local paths the workers can see, or ``s3://``).
@@ -63,10 +74,11 @@ def score_with_ray(
         params: The ``batch_scoring`` block: ``batch_size``, ``storage_options`` and ``ray``.
         scorer_cls: The actor class (a :class:`ChampionScorer` taking ``champion`` and
             ``storage_options``).
+        on_batch: Called with each finished batch's verdicts (to persist them at once).
 
     Returns:
-        The verdict table in the order of ``paths``, and how many images were scored again
-        because a worker died under them.
+        The verdict table in the order of ``paths``, and the pool's report (batches and
+        images sent again because a worker or node died under them, time lost).
 
     Raises:
         RuntimeError: If an image comes back twice or not at all (never silently dropped).
@@ -82,16 +94,26 @@ def score_with_ray(
             settings.batch_size,
         )
         check_pool_fits(settings.workers, settings.cpus_per_worker, where)
-        table, retried = map_with_actor_pool(
-            pd.DataFrame({"path": paths}),
+        report = PoolReport()
+        frames = []
+        for _, frame in run_on_actor_pool(
+            split_batches(pd.DataFrame({"path": paths}), settings.batch_size),
             scorer_cls,
             {
                 "champion": dict(champion),
                 "storage_options": dict(params.get("storage_options") or {}),
             },
             settings,
-            key_column="path",
-        )
+            report,
+        ):
+            if on_batch is not None:
+                on_batch(frame)
+            frames.append(frame)
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(VERDICT_COLUMNS))
+    )
     counts = table["path"].value_counts()
     missing = sorted(set(paths) - set(counts.index))
     doubled = sorted(counts[counts > 1].index)
@@ -109,10 +131,12 @@ def score_with_ray(
         table.astype(object).where(table.notna(), None).to_dict(orient="records"),
         columns=list(VERDICT_COLUMNS),
     )
-    if retried:
+    if report.retried_batches:
         logger.warning(
-            "Batch scoring on Ray: %d images were scored again after a worker died; each is "
-            "in the verdict table once",
-            retried,
+            "Batch scoring on Ray: %d batches (%d images) were scored again after a worker or "
+            "node died (%.1f s of work lost); each image is in the verdict table once",
+            report.retried_batches,
+            report.retried_rows,
+            report.seconds_lost,
         )
-    return table, retried
+    return table, report

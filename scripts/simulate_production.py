@@ -307,20 +307,15 @@ def _disagreement(decision: Mapping[str, Any]) -> tuple[float | None, int]:
     return (wrong / items if items else None), items
 
 
-def _find_counts(report: Any, needle: str, prefix: str = "") -> dict[str, Any]:
-    """Every number in a report whose key contains ``needle`` (reports change as code does)."""
-    found: dict[str, Any] = {}
-    if isinstance(report, Mapping):
-        for key, value in report.items():
-            path = f"{prefix}{key}"
-            if (
-                needle in str(key)
-                and isinstance(value, int | float)
-                and not isinstance(value, bool)
-            ):
-                found[path] = value
-            found.update(_find_counts(value, needle, f"{path}."))
-    return found
+def _excluded_seen(decision: Mapping[str, Any]) -> tuple[int | None, dict[str, Any] | None]:
+    """What the retrain check says it left out of disagreement as the champion's training images.
+
+    ``None`` when the decision file does not say (a retrain check that excludes nothing).
+    """
+    excluded = decision.get("disagreement_excluded_verdicts")
+    if not isinstance(excluded, Mapping):
+        return None, None
+    return sum(int(v) for v in excluded.values() if isinstance(v, int | float)), dict(excluded)
 
 
 def seen_by_champion(manifest: pd.DataFrame | None) -> set[str]:
@@ -346,6 +341,7 @@ def day_record(
     online = project.report("monitoring_online_metrics.json")
     summary = project.report("batch_scoring_summary.json")
     psi_max, psi = _psi(drift)
+    excluded, excluded_detail = _excluded_seen(decision)
     disagreement, items = _disagreement(decision)
     feedback = project.load("feedback_verdicts")
     verdicts = project.load("batch_verdicts")
@@ -386,7 +382,8 @@ def day_record(
         # measured on them, disagreement reads low after a retrain on their labels.
         "feedback_scored_on_training_images": len(measured & seen),
         # What the retrain check itself says it excluded, when it says so.
-        "n_excluded_seen": _find_counts(decision, "excluded") or None,
+        "n_excluded_seen": excluded,
+        "excluded_seen": excluded_detail,
         "notes": decision.get("notes", []),
     }
 

@@ -196,6 +196,27 @@ def test_a_timestamp_in_the_future_is_rejected_and_never_wins_latest(
     assert strict["counts"]["future_timestamp"] == 2
 
 
+def test_a_label_studio_export_gets_the_same_field_limit(index: pd.DataFrame) -> None:
+    def task(sha: str, choice: str, task_id: int) -> dict:
+        result = {"type": "choices", "from_name": "verdict", "to_name": "image"}
+        annotation = {
+            "id": task_id,
+            "completed_by": 7,
+            "result": [{**result, "value": {"choices": [choice]}}],
+            "updated_at": "2026-12-06T09:16:40Z",
+        }
+        return {"id": task_id, "data": {"sha256": sha}, "annotations": [annotation]}
+
+    export = [task(SHA["a"], "c" * (MAX_FIELD_CHARS + 1), 1), task(SHA["b"], "safe", 2)]
+    records = parse_feedback_files({"ls.json": json.dumps(export).encode()})
+    items, _, report = validate(records, index)
+    assert items["sha256"].tolist() == [SHA["b"]]
+    assert report["problems"]["too_large"][0]["detail"].startswith(
+        "field_too_large: field 'verdict'"
+    )
+    assert_accounted(report, read=2)
+
+
 def test_a_file_over_the_cap_is_refused_unread_and_counted(
     tmp_path: Path, index: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -88,6 +88,11 @@ def _row(file: str, line: int, row: Mapping[Any, Any]) -> dict[str, Any]:
     return {**row, "_file": file, "_line": line}
 
 
+def _fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A parsed record without its ``_file``/``_line`` bookkeeping."""
+    return {k: v for k, v in record.items() if k not in ("_file", "_line")}
+
+
 class _Lines:
     """The lines of a text, counted, remembering those of the row being read.
 
@@ -267,5 +272,9 @@ def parse_feedback_files(
         elif lower.endswith(".parquet"):
             records.extend(_parquet_records(name, data, max_file_bytes))
         elif lower.endswith(EXPORT_EXTENSION):
-            records.extend(export_records(name, data))
+            # The same per-field limit as every other format (a huge choice, id or path).
+            records.extend(
+                r if "_problem" in r else _row(name, r["_line"], _fields(r))
+                for r in export_records(name, data)
+            )
     return records

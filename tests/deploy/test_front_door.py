@@ -309,6 +309,7 @@ def test_a_model_server_that_does_not_answer_gets_504_after_the_read_timeout(
         response = post(door.url, json_body(), "application/json")
         elapsed = time.monotonic() - started
         assert response.status_code == 504
+        assert response.json()["error_code"] == "MODEL_TIMEOUT"
         assert 1.0 < elapsed < 10.0
     finally:
         door.stop()
@@ -325,7 +326,8 @@ def test_a_model_server_that_is_down_gets_502_at_once(tmp_path: Path) -> None:
     try:
         door.wait_until_listening()
         started = time.monotonic()
-        assert requests.get(door.url + "/ping", timeout=10).status_code == 502
+        response = requests.get(door.url + "/ping", timeout=10)
+        assert response.status_code == 502 and response.json()["error_code"] == "MODEL_UNAVAILABLE"
         assert time.monotonic() - started < 5.0
     finally:
         door.stop()

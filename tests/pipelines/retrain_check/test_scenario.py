@@ -75,8 +75,11 @@ def test_feedback_triggers_retraining_and_only_a_passing_gate_moves_the_champion
     assert quiet["retrain"] is False and quiet["new_feedback"] == 0
     assert quiet["champion_version"] == str(first.version)
     drift = _json(kedro_project, "drift_report.json")
-    # The reference is the champion's own test-split scores (fingerprints match) ...
+    # The reference is the test split scored by the champion when it was registered ...
     assert drift["champion_version"] == str(first.version) and drift["measured"] is True
+    assert "scored by the registered version" in drift["reference"]
+    assert drift["population"]["excluded_exact"] > 0  # batch scoring read the training folder
+    assert (kedro_project / REPORTS / "drift_plot.png").stat().st_size > 0
     # ... but a 5-image test split is too small to judge: reported, never alerted on.
     assert drift["alerts"] == [] and drift["columns"]["unsafe_score"]["reasons"][0].startswith(
         "not judged"
@@ -89,8 +92,15 @@ def test_feedback_triggers_retraining_and_only_a_passing_gate_moves_the_champion
         _run(kedro_project, ["retrain_check"], check)
     due = _json(kedro_project, "retrain_decision.json")
     assert due["retrain"] is True and due["new_feedback"] == 6
-    # Every flipped image was scored by the champion: each is measured against its verdict.
-    assert sum(row["items"] for row in due["disagreement_per_class"].values()) == 6
+    # Every flipped image was scored by the champion, but only those it never saw in training
+    # are measured against their verdict: the others are left out and counted.
+    manifest = pd.read_parquet(kedro_project / "data/05_model_input/split_manifest.parquet")
+    seen = set(manifest.loc[manifest["split"].isin(["train", "validation"]), "sha256"])
+    excluded = due["disagreement_excluded_verdicts"]
+    assert excluded["exact"] == len(set(flipped) & seen) > 0
+    measured = sum(row["items"] for row in due["disagreement_per_class"].values())
+    assert measured + excluded["exact"] + excluded["near_duplicate"] == 6
+    assert due["monitored_population"]["near_duplicate_max_distance"] == 8
 
     # Retrain with the human labels, under a bar nobody can pass: nothing moves.
     _run(kedro_project, params={"registration": {"gate": {"min_test_accuracy": 2.0}}})

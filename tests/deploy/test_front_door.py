@@ -36,6 +36,8 @@ LAUNCHER = REPO / "deploy" / "nginx" / "front_door.py"
 START_TIMEOUT_S = 240
 #: Small, so that the oversized bodies of the test stay small too.
 MAX_BODY = "1m"
+#: The first test also waits for the model server to start (up to START_TIMEOUT_S).
+pytestmark = pytest.mark.timeout(START_TIMEOUT_S + 120)
 
 
 def _load_launcher() -> ModuleType:

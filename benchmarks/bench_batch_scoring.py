@@ -47,18 +47,14 @@ import mlflow
 import numpy as np
 import onnxruntime
 import pandas as pd
-import torch
-from mlflow.tracking import MlflowClient
+from common import random_bundle, register_champion, use_sqlite_registry
 
-from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.models.factory import create_classifier
 from eyecatcher.models.onnx_runtime import OnnxClassifier, export_onnx, quantize_onnx
 from eyecatcher.pipelines.batch_scoring import nodes as batch_nodes
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
-from eyecatcher.preprocessing import bytes_to_batch, data_config_for
+from eyecatcher.preprocessing import bytes_to_batch
 from eyecatcher.registry.resolve import resolve_champion
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
-from eyecatcher.serving_model.packaging import log_served_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_IMAGES = REPO / "data" / "01_raw" / "demo" / "images"
@@ -84,21 +80,11 @@ def register_int8_champion(
     root: Path, architecture: str, image_size: int, calibration: list[bytes], batch_size: int
 ) -> None:
     """A random-weight int8 champion (static QDQ), packaged and registered in sqlite."""
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    os.environ["MLFLOW_REGISTRY_URI"] = tracking_uri
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    torch.manual_seed(0)
-    model, source = create_classifier(architecture, len(CLASSES), "random")
-    bundle = ClassifierBundle.from_model(
-        model,
-        architecture=architecture,
-        classes=CLASSES,
-        data_config=data_config_for(model, image_size),
-        weights_source=source,
+    use_sqlite_registry(root)
+    bundle = random_bundle(architecture, CLASSES, image_size)
+    fp32_path = export_onnx(
+        bundle.build_model(), bundle.data_config["input_size"], root / "fp32.onnx"
     )
-    fp32_path = export_onnx(model, bundle.data_config["input_size"], root / "fp32.onnx")
     batch = bytes_to_batch(calibration, bundle.data_config)
     int8_path = quantize_onnx(
         fp32_path, root / "int8.onnx", method="static", calibration=batch.numpy()
@@ -114,11 +100,9 @@ def register_int8_champion(
         operating_threshold=0.5,
         batch_size=batch_size,
     )
-    experiment = mlflow.create_experiment("bench-batch", artifact_location=(root / "a").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = log_served_model(bundle=bundle, config=config, onnx_path=int8_path)
-    version = mlflow.register_model(info.model_uri, MODEL_NAME)
-    MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version.version)
+    register_champion(
+        bundle, config, experiment="bench-batch", artifact_root=root / "a", onnx_path=int8_path
+    )
 
 
 def batches(items: list[Any], size: int) -> list[list[Any]]:

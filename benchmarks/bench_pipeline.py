@@ -15,56 +15,20 @@ so that a before/after pair differs in one setting only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 import yaml
+from common import PeakRss, process_tree_rss
 from kedro.framework.hooks import hook_impl
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class _MemorySampler:
-    """Tracks the peak RSS of this process and its children between ``reset`` calls."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.peak_ = 0
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _rss(self) -> int:
-        total = self._process.memory_info().rss
-        for child in self._process.children(recursive=True):
-            with contextlib.suppress(psutil.Error):  # a child may exit while we look
-                total += child.memory_info().rss
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_ = max(self.peak_, self._rss())
-            time.sleep(self.interval)
-
-    def reset(self) -> None:
-        self.peak_ = self._rss()
-
-    def start(self) -> _MemorySampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class NodeProfiler:
@@ -72,7 +36,7 @@ class NodeProfiler:
 
     def __init__(self) -> None:
         self.rows_: list[tuple[str, float, int]] = []
-        self._sampler = _MemorySampler().start()
+        self._sampler = PeakRss(process_tree_rss).start()
         self._started = 0.0
 
     @hook_impl

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import requests
 import torch
+from common import register_champion, use_sqlite_registry
 from PIL import Image
 
 from eyecatcher.models.bundle import ClassifierBundle
@@ -57,7 +58,6 @@ from eyecatcher.serving.client import dataframe_split_body
 from eyecatcher.serving.process import ModelServer
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.contract import encode_image
-from eyecatcher.serving_model.packaging import log_served_model
 
 CLASSES = ["explicit_nudity", "safe", "suggestive"]
 #: The int8 method the quantization stage's rule (fastest int8 within the accuracy limit) picks
@@ -200,7 +200,6 @@ def bench_one(
 ) -> dict[str, Any]:
     """Package, register, serve and time one candidate at one precision."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     workdir = root / f"{architecture}-{precision}"
     workdir.mkdir()
@@ -219,12 +218,13 @@ def bench_one(
         operating_threshold=0.5,
         batch_size=16,
     )
-    with mlflow.start_run(run_name=name):
-        info = log_served_model(
-            bundle=bundle, config=config, onnx_path=onnx_path, fp32_onnx_path=fp32_onnx_path
-        )
-    version = mlflow.register_model(info.model_uri, name)
-    MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    register_champion(
+        bundle,
+        config,
+        experiment="bench-serving",
+        onnx_path=onnx_path,
+        fp32_onnx_path=fp32_onnx_path,
+    )
     uri = f"models:/{name}@champion"
 
     # Raw and pyfunc, in this process, with the registered model's own backend.
@@ -414,9 +414,7 @@ def main() -> None:
         root = Path(tmp)
         # A throw-away registry: the benchmark never touches the project's mlruns/.
         os.chdir(root)
-        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
+        use_sqlite_registry(root)
         experiment = mlflow.create_experiment(
             "bench-serving", artifact_location=(root / "artifacts").as_uri()
         )

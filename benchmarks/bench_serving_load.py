@@ -33,25 +33,21 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
 import torch
+from common import peak_growth, random_bundle, register_champion, use_sqlite_registry
 from PIL import Image
 
 from eyecatcher.images import DEFAULT_MAX_PIXELS
-from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.models.factory import create_classifier
-from eyecatcher.preprocessing import data_config_for
 from eyecatcher.serving.client import dataframe_split_body
 from eyecatcher.serving.probes import bomb_png, sample_jpeg
 from eyecatcher.serving.process import ModelServer
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.contract import DEFAULT_MAX_IMAGE_BYTES, encode_image
-from eyecatcher.serving_model.packaging import log_served_model
 
 CLASSES = ["explicit_nudity", "safe", "suggestive"]
 MB = 1024 * 1024
@@ -136,18 +132,6 @@ def request_mix(max_rows: int) -> list[tuple[str, bytes]]:
 
 def register(architecture: str, image_size: int, max_rows: int, name: str, root: Path) -> str:
     """Package and register the served model; return its ``models:/name@champion`` URI."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    torch.manual_seed(0)
-    model, source = create_classifier(architecture, len(CLASSES), "random")
-    bundle = ClassifierBundle.from_model(
-        model,
-        architecture=architecture,
-        classes=CLASSES,
-        data_config=data_config_for(model, image_size),
-        weights_source=source,
-    )
     config = ServingConfig(
         model_name=name,
         model_version="1",
@@ -161,35 +145,9 @@ def register(architecture: str, image_size: int, max_rows: int, name: str, root:
         max_image_bytes=DEFAULT_MAX_IMAGE_BYTES,
         max_rows=max_rows,
     )
-    experiment = mlflow.set_experiment("bench-serving-load")
-    with mlflow.start_run(experiment_id=experiment.experiment_id):
-        info = log_served_model(bundle=bundle, config=config)
-    version = mlflow.register_model(info.model_uri, name)
-    MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    bundle = random_bundle(architecture, CLASSES, image_size)
+    register_champion(bundle, config, experiment="bench-serving-load")
     return f"models:/{name}@champion"
-
-
-def peak_growth(server: ModelServer, send: Callable[[], Any]) -> tuple[Any, int, float]:
-    """Run ``send`` while sampling the server's RSS; (result, peak growth in bytes, seconds)."""
-    baseline = peak = server.rss_bytes()
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, server.rss_bytes())
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    started = time.monotonic()
-    try:
-        result = send()
-    finally:
-        elapsed = time.monotonic() - started
-        done.set()
-        sampler.join(timeout=5)
-    return result, max(peak, server.rss_bytes()) - baseline, elapsed
 
 
 def post(url: str, payload: bytes, timeout_s: float = 300) -> requests.Response:
@@ -213,7 +171,9 @@ def memory_per_request(model_uri: str, tracking_uri: str, log_dir: Path) -> list
         server.wait_until_ready(300)
         post(server.url, body([encode_image(sample_jpeg())]))  # warm-up: lazy imports
         for label, payload in cases:
-            response, growth, seconds = peak_growth(server, lambda p=payload: post(server.url, p))
+            response, growth, seconds = peak_growth(
+                server.rss_bytes, lambda p=payload: post(server.url, p)
+            )
             errors = (
                 Counter(str(r.get("error")).split(":")[0] for r in response.json()["predictions"])
                 if response.status_code == 200
@@ -322,13 +282,9 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
 
-    import mlflow
-
     with tempfile.TemporaryDirectory(prefix="bench-serving-load-") as tmp:
         root = Path(tmp)
-        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
+        tracking_uri = use_sqlite_registry(root)
         os.chdir(root)  # artefacts under the temporary folder, never the repository's mlruns
         print(
             f"# {time.strftime('%Y-%m-%d')} {platform.processor() or platform.machine()}, "

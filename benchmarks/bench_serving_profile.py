@@ -49,13 +49,13 @@ from bench_serving import (
     percentiles,
     synthetic_jpegs,
 )
+from common import register_champion, use_sqlite_registry
 
 from eyecatcher.preprocessing import bytes_to_batch
 from eyecatcher.serving.client import dataframe_split_body
 from eyecatcher.serving.process import ModelServer
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.contract import encode_image
-from eyecatcher.serving_model.packaging import log_served_model
 
 #: Functions whose cumulative time is reported: (label, owner, file suffix, function name).
 SPANS = (
@@ -120,7 +120,6 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Package, load, time the spans, profile; the result as one dict."""
     import mlflow
     from mlflow.pyfunc.scoring_server import invocations
-    from mlflow.tracking import MlflowClient
 
     images = synthetic_jpegs(max(args.images, args.calibration), args.width, args.height)
     bundle, onnx_path, fp32_onnx_path = build_artefacts(
@@ -138,12 +137,13 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         thresholds=DecisionThresholds(review=0.5, block=0.8),
         operating_threshold=0.5,
     )
-    with mlflow.start_run(run_name=name):
-        info = log_served_model(
-            bundle=bundle, config=config, onnx_path=onnx_path, fp32_onnx_path=fp32_onnx_path
-        )
-    version = mlflow.register_model(info.model_uri, name)
-    MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    register_champion(
+        bundle,
+        config,
+        experiment="bench-profile",
+        onnx_path=onnx_path,
+        fp32_onnx_path=fp32_onnx_path,
+    )
     uri = f"models:/{name}@champion"
     pyfunc = mlflow.pyfunc.load_model(uri)
     model = pyfunc.unwrap_python_model()
@@ -272,9 +272,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eyecatcher-bench-profile-") as tmp:
         root = Path(tmp)
         os.chdir(root)
-        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
+        use_sqlite_registry(root)
         experiment = mlflow.create_experiment(
             "bench-profile", artifact_location=(root / "artifacts").as_uri()
         )

@@ -66,3 +66,12 @@ def test_an_unreadable_image_is_counted_not_hidden(tmp_path) -> None:
     )
     assert marked["seen_in_training"].tolist() == [None]
     assert population_counts(marked, population)["near_duplicate_unchecked"] == 1
+
+
+def test_rows_that_failed_to_score_are_not_read_again() -> None:
+    population = TrainingPopulation.from_split(
+        MANIFEST, PHASHES, {"config": {"near_duplicate_max_distance": 3}}
+    )
+    failed = pd.DataFrame({"sha256": [None], "path": ["gone.png"], "error": ["unreadable: x"]})
+    marked = mark_seen(failed, population, uri_column="path")
+    assert population_counts(marked, population)["near_duplicate_unchecked"] == 0

@@ -205,8 +205,9 @@ def mark_seen(
 ) -> pd.DataFrame:
     """Add ``seen_in_training`` (``exact``, ``near_duplicate`` or ``None``) to each row.
 
-    Rows not seen exactly get a pHash: from ``known_phashes`` (``sha256``, ``phash``) when it
-    has the image, else computed from ``uri_column``. An image that cannot be read keeps
+    Rows not seen exactly (and not failed: an ``error`` column set) get a pHash: from
+    ``known_phashes`` (``sha256``, ``phash``) when it has the image, else computed from
+    ``uri_column``. An image that cannot be read keeps
     ``None`` and its reason in ``phash_error`` (counted by :func:`population_counts`).
 
     Args:
@@ -229,6 +230,9 @@ def mark_seen(
     out.loc[exact, "seen_in_training"] = EXACT
     if not population.checks_near_duplicates:
         return out
+    # A row that failed to score (its ``error`` set) decides nothing and is never monitored:
+    # its image is not read again for a pHash.
+    failed = out["error"].notna().to_numpy() if "error" in out.columns else np.zeros(len(out), bool)
     lookup: dict[str, str] = {}
     if known_phashes is not None and not known_phashes.empty:
         lookup = dict(zip(known_phashes["sha256"].astype(str), known_phashes["phash"], strict=True))
@@ -236,7 +240,7 @@ def mark_seen(
     for index, (sha, uri) in enumerate(
         zip(out["sha256"].astype(str), out[uri_column], strict=True)
     ):
-        if exact[index]:
+        if exact[index] or failed[index]:
             phashes.append(None)
         elif sha in lookup:
             phashes.append(str(lookup[sha]))

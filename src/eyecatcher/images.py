@@ -78,10 +78,11 @@ class Deadline:
     """The moment after which work for one request stops, checked between rows and frames.
 
     Wall-clock time (``time.monotonic``), not the thread's CPU time: what the deadline promises
-    is an answer to the client within so many seconds, and a client waits in wall time. CPU time
-    would not count the time a decode spends waiting for the CPU on a busy host (where the
-    answer is later than its CPU time says), nor the wait for native code that releases the GIL;
-    ``monotonic`` never jumps when the system clock is set.
+    is an answer to the client within so many seconds, and a client waits in wall time. The
+    calling thread's CPU time would not count the time it waits for a CPU on a busy host or for
+    the GIL, nor the forward pass's work in torch's or ONNX Runtime's own worker threads, so the
+    answer could come far later than the deadline says. ``monotonic`` never jumps when the
+    system clock is set.
 
     Args:
         seconds: Time from now until the deadline.

@@ -31,6 +31,12 @@ from eyecatcher.redaction import (
         "client_kwargs.aws_session_token",
         "MLFLOW_TRACKING_PASSWORD",
         "credentials",
+        "connection_string",
+        "sentry_dsn",
+        "webhook_url",
+        "sig",
+        "client_cert",
+        "private_key",
     ],
 )
 def test_secret_names_are_recognised(name: str) -> None:
@@ -103,12 +109,19 @@ def _files_containing(root: Path, needles: list[bytes]) -> list[str]:
 
 def test_a_secret_passed_as_params_is_found_nowhere(kedro_project: Path) -> None:
     secret, token, password = "S3CR3T-Zq81x", "T0KEN-Pw77q", "PASSW0RD-Lk29"
+    sig, credential = "SIG-Qm55v", "CR3D-Hx31"
     params = ",".join(
         [
             f"ingestion.storage_options.secret={secret}",
             f"ingestion.storage_options.client_kwargs.aws_session_token={token}",
-            f"ingestion.report_uri=https://alice:{password}@mlflow.example.com/x",
+            # A URL with a user:password@ and a SAS-style signature in its query.
+            "ingestion.storage_options.client_kwargs.endpoint_url="
+            f"https://alice:{password}@s3.example.com/x?sig={sig}",
         ]
+    )
+    # credentials.yml is read by Kedro for every run; nothing of it may be recorded.
+    (kedro_project / "conf" / "local" / "credentials.yml").write_text(
+        f"canary_store:\n  secret: {credential}\n  connection_string: {credential}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run(
@@ -122,12 +135,12 @@ def test_a_secret_passed_as_params_is_found_nowhere(kedro_project: Path) -> None
         check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    needles = [secret.encode(), token.encode(), password.encode()]
+    needles = [n.encode() for n in (secret, token, password, sig, credential)]
     db = kedro_project / "mlruns" / "mlflow.db"
     assert db.is_file() and db.stat().st_size > 0
     assert _files_containing(kedro_project / "mlruns", needles) == []
     assert _files_containing(kedro_project / "data", needles) == []
-    for needle in (secret, token, password):
+    for needle in (secret, token, password, sig, credential):
         assert needle not in result.stdout and needle not in result.stderr
     # Recorded, redacted: the run still says which parameters were given.
     assert b"storage_options.secret" in db.read_bytes()

@@ -134,6 +134,19 @@ def bad_request_probes(
         The probes, in a stable order.
     """
     jpeg = sample_jpeg()
+    return [
+        *_bad_image_probes(jpeg, max_image_bytes),
+        *_bad_body_probes(jpeg),
+        *_over_limit_probes(jpeg, max_rows, max_explain_rows),
+    ]
+
+
+def _row(image: bytes, row_id: str) -> bytes:
+    return _json(dataframe_split_body([encode_image(image)], [row_id]))
+
+
+def _bad_image_probes(jpeg: bytes, max_image_bytes: int | None) -> list[BadRequestProbe]:
+    """Rows whose image is bad: each gets a row error, the request still answers 200."""
     probes = [
         BadRequestProbe(
             "invalid_base64",
@@ -141,20 +154,34 @@ def bad_request_probes(
             reasons=("invalid_base64", "base64"),
         ),
         BadRequestProbe(
-            "not_an_image",
-            _json(dataframe_split_body([encode_image(b"plain text, not an image" * 8)], ["txt"])),
-            reasons=("not_an_image",),
+            "not_an_image", _row(b"plain text, not an image" * 8, "txt"), reasons=("not_an_image",)
         ),
         BadRequestProbe(
-            "truncated_image",
-            _json(dataframe_split_body([encode_image(jpeg[: len(jpeg) // 2])], ["cut"])),
-            reasons=("truncated", "corrupt"),
+            "truncated_image", _row(jpeg[: len(jpeg) // 2], "cut"), reasons=("truncated", "corrupt")
         ),
         BadRequestProbe(
-            "decompression_bomb",
-            _json(dataframe_split_body([encode_image(bomb_png())], ["bomb"])),
-            reasons=("decompression_bomb",),
+            "decompression_bomb", _row(bomb_png(), "bomb"), reasons=("decompression_bomb",)
         ),
+    ]
+    if max_image_bytes is not None:
+        probes.append(
+            BadRequestProbe(
+                "too_large_image",
+                _row(oversized_png(max_image_bytes + 1), "big"),
+                reasons=("too_large", "too large", "exceeds"),
+            )
+        )
+    probes.append(
+        BadRequestProbe(
+            "extreme_aspect_ratio", _row(one_row_png(), "thin"), reasons=("extreme_aspect_ratio",)
+        )
+    )
+    return probes
+
+
+def _bad_body_probes(jpeg: bytes) -> list[BadRequestProbe]:
+    """Requests that are malformed as a whole: refused with a clear message."""
+    return [
         BadRequestProbe(
             "empty_payload",
             _json({"dataframe_split": {"columns": ["image"], "data": []}}),
@@ -174,14 +201,13 @@ def bad_request_probes(
             row_level=False,
         ),
     ]
-    probes.insert(
-        4,
-        BadRequestProbe(
-            "extreme_aspect_ratio",
-            _json(dataframe_split_body([encode_image(one_row_png())], ["thin"])),
-            reasons=("extreme_aspect_ratio",),
-        ),
-    )
+
+
+def _over_limit_probes(
+    jpeg: bytes, max_rows: int | None, max_explain_rows: int | None
+) -> list[BadRequestProbe]:
+    """Requests one over a declared limit (only for the limits the model declares)."""
+    probes = []
     if max_rows is not None:
         probes.append(
             BadRequestProbe(
@@ -212,19 +238,6 @@ def bad_request_probes(
                 reasons=("max_explain_rows",),
                 row_level=False,
             )
-        )
-    if max_image_bytes is not None:
-        probes.insert(
-            4,
-            BadRequestProbe(
-                "too_large_image",
-                _json(
-                    dataframe_split_body(
-                        [encode_image(oversized_png(max_image_bytes + 1))], ["big"]
-                    )
-                ),
-                reasons=("too_large", "too large", "exceeds"),
-            ),
         )
     return probes
 

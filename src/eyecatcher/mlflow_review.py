@@ -20,6 +20,7 @@ from kedro.framework.hooks import hook_impl
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_RUN_NAME
 
+from eyecatcher.outcomes import RunOutcome
 from eyecatcher.registry.client import registry_client
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def run_name(pipeline_name: str | None, facts: Mapping[str, Any]) -> str:
         parts.append(f"{served}smoke test {'passed' if facts['smoke_test'] else 'failed'}")
     if facts.get("scored") is not None:
         parts.append(f"{facts['scored']} files scored")
+    if facts.get("stopped"):  # a RunOutcome (gate refused, retrain due): not a failure
+        parts.append(str(facts["stopped"]))
     if facts.get("failed_node"):
         parts.append(f"FAILED at {facts['failed_node']}")
     return " · ".join(parts)
@@ -156,14 +159,18 @@ class ReviewerTrackingHook:
         self._rename()
 
     @hook_impl
-    def on_node_error(self, node: Any) -> None:
-        """Remember where the run failed."""
-        self._facts.setdefault("failed_node", node.name)
+    def on_node_error(self, error: Exception, node: Any) -> None:
+        """Remember where the run failed (an outcome such as a refused gate is no failure)."""
+        if not isinstance(error, RunOutcome):
+            self._facts.setdefault("failed_node", node.name)
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any]) -> None:
-        """Name a failed run so that it stands out."""
-        self._facts.setdefault("failed_node", "?")
+        """Name a failed run so that it stands out; a stopped one says its outcome."""
+        if isinstance(error, RunOutcome):
+            self._facts.setdefault("stopped", error.outcome)
+        else:
+            self._facts.setdefault("failed_node", "?")
         self._rename()
 
     def _rename(self) -> None:

@@ -24,9 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-import mlflow
 from kedro.framework.hooks import hook_impl
-from mlflow.entities import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -117,18 +115,25 @@ class OutcomeHook:
     ``eyecatcher.outcome`` tag (``ok`` on success).
     """
 
+    # mlflow is imported in the hooks, not at the top: the project's ``kedro run`` command
+    # imports this module for the exit codes, and `kedro run --help` should not wait for MLflow.
+
     def __init__(self) -> None:
         self._run_id: str | None = None
 
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         """Remember the run kedro-mlflow opened (None when tracking is off)."""
+        import mlflow
+
         active = mlflow.active_run()
         self._run_id = active.info.run_id if active is not None else None
 
     @hook_impl(tryfirst=True)
     def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
         """Tag a successful run ``ok`` while it is still open."""
+        import mlflow
+
         if self._run_id is not None:
             mlflow.MlflowClient().set_tag(self._run_id, OUTCOME_TAG, "ok")
         self._run_id = None
@@ -138,6 +143,9 @@ class OutcomeHook:
         """Tag the run with the outcome; an outcome's run is FINISHED, not FAILED."""
         if self._run_id is None:
             return
+        import mlflow
+        from mlflow.entities import RunStatus
+
         run_id, self._run_id = self._run_id, None
         outcome, _ = outcome_of(error)
         client = mlflow.MlflowClient()

@@ -11,6 +11,7 @@ from kedro.config import OmegaConfigLoader
 
 from eyecatcher.candidates import CandidateConfigHook
 from eyecatcher.mlflow_review import ReviewerTrackingHook
+from eyecatcher.outcomes import OutcomeHook
 from eyecatcher.redaction import RedactionHook, deployment_env
 
 # Telemetry must never reach the network from this project, whoever launches it.
@@ -42,5 +43,7 @@ CONFIG_LOADER_ARGS = {
 # Project hooks run beside the plugins' own (kedro-mlflow's is auto-registered). The candidate
 # hook lets `create_pipeline()` see the run's `--env`/`--params` when it lists the training
 # candidates; the redaction hook runs before kedro-mlflow logs parameters and tags.
-# The reviewer hook names runs, sets the experiment's kind and logs dataset inputs.
-HOOKS = (CandidateConfigHook(), RedactionHook(), ReviewerTrackingHook())
+# The reviewer hook names runs, sets the experiment's kind and logs dataset inputs. The
+# outcome hook tags the run with how it ended and keeps a refused gate, a due retrain or a dry
+# run FINISHED instead of FAILED (docs/configuration.md#exit-codes).
+HOOKS = (CandidateConfigHook(), RedactionHook(), ReviewerTrackingHook(), OutcomeHook())

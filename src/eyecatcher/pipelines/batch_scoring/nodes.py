@@ -124,7 +124,7 @@ def score_images(
 
     Args:
         images_to_score: Output of :func:`list_images_to_score`.
-        champion: Output of :func:`eyecatcher.serving.registry.resolve_champion`; its
+        champion: Output of :func:`eyecatcher.registry.resolve.resolve_champion`; its
             pinned ``model_uri`` is loaded (once per process, or once per Ray worker).
         params: The ``batch_scoring`` parameter block (``engine``, ``batch_size``,
             ``storage_options``, ``ray``).

@@ -132,10 +132,10 @@ class OutcomeHook:
     @hook_impl(tryfirst=True)
     def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
         """Tag a successful run ``ok`` while it is still open."""
-        import mlflow
+        from eyecatcher.registry.client import registry_client
 
         if self._run_id is not None:
-            mlflow.MlflowClient().set_tag(self._run_id, OUTCOME_TAG, "ok")
+            registry_client().set_tag(self._run_id, OUTCOME_TAG, "ok")
         self._run_id = None
 
     @hook_impl(trylast=True)
@@ -143,12 +143,13 @@ class OutcomeHook:
         """Tag the run with the outcome; an outcome's run is FINISHED, not FAILED."""
         if self._run_id is None:
             return
-        import mlflow
         from mlflow.entities import RunStatus
+
+        from eyecatcher.registry.client import registry_client
 
         run_id, self._run_id = self._run_id, None
         outcome, _ = outcome_of(error)
-        client = mlflow.MlflowClient()
+        client = registry_client()
         client.set_tag(run_id, OUTCOME_TAG, outcome)
         if any(isinstance(item, RunOutcome) for item in _chain(error)):
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))

@@ -26,6 +26,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from eyecatcher import mlflow_log
 from eyecatcher.fingerprints import SEEN_SPLITS
 from eyecatcher.images import decode_image
 from eyecatcher.pipelines.splitting.near_duplicates import hashes_to_uint64, perceptual_hash
@@ -165,7 +166,7 @@ def record_training_population(
         The artifact's ``runs:/`` URI.
     """
     artifact = f"registration/training_population_v{version}.json"
-    mlflow.log_dict(population.to_dict(), artifact)
+    mlflow_log.log_dict(population.to_dict(), artifact)
     uri = f"runs:/{mlflow.active_run().info.run_id}/{artifact}"
     client.set_model_version_tag(model_name, version, TRAINING_POPULATION_TAG, uri)
     return uri

@@ -1,0 +1,117 @@
+"""Which code an in-process scorer runs, shown with a model registered from an "older commit".
+
+The model's shipped copy of ``serving_model/model.py`` carries a marker the repository's copy
+lacks (as a version registered before a later change would). In this process, where
+``eyecatcher`` is already imported, the scorer runs the repository's code; a fresh process,
+as the scoring server is, runs the shipped copy. docs/registry.md says exactly this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from PIL import Image
+
+from eyecatcher.serving import in_process
+from eyecatcher.serving.in_process import InProcessScorer, request_frame
+from eyecatcher.serving_model import DecisionThresholds, ServingConfig, packaging
+from eyecatcher.serving_model.contract import ID_COLUMN, IMAGE_COLUMN
+from eyecatcher.serving_model.packaging import log_served_model
+from tests.image_factory import encode
+from tests.pipelines.serving.tiny_champion import CLASSES, make_bundle
+
+MARKER = "registered-from-an-older-commit"
+
+
+@pytest.fixture
+def older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A registered version whose shipped model.py differs from the repository's."""
+    real_stage_code = packaging.stage_code
+
+    def stage_older_code(destination: Path) -> Path:
+        shipped = real_stage_code(destination)
+        with (shipped / "serving_model" / "model.py").open("a") as handle:
+            handle.write(f"\nSHIPPED_MARKER = {MARKER!r}\n")
+        return shipped
+
+    monkeypatch.setattr(packaging, "stage_code", stage_older_code)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("older", artifact_location=(tmp_path / "a").as_uri())
+    config = ServingConfig(
+        model_name="older-model",
+        model_version="1",
+        candidate="tiny_resnet",
+        precision="fp32",
+        classes=CLASSES,
+        safe_class="safe",
+        thresholds=DecisionThresholds(review=0.5, block=0.8),
+        operating_threshold=0.5,
+        max_rows=3,
+    )
+    try:
+        with mlflow.start_run(experiment_id=experiment):
+            info = log_served_model(bundle=make_bundle(), config=config)
+        version = mlflow.register_model(info.model_uri, "older-model")
+        yield f"models:/older-model/{version.version}"
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def test_the_request_frame_uses_the_contracts_columns() -> None:
+    frame = request_frame(["aGk="], ["a"])
+    assert list(frame.columns) == [ID_COLUMN, IMAGE_COLUMN]
+    assert list(request_frame(["aGk="]).columns) == [IMAGE_COLUMN]
+
+
+def test_in_process_the_repositorys_code_runs_not_the_shipped_copy(older_version: str) -> None:
+    scorer = InProcessScorer(older_version)
+    module = sys.modules[type(scorer.model.unwrap_python_model()).__module__]
+    assert Path(module.__file__).resolve().is_relative_to(Path(in_process.__file__).parents[2])
+    assert not hasattr(module, "SHIPPED_MARKER")
+    # Chunks stay under the declared row limit, and every row is answered, in order.
+    images = [encode(Image.new("RGB", (40, 32), (i * 30, 80, 160)), "JPEG") for i in range(7)]
+    answers = scorer.score_bytes(images, [f"img{i}" for i in range(7)], chunk=16)
+    assert scorer.max_rows == 3 and scorer.chunk_size(16) == 3
+    assert answers[ID_COLUMN].tolist() == [f"img{i}" for i in range(7)]
+    assert answers["error"].isna().all()
+
+
+_FRESH = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow.pyfunc
+    model = mlflow.pyfunc.load_model(sys.argv[1])
+    module = sys.modules[type(model.unwrap_python_model()).__module__]
+    print(json.dumps({"file": module.__file__, "marker": getattr(module, "SHIPPED_MARKER", None)}))
+    """
+)
+
+
+def test_a_fresh_process_runs_the_shipped_copy(older_version: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", _FRESH, older_version],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["marker"] == MARKER
+    assert not Path(answer["file"]).resolve().is_relative_to(Path(in_process.__file__).parents[2])

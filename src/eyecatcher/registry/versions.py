@@ -27,6 +27,17 @@ from eyecatcher.registry.lock import PromotionLock
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The registered model's description in the MLflow UI, where a path to a file of the repository
+# (docs/registry.md) leads nowhere: what a version is, said in place.
+MODEL_DESCRIPTION = (
+    "EyeCatcher explicit-image moderation model (Kedro + MLflow). A version is registered only "
+    "when its served model (int8 or fp32) passes the gate on the test split: test accuracy, "
+    "unsafe recall and false-positive rate at its calibrated operating threshold, a paired "
+    "comparison with the champion and an accuracy floor that never moves down. Aliases: "
+    "`champion` is served, `challenger` is a registered candidate not yet promoted. Each "
+    "version's description links to its model card (data, metrics with intervals, lineage, "
+    "limitations)."
+)
 FLOOR_TAG = "accuracy_floor"
 FLOOR_SOURCE_TAG = "accuracy_floor_source"
 #: Read back by eyecatcher.monitoring.populations (the same tag name).
@@ -97,7 +108,7 @@ class Registry:
         try:
             self.client.create_registered_model(
                 self.model_name,
-                description="EyeCatcher explicit-image moderation model (see docs/registry.md).",
+                description=MODEL_DESCRIPTION,
             )
         except MlflowException as exc:
             if not _is(exc, RESOURCE_ALREADY_EXISTS):

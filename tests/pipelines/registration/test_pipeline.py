@@ -561,7 +561,13 @@ def test_two_concurrent_registrations_move_the_champion_once(
     (winner,) = [r for r in reports.values() if r["outcome"] == "registered"]
     assert champion_version(registry) == winner["version"]
     assert "not promoted" in registry.get_model_version(MODEL, stopped["version"]).tags["promotion"]
-    assert [m.name for m in registry.search_registered_models()] == [MODEL]
+    # Besides the model, only the promotion lock's ticket dispenser remains, with no live ticket
+    # (it is kept: deleting it on release would let a waiter's ticket vanish with it).
+    assert sorted(m.name for m in registry.search_registered_models()) == [
+        MODEL,
+        f"{MODEL}--promotion-lock",
+    ]
+    assert registry.search_model_versions(f"name = '{MODEL}--promotion-lock'") == []
 
 
 def test_rerun_without_changes_keeps_the_champion_unregistered(registry, bundles, tmp_path) -> None:

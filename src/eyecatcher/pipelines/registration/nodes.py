@@ -1,10 +1,10 @@
 """Registration nodes: verify the chain, gate the selected candidate, register, promote.
 
-``register_model`` reads as a recipe; the steps live in sibling modules: ``chain`` (are all
-inputs made from the same model and data?), ``comparison`` (the champion on the same unseen
-images), ``gate`` (the rules), ``registry`` (every MLflow registry call), ``staging`` (the
-inference test of the pinned version) and ``report`` (tags, metrics, sentences). See
-``docs/registry.md``.
+``register_model`` reads as a recipe: verify the selected candidate (``chain``), read the
+registry (the champion, its floor, ``comparison`` on the same unseen images), decide
+(``plan``: the pure half, with ``gate``'s rules), then one MLflow step (create the version,
+``staging``'s inference test, promotion under the lock); ``report`` words it. Every registry
+call goes through :mod:`eyecatcher.registry`. See ``docs/registry.md``.
 """
 
 from __future__ import annotations
@@ -26,19 +26,20 @@ from eyecatcher.pipelines.registration.gate import (
     Floor,
     GateFailedError,
     Served,
-    decide,
     floor_after_promotion,
 )
-from eyecatcher.pipelines.registration.lineage import model_fingerprint
+from eyecatcher.pipelines.registration.plan import (
+    RegistrationPlan,
+    SelectedCandidate,
+    plan_registration,
+)
 from eyecatcher.pipelines.registration.report import (
-    FINGERPRINT_TAG,
     explain,
-    lineage_tags,
     log_run_outcome,
     metrics,
 )
 from eyecatcher.pipelines.registration.settings import RegistrationSettings
-from eyecatcher.pipelines.registration.shadow_period import fingerprint_of, shadow_status
+from eyecatcher.pipelines.registration.shadow_period import fingerprint_of
 from eyecatcher.pipelines.registration.staging import smoke_test
 from eyecatcher.registry.lock import LockLostError
 from eyecatcher.registry.versions import ChampionMovedError, Registry
@@ -62,11 +63,20 @@ class RegistrationInputError(ValueError):
     """The upstream reports do not say what registration needs (candidate, threshold, ...)."""
 
 
-def _selected_candidate(
+def select_candidate(
     candidate_selection: Mapping[str, Any],
     quantization_decision: Mapping[str, Any],
     candidate_outputs: Mapping[str, Any],
-) -> tuple[str, dict[str, Any], ClassifierBundle, dict[str, Any] | None, dict[str, Any]]:
+    *,
+    split_manifest: pd.DataFrame,
+    quantization_params: Mapping[str, Any],
+) -> SelectedCandidate:
+    """The selected candidate's inputs, verified to come from one model, manifest and setting.
+
+    Raises:
+        RegistrationInputError: If the upstream reports are incomplete.
+        StaleArtefactError: If an input was made from another model, manifest or settings.
+    """
     name = candidate_selection.get("selected")
     if not name:
         raise RegistrationInputError(
@@ -85,7 +95,26 @@ def _selected_candidate(
             f"quantization_decision has no entry for the selected candidate '{name}'; "
             "rebuild it with: kedro run --pipelines quantization"
         )
-    return name, dict(evaluation), bundle, candidate_outputs.get(f"mlflow_run__{name}"), entry
+    fingerprints = verify_chain(
+        candidate=name,
+        bundle=bundle,
+        evaluation=evaluation,
+        entry=entry,
+        split_manifest=split_manifest,
+        quantization_params=quantization_params,
+    )
+    served, thresholds, onnx_path = served_numbers(entry)
+    return SelectedCandidate(
+        name=name,
+        evaluation=dict(evaluation),
+        bundle=bundle,
+        training_run=candidate_outputs.get(f"mlflow_run__{name}"),
+        entry=entry,
+        fingerprints=fingerprints,
+        served=served,
+        thresholds=thresholds,
+        onnx_path=onnx_path,
+    )
 
 
 def served_numbers(entry: Mapping[str, Any]) -> tuple[Served, DecisionThresholds, str | None]:
@@ -158,149 +187,130 @@ def register_model(
         StaleArtefactError: If an input was made from another model, manifest or settings.
     """
     settings = RegistrationSettings.from_params(params)
-    candidate, evaluation, bundle, training_run, entry = _selected_candidate(
-        candidate_selection, quantization_decision, candidate_outputs
-    )
-    fingerprints = verify_chain(
-        candidate=candidate,
-        bundle=bundle,
-        evaluation=evaluation,
-        entry=entry,
+    candidate = select_candidate(
+        candidate_selection,
+        quantization_decision,
+        candidate_outputs,
         split_manifest=split_manifest,
         quantization_params=quantization_params,
     )
-    served, thresholds, onnx_path = served_numbers(entry)
-    config = {
-        "model_name": settings.model_name,
-        "candidate": candidate,
-        "precision": served.precision,
-        "classes": list(bundle.classes),
-        "safe_class": bundle.safe_class,
-        "thresholds": thresholds,
-        "operating_threshold": thresholds.review,
-        **vars(settings.serving),
-    }
     with _registration_run() as run:
         registry = Registry(settings.model_name)
         champion = registry.champion()
-        comparison = compare_with_champion(
-            champion,
-            model_name=settings.model_name,
-            classes=bundle.classes,
-            candidate_predictions=entry["test_predictions"],
-            split_manifest=split_manifest,
-            batch_size=settings.batch_size,
-            storage_options=settings.storage_options,
-            image_phashes=image_phashes,
-        )
         recorded = registry.floor()
-        floor = None if recorded is None else Floor(*recorded)
-        gate = decide(served, settings.gate, comparison, floor)
-        gate.warnings.extend(entry["calibration"].get("warnings") or [])
-        fingerprint = model_fingerprint(
-            {**vars(bundle), "metadata": None},
-            {**config, "thresholds": thresholds.to_dict()},
-            onnx_path,
+        plan = plan_registration(
+            settings,
+            candidate,
+            run_id=run.info.run_id,
+            champion=champion,
+            floor=None if recorded is None else Floor(*recorded),
+            comparison=_compare(champion, settings, candidate, split_manifest, image_phashes),
+            shadow_evidence=shadow_evidence,
+            version_fingerprint=fingerprint_of(registry.client, settings.model_name),
+            split_manifest=split_manifest,
+            candidate_selection=candidate_selection,
         )
-        report: dict[str, Any] = {
-            "model_name": settings.model_name,
-            "candidate": candidate,
-            "precision": served.precision,
-            "gate": gate.to_dict(),
-            "previous_champion": str(champion.version) if champion else None,
-            "version": None,
-            "aliases": {},
-            "thresholds": thresholds.to_dict(),
-            "calibration": entry["calibration"],
-            "fingerprints": fingerprints,
-            "run_id": run.info.run_id,
-            "shadow": shadow_status(
-                settings.shadow.period(),
-                shadow_evidence,
-                fingerprint=fingerprint,
-                champion=champion,
-                version_fingerprint=fingerprint_of(registry.client, settings.model_name),
-            ),
-        }
-        if not gate.passed:
-            report["outcome"] = (
-                "not_comparable" if comparison.method == "not_comparable" else "rejected"
-            )
-        elif champion is not None and champion.tags.get(FINGERPRINT_TAG) == fingerprint:
-            report["outcome"] = "unchanged"
-            report["aliases"] = {"champion": str(champion.version)}
-        else:
-            tags = lineage_tags(
-                candidate=candidate,
-                bundle=bundle,
-                entry=entry,
-                fingerprints=fingerprints,
-                split_manifest=split_manifest,
-                gate=gate,
-                settings=settings.gate,
-                run_id=run.info.run_id,
-                training_run=training_run,
-                selection=candidate_selection,
-            )
-            tags[FINGERPRINT_TAG] = fingerprint
-            if gate.warnings and comparison.method == "not_comparable":
-                tags["class_change_approved"] = "true"
-
-            # An fp32 champion serves through the fp32 ONNX graph quantization exported,
-            # if packaging finds it agrees with PyTorch (else PyTorch, said and recorded).
-            fp32 = entry.get("fp32") or {}
-            fp32_onnx = fp32.get("path") if fp32.get("format") == "onnx" else None
-
-            def log(model_id: str, version: str) -> None:
-                serving = ServingConfig(model_version=version, **config)
-                log_served_model(
-                    bundle=bundle,
-                    config=serving,
-                    onnx_path=onnx_path,
-                    fp32_onnx_path=fp32_onnx,
-                    model_id=model_id,
-                )
-
-            version = str(
-                registry.create_version(run_id=run.info.run_id, tags=tags, log=log).version
-            )
-            report["monitoring_baseline"] = record_monitoring_baseline(
-                registry.client,
-                settings.model_name,
-                version,
-                split_manifest,
-                image_phashes=image_phashes,
-                split_summary=split_summary,
-                batch_size=settings.batch_size,
-                storage_options=settings.storage_options,
-            )
-            report.update(
-                _stage_and_promote(
+        if plan.register:
+            plan.report.update(
+                _register_version(
                     registry,
                     settings,
-                    version=version,
-                    bundle=bundle,
-                    onnx_path=onnx_path,
+                    plan,
+                    candidate,
+                    run_id=run.info.run_id,
                     split_manifest=split_manifest,
-                    expected_champion=report["previous_champion"],
-                    floor=floor,
-                    accuracy=served.accuracy,
-                    shadow=report["shadow"],
+                    image_phashes=image_phashes,
+                    split_summary=split_summary,
                 )
             )
-        if report["outcome"] == "smoke_test_failed":
-            problems = "; ".join(report["smoke_test"]["problems"])
-            report["gate"]["passed"] = False
-            report["gate"]["reasons"].append(f"staging inference test failed: {problems}")
-            report["gate"]["summary"] = "failed: " + "; ".join(report["gate"]["reasons"])
-        report["explanation"] = explain(report)
-        (logger.info if report["outcome"] in {"registered", "unchanged"} else logger.warning)(
-            "Registration: %s", report["explanation"]
-        )
-        for warning in gate.warnings:
-            logger.warning("Registration gate: %s", warning)
-        log_run_outcome(report)
+        report = _finish(plan)
         return report, metrics(report)
+
+
+def _compare(
+    champion: Any,
+    settings: RegistrationSettings,
+    candidate: SelectedCandidate,
+    split_manifest: pd.DataFrame,
+    image_phashes: pd.DataFrame | None,
+) -> Any:
+    """The champion re-scored on the candidate's unseen test images (see ``comparison``)."""
+    return compare_with_champion(
+        champion,
+        model_name=settings.model_name,
+        classes=candidate.bundle.classes,
+        candidate_predictions=candidate.entry["test_predictions"],
+        split_manifest=split_manifest,
+        batch_size=settings.batch_size,
+        storage_options=settings.storage_options,
+        image_phashes=image_phashes,
+    )
+
+
+def _register_version(
+    registry: Registry,
+    settings: RegistrationSettings,
+    plan: RegistrationPlan,
+    candidate: SelectedCandidate,
+    *,
+    run_id: str,
+    split_manifest: pd.DataFrame,
+    image_phashes: pd.DataFrame | None,
+    split_summary: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The MLflow step: create the version (the model logged into it), then stage and promote."""
+
+    def log(model_id: str, version: str) -> None:
+        log_served_model(
+            bundle=candidate.bundle,
+            config=ServingConfig(model_version=version, **plan.config),
+            onnx_path=candidate.onnx_path,
+            fp32_onnx_path=plan.fp32_onnx_path,
+            model_id=model_id,
+        )
+
+    version = str(registry.create_version(run_id=run_id, tags=plan.tags, log=log).version)
+    baseline = record_monitoring_baseline(
+        registry.client,
+        settings.model_name,
+        version,
+        split_manifest,
+        image_phashes=image_phashes,
+        split_summary=split_summary,
+        batch_size=settings.batch_size,
+        storage_options=settings.storage_options,
+    )
+    staged = _stage_and_promote(
+        registry,
+        settings,
+        version=version,
+        bundle=candidate.bundle,
+        onnx_path=candidate.onnx_path,
+        split_manifest=split_manifest,
+        expected_champion=plan.report["previous_champion"],
+        floor=plan.floor,
+        accuracy=candidate.served.accuracy,
+        shadow=plan.report["shadow"],
+    )
+    return {"monitoring_baseline": baseline, **staged}
+
+
+def _finish(plan: RegistrationPlan) -> dict[str, Any]:
+    """Explain the outcome, log it, record it on the run; return the report."""
+    report = plan.report
+    if report["outcome"] == "smoke_test_failed":
+        problems = "; ".join(report["smoke_test"]["problems"])
+        report["gate"]["passed"] = False
+        report["gate"]["reasons"].append(f"staging inference test failed: {problems}")
+        report["gate"]["summary"] = "failed: " + "; ".join(report["gate"]["reasons"])
+    report["explanation"] = explain(report)
+    (logger.info if report["outcome"] in {"registered", "unchanged"} else logger.warning)(
+        "Registration: %s", report["explanation"]
+    )
+    for warning in plan.gate.warnings:
+        logger.warning("Registration gate: %s", warning)
+    log_run_outcome(report)
+    return report
 
 
 def _stage_and_promote(

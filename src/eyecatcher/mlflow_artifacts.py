@@ -5,8 +5,9 @@ kedro-mlflow's ``MlflowArtifactDataset`` logs the wrapped dataset's file with
 it fails after the object is written. :class:`StoredArtifactDataset` takes the same
 configuration (``dataset``, ``artifact_path``), saves through the wrapped dataset, then
 downloads what was written to a temporary folder and logs that, under the same artifact path
-and file names as kedro-mlflow would. Nothing is left on the local disk. It is what the ``s3``
-environment (``conf/s3``) uses in place of ``MlflowArtifactDataset``.
+and file names as kedro-mlflow would. Nothing is left on the local disk. The base catalogs use
+it for every logged file, so the same entry works under ``data/`` and, with ``conf/s3``'s
+``data_root``, on S3.
 """
 
 from __future__ import annotations

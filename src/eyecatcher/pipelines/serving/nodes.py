@@ -99,7 +99,6 @@ def staging_smoke_test(
         :func:`enforce_smoke_test`, so the report is saved before the run exits non-zero.
     """
     smoke = dict(params.get("smoke_test", {}))
-    timeout_s = float(params.get("client_timeout_s", 60))
     split = smoke.get("split", "test")
     selected = select_smoke_test_images(split_manifest, split, smoke.get("max_images"))
     ids, images, unreadable = read_smoke_images(selected, params.get("storage_options") or {})
@@ -109,49 +108,18 @@ def staging_smoke_test(
     # The in-process reference: the same registered version, loaded the way users load it.
     local_model = InProcessScorer(champion["model_uri"])
     local_rows = in_process_rows(local_model, ids, images)
-    log_dir = tempfile.mkdtemp(prefix="eyecatcher-serve-")
-    server = server_for(champion, params, log_dir)
     seen = Observations()
-    with sigterm_as_interrupt():
-        try:
-            if not ids:
-                raise _NothingToSend
-            start(server, report, float(params.get("startup_timeout_s", 300)))
-            tolerance = float(smoke.get("tolerance", 1e-4))
-            send_test_images(
-                server.url, ids, images, local_rows, seen, tolerance=tolerance, timeout_s=timeout_s
-            )
-            if smoke.get("bad_request_probes", True):
-                send_probes(
-                    server.url,
-                    seen,
-                    timeout_s,
-                    max_image_bytes=smoke.get("max_image_bytes") or local_model.max_image_bytes,
-                    max_rows=local_model.max_rows,
-                )
-            report["served_until"] = None
-            if params.get("foreground", False):
-                interim = judge(assemble(dict(report), seen), smoke, len(selected))
-                report["served_until"] = serve_in_foreground(server, interim)
-        except _NothingToSend:
-            logger.error("No readable test image: the scoring server was not started")
-        except ServerStartError as exc:
-            # Reported (with the server's own log) rather than raised, so the report is saved;
-            # enforce_smoke_test then fails the run.
-            report["failures"].append(str(exc))
-            logger.error("%s", exc)
-        except KeyboardInterrupt:
-            report["failures"].append("interrupted before the smoke test finished")
-            logger.warning("Interrupted: stopping the scoring server")
-        except Exception as exc:  # recorded as a failure so the report still gets saved
-            report["failures"].append(f"unexpected error: {type(exc).__name__}: {exc}")
-            logger.exception("The smoke test stopped on an unexpected error")
-        finally:
-            server.stop()
-            # MLflow's CLI prints a traceback when its uvicorn is stopped by SIGTERM: that is
-            # our stop, not a failure, so the log goes into the report only when one happened.
-            server_log = server.log_tail(4000)
-            shutil.rmtree(log_dir, ignore_errors=True)
+    server_log = _serve_and_send(
+        champion,
+        params,
+        report,
+        seen,
+        ids=ids,
+        images=images,
+        local_rows=local_rows,
+        local_model=local_model,
+        n_selected=len(selected),
+    )
     judge(assemble(report, seen), smoke, len(selected))
     if not report["passed"]:
         report["server_log_tail"] = server_log
@@ -172,6 +140,69 @@ def staging_smoke_test(
         latency_figure(seen.latencies, summary, title),
         monitoring_metrics(seen),
     )
+
+
+def _serve_and_send(
+    champion: Mapping[str, Any],
+    params: Mapping[str, Any],
+    report: dict[str, Any],
+    seen: Observations,
+    *,
+    ids: list[str],
+    images: list[bytes],
+    local_rows: list[dict[str, Any]],
+    local_model: InProcessScorer,
+    n_selected: int,
+) -> str:
+    """Start the server, send the images and probes, stop it on every path; its log tail.
+
+    Failures are recorded in ``report`` (not raised) so that the report is always saved.
+    """
+    smoke = dict(params.get("smoke_test", {}))
+    timeout_s = float(params.get("client_timeout_s", 60))
+    log_dir = tempfile.mkdtemp(prefix="eyecatcher-serve-")
+    server = server_for(champion, params, log_dir)
+    with sigterm_as_interrupt():
+        try:
+            if not ids:
+                raise _NothingToSend
+            start(server, report, float(params.get("startup_timeout_s", 300)))
+            tolerance = float(smoke.get("tolerance", 1e-4))
+            send_test_images(
+                server.url, ids, images, local_rows, seen, tolerance=tolerance, timeout_s=timeout_s
+            )
+            if smoke.get("bad_request_probes", True):
+                send_probes(
+                    server.url,
+                    seen,
+                    timeout_s,
+                    max_image_bytes=smoke.get("max_image_bytes") or local_model.max_image_bytes,
+                    max_rows=local_model.max_rows,
+                )
+            report["served_until"] = None
+            if params.get("foreground", False):
+                interim = judge(assemble(dict(report), seen), smoke, n_selected)
+                report["served_until"] = serve_in_foreground(server, interim)
+        except _NothingToSend:
+            logger.error("No readable test image: the scoring server was not started")
+        except ServerStartError as exc:
+            # Reported (with the server's own log) rather than raised, so the report is saved;
+            # enforce_smoke_test then fails the run.
+            report["failures"].append(str(exc))
+            logger.error("%s", exc)
+        except KeyboardInterrupt:
+            report["failures"].append("interrupted before the smoke test finished")
+            logger.warning("Interrupted: stopping the scoring server")
+        except Exception as exc:  # recorded as a failure so the report still gets saved
+            report["failures"].append(f"unexpected error: {type(exc).__name__}: {exc}")
+            logger.exception("The smoke test stopped on an unexpected error")
+        finally:
+            server.stop()
+            # MLflow's CLI prints a traceback when its uvicorn is stopped by SIGTERM: that is
+            # our stop, not a failure, so the log goes into the report only when one happened.
+            server_log = server.log_tail(4000)
+            shutil.rmtree(log_dir, ignore_errors=True)
+    return server_log
 
 
 def enforce_smoke_test(report: Mapping[str, Any]) -> None:

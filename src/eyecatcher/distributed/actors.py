@@ -38,8 +38,8 @@ class ActorPoolSettings:
         cpus_per_worker: CPUs Ray reserves per actor.
         max_restarts: How often one batch is sent again after the actor (or node) running it
             died, before the job fails (what finished is kept by the caller).
-        replace_timeout_s: How long the driver waits for a replacement actor when every
-            actor of the pool is dead, before the job fails.
+        replace_timeout_s: How long the driver waits, with every actor of the pool dead, for
+            a replacement the cluster has no room for, before the job fails.
     """
 
     workers: int = 2
@@ -173,9 +173,15 @@ def run_on_actor_pool(
                 # start one anyway; an autoscaler, or a node coming back, gives it room.
                 start_actor()
                 report.replaced_actors += 1
-            if not in_flight and all(
-                time.monotonic() - since > settings.replace_timeout_s
-                for _, since in starting.values()
+            if (
+                not in_flight
+                and all(
+                    time.monotonic() - since > settings.replace_timeout_s
+                    for _, since in starting.values()
+                )
+                # With room for them, the actors are being built (a slow model load), not
+                # waiting for a node: keep waiting; a constructor that fails says so itself.
+                and not _has_room(ray, len(starting), settings.cpus_per_worker)
             ):
                 raise RuntimeError(
                     f"no Ray actor could be placed for {settings.replace_timeout_s:g} s after "

@@ -156,7 +156,7 @@ def score_images(
         def on_batch(rows: pd.DataFrame) -> None:
             history.stage(name, version, rows)
 
-    retried = retried_batches = 0
+    retried = retried_batches = lost_actors = 0
     seconds_lost = 0.0
     if not todo:
         new = pd.DataFrame(columns=list(VERDICT_COLUMNS))
@@ -165,7 +165,7 @@ def score_images(
 
         new, report = score_with_ray(todo, champion, params, on_batch=on_batch)
         retried, retried_batches = report.retried_rows, report.retried_batches
-        seconds_lost = report.seconds_lost
+        seconds_lost, lost_actors = report.seconds_lost, report.lost_actors
     else:
         new = _score_locally(todo, champion, params, on_batch)
     table = _in_listing_order(paths, new, resumed)
@@ -179,6 +179,7 @@ def score_images(
             "n_already_scored": n_skipped,
             "n_resumed": len(resumed),
             "n_retried_batches": retried_batches,
+            "n_lost_workers": lost_actors,
             "seconds_lost": round(seconds_lost, 3),
         }
     )

@@ -5,8 +5,8 @@
 The project is copied to a work folder (``--workdir``, else a temporary one) with a ``sim``
 configuration environment: the ``test`` environment's tiny models (``tests/conf_test``) plus the
 simulation's sources and thresholds (:data:`SIM_PARAMETERS`). Day 0 generates a training set
-with the demo generator (``scripts/make_demo_data.py``) and runs ``kedro run`` (the first
-champion). Then, every simulated day:
+with the demo generator (``scripts/make_demo_data.py``) plus ``--initial-traffic`` earlier
+uploads and runs ``kedro run`` (the first champion). Then, every simulated day:
 
 1. fresh synthetic traffic is drawn with the demo generator's patterns and Rekognition answers
    (``--traffic`` images; ``--prevalence`` unsafe before ``--shift-day``, ``--shifted-prevalence``
@@ -408,6 +408,18 @@ def simulate(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise SystemExit(f"--workdir {workdir} is not empty: give a new or empty folder")
     setup_project(workdir)
     demo.generate(workdir / "data/01_raw/demo", per_class=args.initial_per_class, seed=args.seed)
+    # The first champion also learns from earlier uploads (day 0), as a model trained on the
+    # service's own history would: mostly safe, like the traffic. Its test split is then large
+    # and traffic-like enough to be a drift reference whose re-weighted safe share is not a
+    # handful of images.
+    write_traffic(
+        workdir,
+        0,
+        n_images=args.initial_traffic,
+        prevalence=args.prevalence,
+        shifted=False,
+        seed=args.seed,
+    )
     project = Project(workdir)
     print(f"workdir {workdir}", flush=True)
     with _quiet_logs(args.verbose):
@@ -544,8 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write a PNG of the run here")
     parser.add_argument("--workdir", type=Path, help="empty folder for the copied project")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--traffic", type=int, default=60, help="uploads per day")
-    parser.add_argument("--initial-per-class", type=int, default=40)
+    parser.add_argument("--traffic", type=int, default=100, help="uploads per day")
+    parser.add_argument("--initial-per-class", type=int, default=40, help="demo set, day 0")
+    parser.add_argument("--initial-traffic", type=int, default=400, help="uploads of day 0")
     parser.add_argument("--prevalence", type=float, default=0.15, help="unsafe share before")
     parser.add_argument("--shifted-prevalence", type=float, default=0.4, help="from the shift")
     parser.add_argument("--feedback-rate", type=float, default=0.8, help="tasks answered")

@@ -26,7 +26,8 @@ def test_a_short_simulation_writes_one_record_per_day_and_a_plot(tmp_path: Path)
     command = [
         sys.executable,
         str(REPO / "scripts" / "simulate_production.py"),
-        *("--days", "2", "--shift-day", "2", "--traffic", "16", "--initial-per-class", "12"),
+        *("--days", "2", "--shift-day", "2", "--traffic", "16"),
+        *("--initial-per-class", "12", "--initial-traffic", "24"),
         *("--workdir", str(tmp_path / "work"), "--json", str(out), "--plot", str(png)),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=880, check=False)

@@ -218,13 +218,15 @@ def candidate_config(training: Mapping[str, Any], candidate: str) -> dict[str, A
             f"training.candidate_overrides.{name} is IGNORED: '{name}' is not among the "
             f"candidates {names}" + (f" (did you mean '{match}'?)" if match else "")
         )
-    for key in sorted(set(overrides) - set(shared) - _CANDIDATE_ONLY_KEYS):
+    ignored = set(overrides) - set(shared) - _CANDIDATE_ONLY_KEYS
+    for key in sorted(ignored):
         match = closest(key, [*shared, *_CANDIDATE_ONLY_KEYS])
         _warn_once(
             f"training.candidate_overrides.{candidate}.{key} is not a training setting and is "
             "IGNORED" + (f" (did you mean '{match}'?)" if match else "")
         )
-    config = _deep_merge(shared, overrides)
+    # Left out, as the warning says: the candidate's settings refuse unknown keys.
+    config = _deep_merge(shared, {k: v for k, v in overrides.items() if k not in ignored})
     config["name"] = candidate
     config.setdefault("architecture", candidate)
     return config

@@ -30,7 +30,8 @@ from eyecatcher.progress import progress_bar
 
 @dataclass(frozen=True)
 class HeadTrainingConfig:
-    """Optimisation settings shared by both loops.
+    """Optimisation settings shared by both loops (no defaults here: the training pipeline's
+    settings hold them, ``eyecatcher.pipelines.training.settings.head_config``).
 
     Attributes:
         epochs: Passes over the training split.
@@ -41,24 +42,12 @@ class HeadTrainingConfig:
         seed: Seed for batch order and view choice.
     """
 
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> HeadTrainingConfig:
-        """Build from a candidate's parameters (unknown keys are ignored)."""
-        return cls(
-            epochs=int(params.get("epochs", cls.epochs)),
-            batch_size=int(params.get("batch_size", cls.batch_size)),
-            learning_rate=float(params.get("learning_rate", cls.learning_rate)),
-            weight_decay=float(params.get("weight_decay", cls.weight_decay)),
-            label_smoothing=float(params.get("label_smoothing", cls.label_smoothing)),
-            seed=int(params.get("seed", cls.seed)),
-        )
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    label_smoothing: float
+    seed: int
 
 
 def _optimiser(head: nn.Module, config: HeadTrainingConfig) -> torch.optim.Optimizer:

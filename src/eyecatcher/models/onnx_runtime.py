@@ -164,78 +164,104 @@ def quantize_onnx(
         ValueError: For an unknown method, or ``static`` without calibration images.
         QuantizationError: If pre-processing, calibration or quantization fails.
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if method not in METHODS:
         raise ValueError(f"Unknown quantization method {method!r}; expected one of {METHODS}.")
     if method == "static" and (calibration is None or len(calibration) == 0):
         raise ValueError("Static quantization needs at least one calibration image.")
     int8_path = Path(int8_path)
     int8_path.parent.mkdir(parents=True, exist_ok=True)
-
-    def dynamic(source: str | Path) -> None:
-        quantize_dynamic(
-            str(source),
-            str(int8_path),
-            op_types_to_quantize=["MatMul", "Gemm"],
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            weight_type=QuantType.QInt8,
-            extra_options=_CONTRIB_OPS_OPTIONS,
-        )
-
+    weights = {"per_channel": per_channel, "reduce_range": reduce_range}
     if method == "dynamic":
-        # Dynamic quantization only needs MatMul/Gemm weights to be initializers, which they
-        # are in a constant-folded export: pre-processing (most of the time of ViT-B/16, ~16
-        # s) then yields the same graph and bit-identical logits. It runs only when a weight
-        # MatMul/Gemm was left in fp32.
-        hint = _PreProcessingHint()
-        root = logging.getLogger()
-        root.addFilter(hint)  # the check below is what that hint asks for
-        try:
-            dynamic(fp32_path)
-            left = weight_matmuls_left(int8_path)
-            if not left:
-                return int8_path
-            why = f"{left} MatMul/Gemm weights were left in fp32"
-        except Exception as exc:  # pre-processing may make a graph the quantizer can handle
-            why = f"{type(exc).__name__}: {exc}"
-        finally:
-            root.removeFilter(hint)
+        why = _dynamic_as_exported(fp32_path, int8_path, weights)
+        if why is None:
+            return int8_path
         logger.info("Dynamic int8 without pre-processing: %s; pre-processing first", why)
     with tempfile.TemporaryDirectory(prefix="eyecatcher-quant-") as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
-        try:
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-        except Exception as exc:
-            raise QuantizationError("preprocess", f"{type(exc).__name__}: {exc}") from exc
+        prepared = _pre_processed(fp32_path, Path(scratch) / "prepared.onnx")
         try:
             if method == "static":
-                input_name = OnnxClassifier(prepared).input_name
-                quantize_static(
-                    str(prepared),
-                    str(int8_path),
-                    _calibration_reader(input_name, calibration, calibration_batch_size),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel,
-                    reduce_range=reduce_range,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options=_CONTRIB_OPS_OPTIONS,
-                )
+                _quantize_static(prepared, int8_path, calibration, calibration_batch_size, weights)
             else:
-                dynamic(prepared)
+                _quantize_dynamic(prepared, int8_path, weights)
         except Exception as exc:  # an operator the quantizer cannot handle, a bad graph, ...
             raise QuantizationError("quantize", f"{type(exc).__name__}: {exc}") from exc
     return int8_path
+
+
+def _quantize_dynamic(source: str | Path, int8_path: Path, weights: dict[str, bool]) -> None:
+    """Dynamic int8 of the MatMul/Gemm weights only (``weights``: per_channel, reduce_range)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(int8_path),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        weight_type=QuantType.QInt8,
+        extra_options=_CONTRIB_OPS_OPTIONS,
+        **weights,
+    )
+
+
+def _quantize_static(
+    prepared: Path,
+    int8_path: Path,
+    calibration: np.ndarray | None,
+    batch_size: int,
+    weights: dict[str, bool],
+) -> None:
+    """Static QDQ int8: int8 weights, uint8 activations with MinMax-calibrated ranges."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    input_name = OnnxClassifier(prepared).input_name
+    quantize_static(
+        str(prepared),
+        str(int8_path),
+        _calibration_reader(input_name, calibration, batch_size),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options=_CONTRIB_OPS_OPTIONS,
+        **weights,
+    )
+
+
+def _dynamic_as_exported(
+    fp32_path: str | Path, int8_path: Path, weights: dict[str, bool]
+) -> str | None:
+    """Dynamic int8 of the graph as exported: ``None`` when it is complete, else why not.
+
+    Dynamic quantization only needs MatMul/Gemm weights to be initializers, which they are in
+    a constant-folded export: pre-processing (most of the time of ViT-B/16, ~16 s) then yields
+    the same graph and bit-identical logits. It is needed only when a weight MatMul/Gemm was
+    left in fp32, or when the quantizer refuses the exported graph.
+    """
+    hint = _PreProcessingHint()
+    root = logging.getLogger()
+    root.addFilter(hint)  # the check below is what that hint asks for
+    try:
+        _quantize_dynamic(fp32_path, int8_path, weights)
+        left = weight_matmuls_left(int8_path)
+        return f"{left} MatMul/Gemm weights were left in fp32" if left else None
+    except Exception as exc:  # pre-processing may make a graph the quantizer can handle
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        root.removeFilter(hint)
+
+
+def _pre_processed(fp32_path: str | Path, prepared: Path) -> Path:
+    """ONNX Runtime's ``quant_pre_process`` (shape inference, graph optimisation) of a graph.
+
+    Raises:
+        QuantizationError: ``preprocess`` stage, if it fails.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+    except Exception as exc:
+        raise QuantizationError("preprocess", f"{type(exc).__name__}: {exc}") from exc
+    return prepared
 
 
 def weight_matmuls_left(model: str | Path) -> int:

@@ -103,7 +103,7 @@ def test_bf16_vectors_have_their_own_cache_entries(bf16_here: None, tmp_path: Pa
 
 
 def test_the_setting_accepts_it() -> None:
-    assert FeatureSettings.from_params({"runtime": BF16_RUNTIME}).runtime == BF16_RUNTIME
+    assert FeatureSettings.parse({"runtime": BF16_RUNTIME}).runtime == BF16_RUNTIME
 
 
 def test_one_check_and_one_warning_per_backbone_and_process(

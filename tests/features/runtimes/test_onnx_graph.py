@@ -91,9 +91,9 @@ def test_runtimes_have_their_own_cache_entries_and_agree(tmp_path: Path) -> None
 
 
 def test_the_setting_is_validated() -> None:
-    assert FeatureSettings.from_params({}).runtime == "onnxruntime"
-    assert FeatureSettings.from_params({"runtime": "torch"}).runtime == "torch"
+    assert FeatureSettings.parse({}).runtime == "onnxruntime"
+    assert FeatureSettings.parse({"runtime": "torch"}).runtime == "torch"
     with pytest.raises(ValueError, match="runtime must be one of"):
-        FeatureSettings.from_params({"runtime": "tensorrt"})
+        FeatureSettings.parse({"runtime": "tensorrt"})
     with pytest.raises(ValueError, match="runtime"):
         BackboneKey("a", "random", 0, "f", {}, runtime="jax")

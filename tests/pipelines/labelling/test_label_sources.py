@@ -10,7 +10,6 @@ import pytest
 
 from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
 from eyecatcher.pipelines.feedback.nodes import validate_feedback
-from eyecatcher.pipelines.labelling.label_sources import LabelSourceConfigError
 from eyecatcher.pipelines.labelling.nodes import (
     assign_classes,
     merge_label_sources,
@@ -140,7 +139,7 @@ def test_without_rekognition_unlabelled_images_are_excluded(demo_index: pd.DataF
 
 
 def test_unknown_label_source_keys_are_refused(demo_index: pd.DataFrame) -> None:
-    with pytest.raises(LabelSourceConfigError, match="folders"):
+    with pytest.raises(ValueError, match=r"label_sources.*'folders' \(did you mean 'folder'\?\)"):
         _label(demo_index.head(1), NO_FEEDBACK, label_sources={"folders": True})
 
 

@@ -22,18 +22,18 @@ from eyecatcher.models.onnx_runtime import (
     with_metadata,
 )
 from eyecatcher.pipelines.quantization import export, nodes
+from eyecatcher.pipelines.quantization.decision import decide_precision
 from eyecatcher.pipelines.quantization.measure import score_round_robin
 from eyecatcher.pipelines.quantization.nodes import (
-    QuantizationSettings,
     benchmark_candidate,
     build_onnx_models,
-    decide_precision,
     summarise_quantization,
-    table_markdown,
 )
 from eyecatcher.pipelines.quantization.onnx_dataset import OnnxModelsDataset
 from eyecatcher.pipelines.quantization.pipeline import create_pipeline
+from eyecatcher.pipelines.quantization.report import table_markdown
 from eyecatcher.pipelines.quantization.scoring import input_fingerprints, onnx_metadata
+from eyecatcher.pipelines.quantization.settings import QuantizationSettings
 from eyecatcher.preprocessing import data_config_for
 
 REPO = Path(__file__).resolve().parents[3]

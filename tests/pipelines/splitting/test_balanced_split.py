@@ -17,6 +17,7 @@ from eyecatcher.pipelines.splitting.balanced_split import (
     balanced_split,
     largest_remainder,
 )
+from eyecatcher.pipelines.splitting.settings import SplittingSettings
 
 
 def make_images(
@@ -321,10 +322,10 @@ def test_bad_configuration_is_rejected(kwargs: dict) -> None:
 
 
 def test_config_from_params_reads_the_parameters_block() -> None:
-    config = SplitConfig.from_params(
+    config = SplittingSettings.parse(
         {"seed": 3, "max_per_class": 50, "ratios": {"train": 0.6, "validation": 0.2, "test": 0.2},
          "min_per_class": 5, "on_small_class": "fail", "near_duplicates": {"max_distance": 4}}
-    )  # fmt: skip
+    ).split_config()  # fmt: skip
     assert (config.seed, config.max_per_class, config.min_per_class) == (3, 50, 5)
     assert config.on_small_class == "fail"
     assert config.exact_ratios() == [Fraction(3, 5), Fraction(1, 5), Fraction(1, 5)]

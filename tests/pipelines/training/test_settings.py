@@ -9,14 +9,14 @@ from tests.pipelines.training.conftest import TINY_TRAINING
 
 
 def test_the_default_engine_is_local_and_needs_no_ray() -> None:
-    settings = FeatureSettings.from_params(TINY_TRAINING["features"])
+    settings = FeatureSettings.parse(TINY_TRAINING["features"])
     assert settings.engine == "local"
     assert settings.ray == FeatureRaySettings(workers=2, num_cpus=None)
-    assert FeatureSettings.from_params(None) == FeatureSettings()
+    assert FeatureSettings.parse(None) == FeatureSettings()
 
 
 def test_the_ray_engine_and_its_pool() -> None:
-    settings = FeatureSettings.from_params(
+    settings = FeatureSettings.parse(
         {"engine": "ray", "batch_size": 8, "ray": {"workers": 3, "num_cpus": 4}}
     )
     assert (settings.engine, settings.batch_size) == ("ray", 8)
@@ -36,4 +36,4 @@ def test_the_ray_engine_and_its_pool() -> None:
 )
 def test_bad_settings_are_refused_with_the_reason(features: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        FeatureSettings.from_params(features)
+        FeatureSettings.parse(features)

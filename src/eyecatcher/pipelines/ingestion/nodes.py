@@ -17,11 +17,11 @@ from typing import Any
 import pandas as pd
 
 from eyecatcher.images import (
-    DEFAULT_MAX_FRAMES,
     ImageRejectedError,
     sha256_bytes,
     validate_image,
 )
+from eyecatcher.pipelines.ingestion.settings import IngestionSettings, SourceSettings
 from eyecatcher.progress import progress_bar
 from eyecatcher.storage import filesystem
 
@@ -55,36 +55,31 @@ class _Candidate:
 
 
 def _list_source(
-    source: dict[str, Any], params: dict[str, Any]
+    source: SourceSettings, settings: IngestionSettings
 ) -> tuple[list[_Candidate], int, int, int]:
     """List the files of one source.
 
     Returns the candidates and the numbers of hidden files, symlinked folders and files with
     an unlisted extension (``check_all_files: false``) that were skipped.
     """
-    name = source.get("name") or source["uri"]
-    # A source's own options win; otherwise the block's (globals.yml's storage_options).
-    options = dict(
-        source["storage_options"]
-        if "storage_options" in source
-        else params.get("storage_options") or {}
-    )
-    fs, root = filesystem(source["uri"], options)
+    name = source.label
+    options = settings.options_of(source)
+    fs, root = filesystem(source.uri, options)
     root = root.rstrip("/")
     # URIs are recorded as the user wrote the source (relative paths stay relative), so the
     # index stays valid when the project folder moves.
-    base_uri = source["uri"].rstrip("/")
+    base_uri = source.uri.rstrip("/")
     if fs.isfile(root):
         found = {root: fs.info(root)}
     elif fs.isdir(root):
         found = fs.find(root, detail=True)
     else:
         raise FileNotFoundError(
-            f"Ingestion source '{name}' ({source['uri']}) does not exist or is not reachable. "
+            f"Ingestion source '{name}' ({source.uri}) does not exist or is not reachable. "
             "Check `ingestion.sources` in conf/<env>/parameters_ingestion.yml."
         )
-    extensions = {e.lower() for e in params.get("extensions", [])}
-    check_all = bool(params.get("check_all_files", True))
+    extensions = {e.lower() for e in settings.extensions}
+    check_all = settings.check_all_files
     candidates, hidden, other_extension = [], 0, 0
     linked_folders = []
     for path in sorted(found):
@@ -107,7 +102,7 @@ def _list_source(
             other_extension += 1
             continue
         parent = posixpath.dirname(relative)
-        label = posixpath.basename(parent) if source.get("folder_labels") and parent else None
+        label = posixpath.basename(parent) if source.folder_labels and parent else None
         uri = base_uri if path == root else f"{base_uri}/{relative}"
         candidates.append(_Candidate(name, uri, info.get("size"), label, options))
     if linked_folders:
@@ -127,9 +122,9 @@ def _list_source(
     return candidates, hidden, len(linked_folders), other_extension
 
 
-def _inspect(candidate: _Candidate, params: dict[str, Any]) -> dict[str, Any]:
+def _inspect(candidate: _Candidate, settings: IngestionSettings) -> dict[str, Any]:
     """Read and validate one file; returns an index row or a quarantine row (``reason`` set)."""
-    max_bytes = int(params.get("max_bytes", 50 * 2**20))
+    max_bytes = settings.max_bytes
     if candidate.size is not None and candidate.size > max_bytes:
         return {
             "reason": "too_large_file",
@@ -144,9 +139,9 @@ def _inspect(candidate: _Candidate, params: dict[str, Any]) -> dict[str, Any]:
     try:
         info = validate_image(
             data,
-            min_side=int(params.get("min_side", 80)),
-            max_pixels=int(params.get("max_pixels", 50_000_000)),
-            max_frames=int(params.get("max_frames", DEFAULT_MAX_FRAMES)),
+            min_side=settings.min_side,
+            max_pixels=settings.max_pixels,
+            max_frames=settings.max_frames,
         )
     except ImageRejectedError as exc:
         return {"reason": exc.reason, "detail": exc.detail, "bytes": len(data)}
@@ -187,30 +182,20 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
         FileNotFoundError: If a source does not exist.
         ValueError: If no source is configured, or no usable image was found at all.
     """
-    sources = params.get("sources") or []
-    if not sources:
-        raise ValueError("No ingestion source configured (`ingestion.sources` is empty).")
-    for number, source in enumerate(sources, start=1):
-        # Caught before any listing: a typo (`url:`) or a bare string would otherwise surface as
-        # a KeyError/TypeError from deep inside the scan.
-        if not isinstance(source, dict) or not str(source.get("uri") or "").strip():
-            raise ValueError(
-                f"Ingestion source #{number} ({source!r}) needs a `uri` (a local folder or an "
-                "s3:// prefix); see conf/base/parameters_ingestion.yml."
-            )
+    settings = IngestionSettings.parse(params)
+    sources = settings.sources
     candidates: list[_Candidate] = []
     hidden = linked = other_extension = 0
     for source in sources:
-        found, skipped, linked_folders, unlisted = _list_source(source, params)
+        found, skipped, linked_folders, unlisted = _list_source(source, settings)
         candidates += found
         hidden += skipped
         linked += linked_folders
         other_extension += unlisted
-    workers = max(1, int(params.get("workers", 4)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=settings.workers) as pool:
         results = list(
             progress_bar(
-                pool.map(lambda c: _inspect(c, params), candidates),
+                pool.map(lambda c: _inspect(c, settings), candidates),
                 total=len(candidates),
                 desc="Ingesting images",
                 unit="img",
@@ -218,6 +203,37 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
             )
         )
 
+    rows, quarantine, duplicates = _index_rows(candidates, results)
+    index = pd.DataFrame(list(rows.values()), columns=INDEX_COLUMNS)
+    quarantined = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
+    quarantined["bytes"] = quarantined["bytes"].astype("Int64")
+    summary = {
+        "files_seen": len(candidates),
+        "indexed": len(index),
+        "quarantined": len(quarantined),
+        "quarantined_by_reason": dict(Counter(quarantined["reason"])),
+        "duplicates": duplicates,
+        "hidden_files_skipped": hidden,
+        "linked_folders_skipped": linked,
+        "other_extension_skipped": other_extension,
+        "sources": [source.label for source in sources],
+    }
+    line = _summary_line(summary)
+    print(line)  # the one line a user running `kedro run` is looking for
+    for row in quarantine[:20]:
+        logger.warning("Quarantined %s: %s (%s)", row["uri"], row["reason"], row["detail"])
+    if len(index) == 0:
+        raise ValueError(
+            f"No usable image found under {summary['sources']} ({line}). "
+            "See the quarantine reasons above."
+        )
+    return index, quarantined, summary
+
+
+def _index_rows(
+    candidates: list[_Candidate], results: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], int]:
+    """Index rows by sha256 (a copy adds its URI to ``all_uris``), quarantine rows, copies."""
     rows: dict[str, dict[str, Any]] = {}
     quarantine = []
     duplicates = 0
@@ -237,30 +253,7 @@ def ingest_images(params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, d
             "source": candidate.source,
             "folder_label": candidate.folder_label,
         }
-    index = pd.DataFrame(list(rows.values()), columns=INDEX_COLUMNS)
-    quarantined = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
-    quarantined["bytes"] = quarantined["bytes"].astype("Int64")
-    summary = {
-        "files_seen": len(candidates),
-        "indexed": len(index),
-        "quarantined": len(quarantined),
-        "quarantined_by_reason": dict(Counter(quarantined["reason"])),
-        "duplicates": duplicates,
-        "hidden_files_skipped": hidden,
-        "linked_folders_skipped": linked,
-        "other_extension_skipped": other_extension,
-        "sources": [s.get("name") or s["uri"] for s in sources],
-    }
-    line = _summary_line(summary)
-    print(line)  # the one line a user running `kedro run` is looking for
-    for row in quarantine[:20]:
-        logger.warning("Quarantined %s: %s (%s)", row["uri"], row["reason"], row["detail"])
-    if len(index) == 0:
-        raise ValueError(
-            f"No usable image found under {summary['sources']} ({line}). "
-            "See the quarantine reasons above."
-        )
-    return index, quarantined, summary
+    return rows, quarantine, duplicates
 
 
 def log_ingestion_metrics(summary: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -8,11 +8,12 @@ folder label are never sent to Rekognition (a pre-labelled dataset costs nothing
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from pydantic import Field, StrictBool
+
+from eyecatcher.parameters import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -21,13 +22,8 @@ LABEL_SOURCES = ("human", "folder", "rekognition")
 EXTRA_COLUMNS = ["answer_source", "replaced_class", "replaced_reason"]
 
 
-class LabelSourceConfigError(ValueError):
-    """The ``labelling.label_sources`` block is invalid."""
-
-
-@dataclass(frozen=True)
-class LabelSourceSettings:
-    """Which label sources are used.
+class LabelSourceSettings(Settings):
+    """Which label sources are used (``labelling.label_sources``).
 
     Attributes:
         human: Moderator verdicts override every other source.
@@ -37,27 +33,12 @@ class LabelSourceSettings:
             them (``excluded_unlabelled``) unless a human labelled them.
     """
 
-    human: bool = True
-    folder: bool = True
-    folder_classes: Mapping[str, str] = field(default_factory=dict)
-    rekognition: bool = True
+    kind = "labelling.label_sources"
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> LabelSourceSettings:
-        """Build from ``labelling.label_sources``, refusing unknown keys.
-
-        Raises:
-            LabelSourceConfigError: On an unknown key.
-        """
-        params = dict(params or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise LabelSourceConfigError(
-                f"unknown labelling.label_sources key(s) {unknown}; known: {sorted(known)}"
-            )
-        params["folder_classes"] = dict(params.get("folder_classes") or {})
-        return cls(**params)
+    human: StrictBool = True
+    folder: StrictBool = True
+    folder_classes: dict[str, str] = Field(default_factory=dict)
+    rekognition: StrictBool = True
 
 
 def folder_labelled(image_index: pd.DataFrame, settings: LabelSourceSettings) -> pd.Series:
@@ -67,17 +48,16 @@ def folder_labelled(image_index: pd.DataFrame, settings: LabelSourceSettings) ->
     return image_index["folder_label"].notna()
 
 
-def rekognition_queue(image_index: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+def rekognition_queue(image_index: pd.DataFrame, settings: LabelSourceSettings) -> pd.DataFrame:
     """The images Rekognition is asked about: those without a usable folder label.
 
     Args:
         image_index: Ingestion's index.
-        params: The ``labelling`` block (``label_sources``).
+        settings: ``labelling.label_sources``.
 
     Returns:
         The rows of ``image_index`` to send (none when ``label_sources.rekognition`` is off).
     """
-    settings = LabelSourceSettings.from_params(params.get("label_sources"))
     if not settings.rekognition:
         return image_index.iloc[0:0]
     return image_index[~folder_labelled(image_index, settings)]

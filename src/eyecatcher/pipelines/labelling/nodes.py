@@ -17,15 +17,14 @@ from matplotlib.figure import Figure
 
 from eyecatcher.outcomes import DryRunDone
 from eyecatcher.pipelines.labelling.label_sources import (
-    LabelSourceSettings,
     merge_sources,
     rekognition_queue,
     source_counts,
 )
+from eyecatcher.pipelines.labelling.settings import LabellingSettings
 from eyecatcher.rekognition.batch import BatchReport, ImageTask, RequestSettings, send_images
 from eyecatcher.rekognition.cache import CachedAnswer, ResponseCache
 from eyecatcher.rekognition.client import RekognitionCredentialsError, RekognitionEndpoint
-from eyecatcher.rekognition.payload import PayloadLimits
 from eyecatcher.rekognition.taxonomy import (
     TaxonomyMapping,
     UnknownModelVersionError,
@@ -124,17 +123,6 @@ def _optional(row: Any, name: str) -> Any:
     return None if value is None or pd.isna(value) else value
 
 
-def _check_thresholds(min_confidence: float, params: dict[str, Any]) -> None:
-    thresholds = (params.get("taxonomy", {}) or {}).get("thresholds", {}) or {}
-    safe_below = float(thresholds.get("safe_below", 20.0))
-    if min_confidence > safe_below:
-        raise ValueError(
-            f"labelling.min_confidence ({min_confidence:g}) is above "
-            f"labelling.taxonomy.thresholds.safe_below ({safe_below:g}): answers would never "
-            "show the labels that keep an image out of `safe`, so no image could be proven safe"
-        )
-
-
 def _task(row: Any) -> ImageTask:
     size = _optional(row, "bytes")
     return ImageTask(
@@ -159,13 +147,16 @@ def _cached_row(sha: str, uri: str, cached: CachedAnswer) -> dict[str, Any]:
 
 
 def _split_cached(
-    image_index: pd.DataFrame, cache: ResponseCache, request: RequestSettings, params: dict
+    image_index: pd.DataFrame,
+    cache: ResponseCache,
+    request: RequestSettings,
+    settings: LabellingSettings,
 ) -> tuple[dict[str, dict[str, Any]], list[ImageTask], int]:
     """Rows answered by the cache, the images to send, and how many answers were cached at a
     higher ``MinConfidence`` (used as they are, or re-sent with ``resend_higher_min_confidence``).
     """
-    resend = params.get("resend_error_codes", []) or []
-    resend_higher = bool(params.get("resend_higher_min_confidence", False))
+    resend = settings.resend_error_codes
+    resend_higher = settings.resend_higher_min_confidence
     rows: dict[str, dict[str, Any]] = {}
     tasks: list[ImageTask] = []
     n_higher = 0
@@ -216,68 +207,39 @@ def request_moderation_labels(
         LabellingIncompleteError: When images stay unanswered after retries (all answers that
             did arrive are cached; a re-run sends only the rest).
     """
+    settings = LabellingSettings.parse(params)
     _check_index(image_index)
     # Images labelled by their folder are never paid for (labelling.label_sources).
-    image_index = rekognition_queue(image_index, params)
+    image_index = rekognition_queue(image_index, settings.label_sources)
     request = RequestSettings(
-        min_confidence=float(params.get("min_confidence", 20.0)),
-        project_version=params.get("project_version") or None,
-        price_per_image_usd=float(params.get("price_per_image_usd", 0.001)),
-        limits=PayloadLimits.from_params(params.get("images")),
-        storage_options=dict(params.get("storage_options", {}) or {}),
+        min_confidence=settings.min_confidence,
+        project_version=settings.project_version or None,
+        price_per_image_usd=settings.price_per_image_usd,
+        limits=settings.payload_limits,
+        storage_options=dict(settings.storage_options),
     )
-    _check_thresholds(request.min_confidence, params)
-    rows, tasks, n_higher = _split_cached(image_index, response_cache, request, params)
+    rows, tasks, n_higher = _split_cached(image_index, response_cache, request, settings)
     _announce(
         tasks,
         request,
-        params,
+        settings,
         rekognition_endpoint,
         n_images=len(image_index),
         n_cached=len(rows),
         n_higher=n_higher,
     )
-    stats = {
-        "n_images": float(len(image_index)),
-        "n_cached": float(len(rows)),
-        "n_cached_above_min_confidence": float(n_higher),
-        "n_to_send": float(len(tasks)),
-        "n_requests": 0.0,
-        "estimated_cost_usd": 0.0,
-        "images_per_s": 0.0,
-        "n_converted": 0.0,
-        "n_downscaled": 0.0,
-    }
+    stats = _initial_stats(len(image_index), len(rows), n_higher, len(tasks))
     if tasks:
-        if rekognition_endpoint.offline:
-            raise CacheMissError(
-                f"Offline mode: {len(tasks)} images have no cached Rekognition answer "
-                f"(MinConfidence {request.min_confidence:g}) and offline mode never calls the "
-                f"API:\n{_name_images([(t.sha256, t.uri) for t in tasks])}\n"
-                "Label them with `kedro run --env aws --pipelines labelling`, or add their "
-                "answers to the seed cache."
-            )
-        method = rekognition_endpoint.check_credentials()
-        logger.info("AWS credentials resolved (%s); sending %d images", method, len(tasks))
-        with response_cache.exclusive():
-            # Another run may have answered some of these while we waited for nothing: the
-            # lock refreshed the cache, so look again before paying.
-            fresh, tasks, _ = _split_cached(
-                image_index[image_index["sha256"].isin({t.sha256 for t in tasks})],
-                response_cache,
-                request,
-                params,
-            )
-            rows.update(fresh)
-            stats["n_cached"] += len(fresh)
-            report = send_images(
-                tasks,
-                client=rekognition_endpoint.client(max_pool_connections=_workers(params)),
-                cache=response_cache,
-                settings=request,
-                workers=_workers(params),
-                max_consecutive_failures=int(params.get("max_consecutive_failures", 25)),
-            )
+        fresh, report = _send_uncached(
+            image_index,
+            tasks,
+            response_cache=response_cache,
+            rekognition_endpoint=rekognition_endpoint,
+            request=request,
+            settings=settings,
+        )
+        rows.update(fresh)
+        stats["n_cached"] += len(fresh)
         rows.update(_sent_rows(report, request.min_confidence))
         stats.update(_report_stats(report))
         _raise_if_incomplete(report)
@@ -285,14 +247,69 @@ def request_moderation_labels(
     return pd.DataFrame(ordered, columns=RESULTS_COLUMNS), stats
 
 
-def _workers(params: dict[str, Any]) -> int:
-    return int(params.get("workers", 8))
+def _initial_stats(n_images: int, n_cached: int, n_higher: int, n_to_send: int) -> dict[str, float]:
+    """Request statistics before anything is sent (nothing sent: zero requests and cost)."""
+    return {
+        "n_images": float(n_images),
+        "n_cached": float(n_cached),
+        "n_cached_above_min_confidence": float(n_higher),
+        "n_to_send": float(n_to_send),
+        "n_requests": 0.0,
+        "estimated_cost_usd": 0.0,
+        "images_per_s": 0.0,
+        "n_converted": 0.0,
+        "n_downscaled": 0.0,
+    }
+
+
+def _send_uncached(
+    image_index: pd.DataFrame,
+    tasks: list[ImageTask],
+    *,
+    response_cache: ResponseCache,
+    rekognition_endpoint: RekognitionEndpoint,
+    request: RequestSettings,
+    settings: LabellingSettings,
+) -> tuple[dict[str, dict[str, Any]], BatchReport]:
+    """Send the uncached images under the cache's lock (the effect step; offline: refused).
+
+    Returns:
+        The rows another run answered while this one waited for the lock, and the send report.
+    """
+    if rekognition_endpoint.offline:
+        raise CacheMissError(
+            f"Offline mode: {len(tasks)} images have no cached Rekognition answer "
+            f"(MinConfidence {request.min_confidence:g}) and offline mode never calls the "
+            f"API:\n{_name_images([(t.sha256, t.uri) for t in tasks])}\n"
+            "Label them with `kedro run --env aws --pipelines labelling`, or add their "
+            "answers to the seed cache."
+        )
+    method = rekognition_endpoint.check_credentials()
+    logger.info("AWS credentials resolved (%s); sending %d images", method, len(tasks))
+    with response_cache.exclusive():
+        # Another run may have answered some of these while we waited for nothing: the
+        # lock refreshed the cache, so look again before paying.
+        fresh, tasks, _ = _split_cached(
+            image_index[image_index["sha256"].isin({t.sha256 for t in tasks})],
+            response_cache,
+            request,
+            settings,
+        )
+        report = send_images(
+            tasks,
+            client=rekognition_endpoint.client(max_pool_connections=settings.workers),
+            cache=response_cache,
+            settings=request,
+            workers=settings.workers,
+            max_consecutive_failures=settings.max_consecutive_failures,
+        )
+    return fresh, report
 
 
 def _announce(
     tasks: list[ImageTask],
     request: RequestSettings,
-    params: dict[str, Any],
+    settings: LabellingSettings,
     endpoint: RekognitionEndpoint,
     *,
     n_images: int,
@@ -313,7 +330,7 @@ def _announce(
     )
     higher = ""
     if n_higher:
-        resend = bool(params.get("resend_higher_min_confidence", False))
+        resend = settings.resend_higher_min_confidence
         higher = (
             f" {n_higher} cached answers were requested at a MinConfidence above "
             f"{request.min_confidence:g}: they cannot prove an image safe; "
@@ -325,7 +342,7 @@ def _announce(
             )
         )
         logger.warning(higher.strip())
-    if params.get("dry_run", False):
+    if settings.dry_run:
         message = (
             f"DRY RUN: {len(tasks)} of {n_images} images are not in the cache and would "
             f"be sent to Rekognition; estimated cost USD {estimate:.3f} (USD {price} per image, "
@@ -404,51 +421,20 @@ def assign_classes(
         UnknownModelVersionError: When answers come from a model version without a scheme
             (naming the images).
     """
-    mapping = TaxonomyMapping.from_params(params["taxonomy"])
+    mapping = LabellingSettings.parse(params).mapping
     records = []
     unknown: list[tuple[str, str]] = []
     ignored_labels: Counter[str] = Counter()  # images per ignored out-of-scheme label
     images_with_ignored = 0
     for row in rekognition_results.itertuples(index=False):
-        base = {"sha256": row.sha256, "uri": row.uri, "label_source": row.label_source}
-        if row.status != "answered":
-            records.append(
-                {
-                    **base,
-                    "class": None,
-                    "included": False,
-                    "class_reason": f"error: {row.error_code}",
-                    "labels": "[]",
-                    "content_types": "[]",
-                    "moderation_model_version": None,
-                    "error_code": row.error_code,
-                }
-            )
-            continue
-        response = json.loads(row.response)
-        threshold = getattr(row, "answer_min_confidence", None)
         try:
-            decision = mapping.decide(
-                response, None if threshold is None or pd.isna(threshold) else float(threshold)
-            )
+            record, ignored = _class_record(row, mapping)
         except UnknownModelVersionError:
             unknown.append((row.sha256, row.uri))
             continue
-        ignored_labels.update(set(decision.ignored_out_of_scheme))
-        images_with_ignored += bool(decision.ignored_out_of_scheme)
-        records.append(
-            {
-                **base,
-                "class": decision.label_class,
-                "included": decision.included,
-                "class_reason": decision.reason,
-                "labels": json.dumps(normalise_labels(response.get("ModerationLabels", []) or [])),
-                # v6's illustrated label shows here as the content type it stands for.
-                "content_types": json.dumps(mapping.content_types(response)),
-                "moderation_model_version": response.get("ModerationModelVersion"),
-                "error_code": None,
-            }
-        )
+        records.append(record)
+        ignored_labels.update(ignored)
+        images_with_ignored += bool(ignored)
     if unknown:
         raise UnknownModelVersionError(
             f"{len(unknown)} answers come from a moderation model version without a taxonomy "
@@ -457,6 +443,52 @@ def assign_classes(
         )
     labels = pd.DataFrame(records, columns=IMAGE_LABELS_COLUMNS)
     labels["included"] = labels["included"].astype(bool)
+    _warn_excluded(labels, ignored_labels)
+    mapping_stats = {
+        f"ignored_out_of_scheme.{metric_name(name)}": float(n) for name, n in ignored_labels.items()
+    }
+    mapping_stats["n_images_with_ignored_out_of_scheme"] = float(images_with_ignored)
+    return labels, mapping_stats
+
+
+def _class_record(row: Any, mapping: TaxonomyMapping) -> tuple[dict[str, Any], set[str]]:
+    """One ``image_labels`` row from one answer, and the out-of-scheme labels it ignored.
+
+    Raises:
+        UnknownModelVersionError: When the answer's model version has no scheme.
+    """
+    base = {"sha256": row.sha256, "uri": row.uri, "label_source": row.label_source}
+    if row.status != "answered":
+        return {
+            **base,
+            "class": None,
+            "included": False,
+            "class_reason": f"error: {row.error_code}",
+            "labels": "[]",
+            "content_types": "[]",
+            "moderation_model_version": None,
+            "error_code": row.error_code,
+        }, set()
+    response = json.loads(row.response)
+    threshold = getattr(row, "answer_min_confidence", None)
+    decision = mapping.decide(
+        response, None if threshold is None or pd.isna(threshold) else float(threshold)
+    )
+    return {
+        **base,
+        "class": decision.label_class,
+        "included": decision.included,
+        "class_reason": decision.reason,
+        "labels": json.dumps(normalise_labels(response.get("ModerationLabels", []) or [])),
+        # v6's illustrated label shows here as the content type it stands for.
+        "content_types": json.dumps(mapping.content_types(response)),
+        "moderation_model_version": response.get("ModerationModelVersion"),
+        "error_code": None,
+    }, set(decision.ignored_out_of_scheme)
+
+
+def _warn_excluded(labels: pd.DataFrame, ignored_labels: Counter[str]) -> None:
+    """Say how many images got no class (and why), and which out-of-scheme labels were ignored."""
     excluded = labels[~labels["included"]]
     if not excluded.empty:
         reasons = Counter(str(reason).split(":")[0] for reason in excluded["class_reason"])
@@ -474,11 +506,6 @@ def assign_classes(
             "class): %s",
             dict(ignored_labels),
         )
-    mapping_stats = {
-        f"ignored_out_of_scheme.{metric_name(name)}": float(n) for name, n in ignored_labels.items()
-    }
-    mapping_stats["n_images_with_ignored_out_of_scheme"] = float(images_with_ignored)
-    return labels, mapping_stats
 
 
 def merge_label_sources(
@@ -501,9 +528,11 @@ def merge_label_sources(
     Returns:
         ``image_labels`` and label-source statistics for MLflow.
     """
-    settings = LabelSourceSettings.from_params(params.get("label_sources"))
-    classes = set(TaxonomyMapping.from_params(params["taxonomy"]).class_names())
-    labels = merge_sources(rekognition_labels, image_index, feedback_verdicts, settings, classes)
+    settings = LabellingSettings.parse(params)
+    classes = set(settings.mapping.class_names())
+    labels = merge_sources(
+        rekognition_labels, image_index, feedback_verdicts, settings.label_sources, classes
+    )
     counts = source_counts(labels)
     per_source = counts["included_per_source"]
     human = per_source["human"]

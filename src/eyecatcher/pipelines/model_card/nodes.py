@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from eyecatcher.pipelines.model_card.description import version_description
+from eyecatcher.pipelines.model_card.settings import ModelCardSettings
 from eyecatcher.registry.cards import card_link, publish_card
 from eyecatcher.registry.client import registry_client
 from eyecatcher.reporting import CardInputs, card_sections, render_card
@@ -103,6 +104,7 @@ def publish_model_card(
         ``published``, ``reason``, and when published ``model_name``, ``version``,
         ``run_id``, ``artifact_uri``, ``url`` and ``description``.
     """
+    settings = ModelCardSettings.parse(params)  # a typo fails even when nothing registered
     outcome = registration_report.get("outcome")
     if outcome != "registered":
         reason = f"nothing registered in this run (outcome: {outcome})"
@@ -116,9 +118,9 @@ def publish_model_card(
         return {"published": False, "reason": reason}
     client = registry_client()
     run_id = str(registration_report["run_id"])
-    artifact_path = str(params.get("artifact_path", "model_card"))
+    artifact_path = settings.artifact_path
     url = card_link(
-        str(params.get("ui_url", "http://127.0.0.1:5000")),
+        settings.ui_url,
         client.get_run(run_id).info.experiment_id,
         run_id,
         artifact_path,

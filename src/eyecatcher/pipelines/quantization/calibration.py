@@ -9,19 +9,19 @@ are reported and gated, never used to choose anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import field_validator
 from scipy.stats import norm
 
+from eyecatcher.parameters import Settings
 from eyecatcher.pipelines.training.metrics import calibrate_threshold, rates_at_threshold
 from eyecatcher.serving_model.decision import calibrate_block_thresholds
 
 
-@dataclass(frozen=True)
-class CalibrationSettings:
+class CalibrationSettings(Settings):
     """The ``quantization.calibration`` block (see ``parameters_quantization.yml``).
 
     Attributes:
@@ -34,19 +34,28 @@ class CalibrationSettings:
         confidence: Coverage of the reported intervals.
     """
 
+    kind = "quantization.calibration"
+
     target_fpr: float = 0.01
     block_classes: tuple[str, ...] = ("explicit_nudity", "explicit_sexual_activity")
     max_false_block_rate: float = 0.005
     min_block_probability: float = 0.9
     confidence: float = 0.95
 
-    def __post_init__(self) -> None:
+    @field_validator("target_fpr", "max_false_block_rate", "min_block_probability")
+    @classmethod
+    def _probability(cls, value: float) -> float:
         """Reject values that cannot mean anything."""
-        for name in ("target_fpr", "max_false_block_rate", "min_block_probability"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"quantization.calibration.{name} must be in [0, 1]")
-        if not 0.5 <= self.confidence < 1.0:
-            raise ValueError("quantization.calibration.confidence must be in [0.5, 1)")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("must be in [0, 1]")
+        return value
+
+    @field_validator("confidence")
+    @classmethod
+    def _confidence(cls, value: float) -> float:
+        if not 0.5 <= value < 1.0:
+            raise ValueError("must be in [0.5, 1)")
+        return value
 
 
 def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> list[float]:
@@ -156,11 +165,3 @@ def calibrate(
         "test": _rates(*test, safe_index, threshold, settings.confidence),
         "warnings": warnings,
     }
-
-
-def settings_from(block: Mapping[str, Any]) -> CalibrationSettings:
-    """Build :class:`CalibrationSettings` from an already key-checked parameter block."""
-    values = dict(block)
-    if "block_classes" in values:
-        values["block_classes"] = tuple(values["block_classes"])
-    return CalibrationSettings(**values)

@@ -14,8 +14,6 @@ is logged as a warning and recorded in the decision (and so in MLflow).
 from __future__ import annotations
 
 import logging
-import math
-import platform
 import tempfile
 import time
 from collections.abc import Mapping
@@ -25,19 +23,27 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
-import torch
 
-from eyecatcher import storage
 from eyecatcher.images import decode_image
 from eyecatcher.mlflow_log import safe_record
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.onnx_runtime import quantize_onnx, with_metadata
 from eyecatcher.pipelines.quantization.calibration import calibrate
+from eyecatcher.pipelines.quantization.decision import attempt_failures, decide_precision
 from eyecatcher.pipelines.quantization.export import check_against_torch, export_fp32_graph
 from eyecatcher.pipelines.quantization.measure import (
     classification_scores,
     compare_latency_ms,
     score_round_robin,
+)
+from eyecatcher.pipelines.quantization.report import (
+    RULE,
+    artefact,
+    candidate_decision,
+    candidate_metrics,
+    chart,
+    machine,
+    table_rows,
 )
 from eyecatcher.pipelines.quantization.scoring import (
     check_onnx_models,
@@ -56,10 +62,6 @@ matplotlib.use("Agg")  # figures are written to files and MLflow, never shown
 import matplotlib.pyplot as plt
 
 logger = logging.getLogger(__name__)
-
-#: Accuracy drops are compared after rounding to this many decimals (in points), so that one
-#: image out of 20 (exactly 5 points) is not "5.000000000000004 > 5".
-_POINTS_DECIMALS = 6
 
 
 def _read_split(
@@ -137,25 +139,7 @@ def build_onnx_models(
         "failure": None,
     }
     models: dict[str, bytes] = {}
-    calibration: np.ndarray | None = None
-    try:
-        images, _ = _read_split(
-            split_manifest,
-            "train",
-            model_bundle.classes,
-            sample_size=settings.calibration_size,
-            seed=settings.calibration_seed,
-            storage_options=settings.storage_options,
-        )
-        if images:
-            calibration = images_to_batch(images, model_bundle.data_config).numpy()
-            attempt["calibration_size"] = len(images)
-    except ValueError as exc:
-        # Without calibration images only static quantization is impossible; fp32 and
-        # dynamic int8 can still be built and measured.
-        logger.warning("Calibration images unavailable for %s: %s", model_bundle.architecture, exc)
-        attempt["calibration_error"] = str(exc)
-
+    calibration = _calibration_batch(model_bundle, split_manifest, settings, attempt)
     model = model_bundle.build_model()
     with tempfile.TemporaryDirectory(prefix="eyecatcher-onnx-") as scratch:
         fp32_path = Path(scratch) / "fp32.onnx"
@@ -176,35 +160,80 @@ def build_onnx_models(
         models["fp32"] = with_metadata(fp32_path.read_bytes(), onnx_metadata(fingerprints, "fp32"))
 
         for method in progress_bar(settings.methods, desc="quantize", leave=False):
-            int8_path = Path(scratch) / f"int8_{method}.onnx"
-            start = time.perf_counter()
-            try:
-                quantize_onnx(
-                    fp32_path,
-                    int8_path,
-                    method=method,
-                    calibration=calibration,
-                    per_channel=settings.per_channel,
-                    reduce_range=settings.reduce_range,
-                )
-            except Exception as exc:  # e.g. an operator the quantizer cannot handle
-                failure = _failure("quantize", exc)
-                attempt["methods"][method] = {"failure": failure}
-                logger.warning(
-                    "int8 %s quantization of %s failed: %s",
-                    method,
-                    model_bundle.architecture,
-                    failure["error"],
-                )
-                continue
-            attempt["methods"][method] = {
-                "seconds": time.perf_counter() - start,
-                "failure": None,
-            }
-            models[f"int8_{method}"] = with_metadata(
-                int8_path.read_bytes(), onnx_metadata(fingerprints, f"int8_{method}")
+            built = _quantize(
+                method,
+                fp32_path,
+                calibration=calibration,
+                settings=settings,
+                bundle=model_bundle,
+                attempt=attempt,
             )
+            if built is not None:
+                models[f"int8_{method}"] = with_metadata(
+                    built, onnx_metadata(fingerprints, f"int8_{method}")
+                )
     return models, attempt
+
+
+def _calibration_batch(
+    bundle: ClassifierBundle,
+    split_manifest: pd.DataFrame,
+    settings: QuantizationSettings,
+    attempt: dict[str, Any],
+) -> np.ndarray | None:
+    """The seeded sample of training images static quantization calibrates on (and the export
+    check uses); ``None`` without images, recorded in ``attempt``."""
+    try:
+        images, _ = _read_split(
+            split_manifest,
+            "train",
+            bundle.classes,
+            sample_size=settings.calibration_size,
+            seed=settings.calibration_seed,
+            storage_options=settings.storage_options,
+        )
+    except ValueError as exc:
+        # Without calibration images only static quantization is impossible; fp32 and
+        # dynamic int8 can still be built and measured.
+        logger.warning("Calibration images unavailable for %s: %s", bundle.architecture, exc)
+        attempt["calibration_error"] = str(exc)
+        return None
+    if not images:
+        return None
+    attempt["calibration_size"] = len(images)
+    return images_to_batch(images, bundle.data_config).numpy()
+
+
+def _quantize(
+    method: str,
+    fp32_path: Path,
+    *,
+    calibration: np.ndarray | None,
+    settings: QuantizationSettings,
+    bundle: ClassifierBundle,
+    attempt: dict[str, Any],
+) -> bytes | None:
+    """One int8 model from the fp32 graph, or ``None`` with the failure in ``attempt``."""
+    int8_path = fp32_path.with_name(f"int8_{method}.onnx")
+    start = time.perf_counter()
+    try:
+        quantize_onnx(
+            fp32_path,
+            int8_path,
+            method=method,
+            calibration=calibration,
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+        )
+    except Exception as exc:  # e.g. an operator the quantizer cannot handle
+        failure = _failure("quantize", exc)
+        attempt["methods"][method] = {"failure": failure}
+        logger.warning(
+            "int8 %s quantization of %s failed: %s", method, bundle.architecture, failure["error"]
+        )
+        return None
+    attempt["methods"][method] = {"seconds": time.perf_counter() - start, "failure": None}
+    return int8_path.read_bytes()
 
 
 def _zeros(bundle: ClassifierBundle) -> np.ndarray:
@@ -218,8 +247,8 @@ def _latencies(
     latency = compare_latency_ms(
         predictors,
         batch,
-        iterations=int(settings.latency["iterations"]),
-        warmup=int(settings.latency["warmup"]),
+        iterations=settings.latency.iterations,
+        warmup=settings.latency.warmup,
     )
     return {
         name: {
@@ -229,84 +258,6 @@ def _latencies(
         }
         for name in predictors
     }
-
-
-def decide_precision(
-    fp32: Mapping[str, Any],
-    int8: Mapping[str, Mapping[str, Any]],
-    max_drop_points: float,
-    failures: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The decision rule: int8 only if its accuracy drop is at most ``max_drop_points``.
-
-    Among the int8 models that pass, the one with the lowest batch-1 p50 latency is chosen.
-    The drop is ``(fp32 accuracy - int8 accuracy) * 100``, in points, rounded to 6 decimals.
-
-    Args:
-        fp32: The fp32 measurements (needs ``accuracy``).
-        int8: ``{method: measurements}`` of each int8 model that was built and measured
-            (each needs ``accuracy`` and ``latency_ms_p50``).
-        max_drop_points: The largest acceptable accuracy drop, in points.
-        failures: ``{method or stage: error}`` of attempts that produced no int8 model.
-
-    Returns:
-        ``precision`` (``int8`` or ``fp32``), ``int8_method`` (the chosen or best int8 method,
-        or ``None``), ``accuracy_drop_points`` of that method, and a human-readable ``reason``
-        such as ``"int8 (static) dropped 7.2 points > 5"``.
-    """
-    failures = dict(failures or {})
-    if not int8:
-        detail = "; ".join(f"{k}: {v}" for k, v in failures.items()) or "no int8 method ran"
-        return {
-            "precision": "fp32",
-            "int8_method": None,
-            "accuracy_drop_points": None,
-            "reason": f"no int8 model available ({detail})",
-        }
-    drops = {
-        method: round((fp32["accuracy"] - m["accuracy"]) * 100.0, _POINTS_DECIMALS)
-        for method, m in int8.items()
-    }
-    passing = [method for method, drop in drops.items() if drop <= max_drop_points]
-    threshold = f"{max_drop_points:g}"
-    if passing:
-        method = min(passing, key=lambda k: int8[k]["latency_ms_p50"])
-        drop = drops[method]
-        ratio = (
-            int8[method]["latency_ms_p50"] / fp32["latency_ms_p50"]
-            if fp32.get("latency_ms_p50")
-            else math.nan
-        )
-        return {
-            "precision": "int8",
-            "int8_method": method,
-            "accuracy_drop_points": drop,
-            "reason": (
-                f"int8 ({method}) dropped {drop:.1f} points <= {threshold}; "
-                f"p50 latency {ratio:.2f}x fp32"
-            ),
-        }
-    method = min(drops, key=drops.get)
-    shown = f"{drops[method]:.1f}"
-    if float(shown) <= max_drop_points:
-        # 5.04 points shown as "5.0 points > 5" would read as a bug: show what was compared.
-        shown = f"{drops[method]:g}"
-    return {
-        "precision": "fp32",
-        "int8_method": method,
-        "accuracy_drop_points": drops[method],
-        "reason": f"int8 ({method}) dropped {shown} points > {threshold}",
-    }
-
-
-def _attempt_failures(attempt: Mapping[str, Any]) -> dict[str, str]:
-    failures: dict[str, str] = {}
-    if attempt.get("failure"):
-        failures[attempt["failure"]["stage"]] = attempt["failure"]["error"]
-    for method, outcome in attempt.get("methods", {}).items():
-        if outcome.get("failure"):
-            failures[method] = outcome["failure"]["error"]
-    return failures
 
 
 def _variant_scores(
@@ -365,21 +316,102 @@ def benchmark_candidate(
     settings = QuantizationSettings.from_params(params, model_bundle.architecture)
     fingerprints = input_fingerprints(model_bundle, split_manifest, params)
     check_onnx_models(onnx_models, fingerprints)
-    classes, n_classes = list(model_bundle.classes), len(model_bundle.classes)
+    batches, labels = _evaluation_batches(model_bundle, split_manifest, settings)
+    failures = attempt_failures(attempt)
+    variants, probabilities = _measure(
+        onnx_models, model_bundle, batches, labels, settings=settings, failures=failures
+    )
+    int8 = {variants[key]["method"]: variants[key] for key in variants if key != "fp32"}
+    decision = _decide_on_validation(variants["fp32"], int8, settings, failures)
+    chosen = f"int8_{decision['int8_method']}" if decision["precision"] == "int8" else "fp32"
+    calibration = calibrate(
+        precision=decision["precision"],
+        classes=list(model_bundle.classes),
+        safe_class=model_bundle.safe_class,
+        validation=(probabilities[chosen]["validation"], labels["validation"]),
+        test=(probabilities[chosen]["test"], labels["test"]),
+        settings=settings.calibration,
+    )
+    _log_outcome(model_bundle.architecture, chosen, decision, calibration, failures)
+    return {
+        "architecture": model_bundle.architecture,
+        "weights_source": model_bundle.weights_source,
+        **decision,
+        "chosen_variant": chosen,
+        "max_accuracy_drop_points": settings.max_accuracy_drop_points,
+        "fp32": variants["fp32"],
+        "int8": int8,
+        "calibration": calibration,
+        "test_predictions": _test_predictions(
+            split_manifest, model_bundle.classes, probabilities[chosen]["test"]
+        ),
+        "fingerprints": fingerprints,
+        "failures": failures,
+        "build": attempt,
+        "benchmark": _benchmark_record(labels, settings),
+    }
+
+
+def _evaluation_batches(
+    bundle: ClassifierBundle, split_manifest: pd.DataFrame, settings: QuantizationSettings
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The preprocessed validation and test images and their labels (neither may be empty)."""
     batches, labels = {}, {}
     for split in ("validation", "test"):
         images, labels[split] = _read_split(
-            split_manifest, split, classes, storage_options=settings.storage_options
+            split_manifest, split, list(bundle.classes), storage_options=settings.storage_options
         )
         if not images:
             raise ValueError(f"The {split} split is empty: there is nothing to measure on.")
-        batches[split] = images_to_batch(images, model_bundle.data_config).numpy()
-    failures = _attempt_failures(attempt)
+        batches[split] = images_to_batch(images, bundle.data_config).numpy()
+    return batches, labels
 
+
+def _measure(
+    onnx_models: Mapping[str, str | bytes],
+    bundle: ClassifierBundle,
+    batches: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    *,
+    settings: QuantizationSettings,
+    failures: dict[str, str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """Every model that runs: its scores, throughput and latency, and its probabilities."""
+    predictors, methods = _predictors(onnx_models, bundle, settings, failures)
+    scored = _score(
+        predictors,
+        methods,
+        batches,
+        settings=settings,
+        failures=failures,
+        architecture=bundle.architecture,
+    )
+    probabilities = {key: split_probabilities(scored.outputs[key]) for key in predictors}
+    variants = _variants(
+        onnx_models,
+        bundle,
+        methods=methods,
+        probabilities=probabilities,
+        labels=labels,
+        scored=scored,
+    )
+    for key, timing in _latencies(predictors, batches["test"], settings).items():
+        variants[key].update(timing)
+    return variants, probabilities
+
+
+def _predictors(
+    onnx_models: Mapping[str, str | bytes],
+    bundle: ClassifierBundle,
+    settings: QuantizationSettings,
+    failures: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """fp32 (its ONNX graph, or PyTorch when the export failed) and every int8 model that
+    loads, and ``{predictor key: int8 method}``; an int8 graph that cannot load is a failure."""
     predictors: dict[str, Any] = {
         "fp32": onnx_predictor(onnx_models["fp32"], settings.threads)
         if "fp32" in onnx_models
-        else torch_predictor(model_bundle, settings.threads)
+        else torch_predictor(bundle, settings.threads)
     }
     methods: dict[str, str] = {}  # predictor key -> int8 method
     for method in settings.methods:
@@ -390,92 +422,121 @@ def benchmark_candidate(
             predictors[key] = onnx_predictor(onnx_models[key], settings.threads)
             methods[key] = method
         except Exception as exc:  # an int8 graph the runtime cannot load is a failure too
-            _int8_cannot_run(failures, method, model_bundle.architecture, exc)
-    # Scoring validation and test is also the throughput measurement (no extra passes).
+            _int8_cannot_run(failures, method, bundle.architecture, exc)
+    return predictors, methods
+
+
+def _score(
+    predictors: dict[str, Any],
+    methods: Mapping[str, str],
+    batches: Mapping[str, np.ndarray],
+    *,
+    settings: QuantizationSettings,
+    failures: dict[str, str],
+    architecture: str,
+) -> Any:
+    """Every model scores validation and test in turns; an int8 model that fails is dropped
+    from ``predictors`` and recorded in ``failures``.
+
+    Scoring validation and test is also the throughput measurement (no extra passes).
+    """
     scored = score_round_robin(
         predictors, batches, settings.eval_batch_size, optional=tuple(methods)
     )
     for key, exc in scored.failures.items():
-        _int8_cannot_run(failures, methods[key], model_bundle.architecture, exc)
+        _int8_cannot_run(failures, methods[key], architecture, exc)
         del predictors[key]
-    probabilities = {key: split_probabilities(scored.outputs[key]) for key in predictors}
+    return scored
+
+
+def _variants(
+    onnx_models: Mapping[str, str | bytes],
+    bundle: ClassifierBundle,
+    *,
+    methods: Mapping[str, str],
+    probabilities: Mapping[str, Mapping[str, np.ndarray]],
+    labels: Mapping[str, np.ndarray],
+    scored: Any,
+) -> dict[str, dict[str, Any]]:
+    """Per scored model: runtime, method, artefact, validation and test scores, throughput."""
+    n_classes = len(bundle.classes)
     fp32_test = probabilities["fp32"]["test"].argmax(1)
-    variants: dict[str, dict[str, Any]] = {}
-    for key in predictors:
-        variants[key] = {
+    return {
+        key: {
             "runtime": "onnxruntime" if key in onnx_models else "torch",
             **({"method": methods[key]} if key in methods else {}),
-            **_artefact(onnx_models.get(key), model_bundle),
+            **artefact(onnx_models.get(key), bundle),
             **_variant_scores(
                 probabilities[key], labels, n_classes, None if key == "fp32" else fp32_test
             ),
             "throughput_images_per_s": scored.throughput[key]["images_per_s"],
             "throughput_batch_size": scored.throughput[key]["batch_size"],
         }
-    for key, timing in _latencies(predictors, batches["test"], settings).items():
-        variants[key].update(timing)
-    int8 = {variants[key]["method"]: variants[key] for key in variants if key != "fp32"}
+        for key in probabilities
+    }
+
+
+def _decide_on_validation(
+    fp32: Mapping[str, Any],
+    int8: Mapping[str, Mapping[str, Any]],
+    settings: QuantizationSettings,
+    failures: Mapping[str, str],
+) -> dict[str, Any]:
+    """:func:`.decision.decide_precision` on the VALIDATION accuracies (test never chooses)."""
 
     def on_validation(m: Mapping[str, Any]) -> dict[str, Any]:
         return {**m, "accuracy": m["validation_accuracy"]}
 
     decision = decide_precision(
-        on_validation(variants["fp32"]),
+        on_validation(fp32),
         {k: on_validation(v) for k, v in int8.items()},
         settings.max_accuracy_drop_points,
         failures,
     )
     decision["reason"] = f"on validation: {decision['reason']}"
-    chosen = f"int8_{decision['int8_method']}" if decision["precision"] == "int8" else "fp32"
-    safe_class = model_bundle.safe_class
-    calibration = calibrate(
-        precision=decision["precision"],
-        classes=classes,
-        safe_class=safe_class,
-        validation=(probabilities[chosen]["validation"], labels["validation"]),
-        test=(probabilities[chosen]["test"], labels["test"]),
-        settings=settings.calibration,
-    )
+    return decision
+
+
+def _log_outcome(
+    architecture: str,
+    chosen: str,
+    decision: Mapping[str, Any],
+    calibration: Mapping[str, Any],
+    failures: Mapping[str, str],
+) -> None:
     for warning in calibration["warnings"]:
-        logger.warning("Calibration of %s (%s): %s", model_bundle.architecture, chosen, warning)
+        logger.warning("Calibration of %s (%s): %s", architecture, chosen, warning)
     log = logger.warning if decision["precision"] == "int8" or failures else logger.info
-    log(
-        "Quantization of %s: %s -> %s",
-        model_bundle.architecture,
-        decision["reason"],
-        decision["precision"],
-    )
+    log("Quantization of %s: %s -> %s", architecture, decision["reason"], decision["precision"])
+
+
+def _test_predictions(
+    split_manifest: pd.DataFrame, classes: list[str], probabilities: np.ndarray
+) -> dict[str, str]:
+    """The served model's test prediction (from its test probabilities) per image sha256."""
     test_rows = split_manifest[split_manifest["split"] == "test"]
-    served_test = probabilities[chosen]["test"].argmax(1)
     return {
-        "architecture": model_bundle.architecture,
-        "weights_source": model_bundle.weights_source,
-        **decision,
-        "chosen_variant": chosen,
-        "max_accuracy_drop_points": settings.max_accuracy_drop_points,
-        "fp32": variants["fp32"],
-        "int8": int8,
-        "calibration": calibration,
-        "test_predictions": {
-            str(sha): classes[int(index)]
-            for sha, index in zip(test_rows["sha256"], served_test, strict=True)
-        },
-        "fingerprints": fingerprints,
-        "failures": failures,
-        "build": attempt,
-        "benchmark": {
-            "validation_images": len(labels["validation"]),
-            "test_images": len(labels["test"]),
-            "threads": settings.threads,
-            "latency_iterations": int(settings.latency["iterations"]),
-            "latency_warmup": int(settings.latency["warmup"]),
-            "throughput": (
-                f"measured while scoring validation and test, batches of "
-                f"{settings.eval_batch_size}, each model's first batch excluded"
-            ),
-            "settings": safe_record(settings.as_record()),
-            "machine": _machine(),
-        },
+        str(sha): classes[int(index)]
+        for sha, index in zip(test_rows["sha256"], probabilities.argmax(1), strict=True)
+    }
+
+
+def _benchmark_record(
+    labels: Mapping[str, np.ndarray], settings: QuantizationSettings
+) -> dict[str, Any]:
+    """How the models were measured (sizes, threads, latency loop, settings, machine)."""
+    return {
+        "validation_images": len(labels["validation"]),
+        "test_images": len(labels["test"]),
+        "threads": settings.threads,
+        "latency_iterations": settings.latency.iterations,
+        "latency_warmup": settings.latency.warmup,
+        "throughput": (
+            f"measured while scoring validation and test, batches of "
+            f"{settings.eval_batch_size}, each model's first batch excluded"
+        ),
+        "settings": safe_record(settings.as_record()),
+        "machine": machine(),
     }
 
 
@@ -484,97 +545,6 @@ def _int8_cannot_run(
 ) -> None:
     failures[method] = f"{type(exc).__name__}: {exc}"
     logger.warning("int8 %s model of %s cannot run: %s", method, architecture, exc)
-
-
-def _artefact(model: str | bytes | None, bundle: ClassifierBundle) -> dict[str, Any]:
-    """Path and size of a model: the ONNX file, or the PyTorch weights when there is none."""
-    if model is None:
-        size = sum(t.numel() * t.element_size() for t in bundle.state_dict.values())
-        return {"path": None, "format": "pytorch", "size_bytes": int(size)}
-    if isinstance(model, bytes | bytearray):
-        return {"path": None, "format": "onnx", "size_bytes": len(model)}
-    return {"path": str(model), "format": "onnx", "size_bytes": storage.size(str(model))}
-
-
-def _machine() -> dict[str, Any]:
-    import onnxruntime
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
-    }
-
-
-def _table_rows(candidate: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    chosen = f"int8_{report['int8_method']}" if report["precision"] == "int8" else "fp32"
-    rows = []
-    measured = {"fp32": report["fp32"], **{f"int8_{k}": v for k, v in report["int8"].items()}}
-    for variant, m in measured.items():
-        drop = round(
-            (report["fp32"]["validation_accuracy"] - m["validation_accuracy"]) * 100.0,
-            _POINTS_DECIMALS,
-        )
-        rows.append(
-            {
-                "candidate": candidate,
-                "variant": variant,
-                "runtime": m["runtime"],
-                "chosen": variant == chosen,
-                "validation_accuracy": m["validation_accuracy"],
-                "accuracy": m["accuracy"],
-                "accuracy_drop_points": drop,
-                "macro_f1": m["macro_f1"],
-                "agreement_with_fp32": m["agreement_with_fp32"],
-                "size_mb": m["size_bytes"] / 1e6,
-                "latency_ms_p50": m["latency_ms_p50"],
-                "latency_ms_p95": m["latency_ms_p95"],
-                "throughput_images_per_s": m["throughput_images_per_s"],
-                "throughput_batch_size": m["throughput_batch_size"],
-                "path": m["path"],
-            }
-        )
-    return rows
-
-
-def _chart(table: pd.DataFrame, max_drop_points: float) -> plt.Figure:
-    """Accuracy, batch-1 latency (p50 with p95 whisker), throughput and size, side by side."""
-    panels = [
-        ("validation_accuracy", "validation accuracy (decides)", None),
-        ("latency_ms_p50", "latency p50 at batch 1 (ms), bar to p95", "latency_ms_p95"),
-        ("throughput_images_per_s", "throughput (images/s)", None),
-        ("size_mb", "model file (MB)", None),
-    ]
-    candidates = list(dict.fromkeys(table["candidate"]))
-    variants = list(dict.fromkeys(table["variant"]))
-    width = 0.8 / max(len(variants), 1)
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0))
-    colours = plt.get_cmap("tab10")
-    for ax, (column, title, upper) in zip(axes, panels, strict=True):
-        for j, variant in enumerate(variants):
-            rows = table[table["variant"] == variant].set_index("candidate")
-            xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(candidates))]
-            values = [rows[column].get(c, np.nan) for c in candidates]
-            bars = ax.bar(xs, values, width, label=variant, color=colours(j))
-            if upper is not None:
-                highs = [rows[upper].get(c, np.nan) for c in candidates]
-                ax.vlines(xs, values, highs, color="black", linewidth=1)
-            for bar, c in zip(bars, candidates, strict=True):
-                if c in rows.index and bool(rows.loc[c, "chosen"]):
-                    bar.set_edgecolor("black")
-                    bar.set_linewidth(2)
-        ax.set_xticks(range(len(candidates)), candidates, rotation=15)
-        ax.set_title(title, fontsize=10)
-    axes[0].set_ylim(0, 1.05)
-    axes[0].legend(fontsize=8, loc="lower right")
-    figure.suptitle(
-        "fp32 vs int8 per candidate (thick outline: chosen; int8 allowed if validation "
-        f"accuracy drops <= {max_drop_points:g} points)",
-        fontsize=11,
-    )
-    figure.tight_layout()
-    return figure
 
 
 def summarise_quantization(
@@ -596,79 +566,16 @@ def summarise_quantization(
     settings = QuantizationSettings.from_params(params)
     decision: dict[str, Any] = {
         "max_accuracy_drop_points": settings.max_accuracy_drop_points,
-        "rule": (
-            "int8 only if validation accuracy drops by at most max_accuracy_drop_points "
-            "points against fp32; among passing int8 models, the lowest batch-1 p50 latency; "
-            "thresholds calibrated on the chosen precision's validation scores; test numbers "
-            "are measured, never used to choose"
-        ),
+        "rule": RULE,
         "candidates": {},
     }
     rows: list[dict[str, Any]] = []
     metrics: dict[str, dict[str, float]] = {}
     for candidate, report in reports.items():
-        chosen = report["int8"].get(report["int8_method"]) if report["int8_method"] else None
-        decision["candidates"][candidate] = {
-            "precision": report["precision"],
-            "reason": report["reason"],
-            "int8_method": report["int8_method"],
-            "accuracy_drop_points": report["accuracy_drop_points"],
-            "max_accuracy_drop_points": report["max_accuracy_drop_points"],
-            "fp32": report["fp32"],
-            "int8": chosen,
-            "int8_all": report["int8"],
-            "model_path": (chosen or report["fp32"])["path"]
-            if report["precision"] == "int8"
-            else report["fp32"]["path"],
-            "failure": report["failures"] or None,
-            "calibration": report["calibration"],
-            "test_predictions": report["test_predictions"],
-            "fingerprints": report["fingerprints"],
-            "architecture": report["architecture"],
-            "weights_source": report["weights_source"],
-            "build": report["build"],
-            "benchmark": report["benchmark"],
-        }
-        candidate_rows = _table_rows(candidate, report)
+        decision["candidates"][candidate] = candidate_decision(report)
+        candidate_rows = table_rows(candidate, report)
         rows.extend(candidate_rows)
-        for row in candidate_rows:
-            for name in (
-                "validation_accuracy",
-                "accuracy",
-                "macro_f1",
-                "size_mb",
-                "latency_ms_p50",
-                "latency_ms_p95",
-                "throughput_images_per_s",
-            ):
-                key = f"{candidate}.{row['variant']}.{name}"
-                metrics[key] = {"value": float(row[name]), "step": 0}
-        metrics[f"{candidate}.int8_chosen"] = {
-            "value": float(report["precision"] == "int8"),
-            "step": 0,
-        }
-        metrics[f"{candidate}.failures"] = {
-            "value": float(len(report["failures"])),
-            "step": 0,
-        }
+        metrics.update(candidate_metrics(candidate, candidate_rows, report))
     table = pd.DataFrame(rows)
-    figure = _chart(table, settings.max_accuracy_drop_points) if rows else plt.figure()
+    figure = chart(table, settings.max_accuracy_drop_points) if rows else plt.figure()
     return decision, table, figure, metrics
-
-
-def table_markdown(table: pd.DataFrame) -> str:
-    """The side-by-side table as Markdown, for reading in the MLflow UI and in reports."""
-    header = (
-        "| candidate | variant | chosen | val accuracy | drop (pts) | test accuracy | macro-F1 "
-        "| agreement | size MB | p50 ms | p95 ms | img/s |"
-    )
-    lines = [header, "|" + "---|" * 12]
-    for r in table.to_dict("records"):
-        lines.append(
-            f"| {r['candidate']} | {r['variant']} | {'yes' if r['chosen'] else ''} "
-            f"| {r['validation_accuracy']:.3f} | {r['accuracy_drop_points']:.1f} "
-            f"| {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
-            f"| {r['agreement_with_fp32']:.2f} | {r['size_mb']:.1f} | {r['latency_ms_p50']:.1f} "
-            f"| {r['latency_ms_p95']:.1f} | {r['throughput_images_per_s']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"

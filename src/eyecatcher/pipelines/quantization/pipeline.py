@@ -17,8 +17,8 @@ from eyecatcher.pipelines.quantization.nodes import (
     benchmark_candidate,
     build_onnx_models,
     summarise_quantization,
-    table_markdown,
 )
+from eyecatcher.pipelines.quantization.report import table_markdown
 
 
 def candidate_pipeline() -> Pipeline:

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -93,25 +93,6 @@ class SplitConfig:
             raise SplittingError(
                 f"on_small_class must be 'drop' or 'fail', got {self.on_small_class!r}"
             )
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SplitConfig:
-        """Build a config from the ``splitting`` parameters block (unknown keys are ignored).
-
-        Args:
-            params: The parameters; keys missing here take the defaults above.
-
-        Returns:
-            The validated configuration.
-        """
-        defaults = cls()
-        return cls(
-            max_per_class=int(params.get("max_per_class", defaults.max_per_class)),
-            ratios={k: float(v) for k, v in params.get("ratios", defaults.ratios).items()},
-            seed=int(params.get("seed", defaults.seed)),
-            min_per_class=int(params.get("min_per_class", defaults.min_per_class)),
-            on_small_class=params.get("on_small_class", defaults.on_small_class),
-        )
 
     def exact_ratios(self) -> list[Fraction]:
         """Ratios as exact fractions in :data:`SPLITS` order (0.1 stays one tenth)."""

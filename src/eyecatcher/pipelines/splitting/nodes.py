@@ -20,7 +20,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from eyecatcher.images import (
-    DEFAULT_MAX_PIXELS,
     decode_image,
     sha256_bytes,
 )
@@ -36,6 +35,7 @@ from eyecatcher.pipelines.splitting.near_duplicates import (
     near_duplicate_components,
     perceptual_hash,
 )
+from eyecatcher.pipelines.splitting.settings import SplittingSettings
 from eyecatcher.progress import progress_bar
 from eyecatcher.storage import read_bytes
 
@@ -130,10 +130,9 @@ def compute_perceptual_hashes(image_labels: pd.DataFrame, params: dict[str, Any]
         PerceptualHashError: When any image is unreadable, no longer matches its sha256, or
             cannot be decoded; the message lists them.
     """
-    settings = params.get("near_duplicates", {})
-    options = dict(settings.get("storage_options") or {})
-    max_pixels = int(settings.get("max_pixels", DEFAULT_MAX_PIXELS))
-    workers = max(1, int(settings.get("workers", 4)))
+    settings = SplittingSettings.parse(params).near_duplicates
+    options = dict(settings.storage_options)
+    max_pixels, workers = settings.max_pixels, settings.workers
     usable = usable_images(image_labels)
 
     def attempt(row: tuple[str, str]) -> tuple[str | None, str | None]:
@@ -179,7 +178,7 @@ def group_near_duplicates(image_phashes: pd.DataFrame, params: dict[str, Any]) -
         ``near_duplicate_groups``: ``sha256``, ``phash``, ``group`` (the smallest sha256 of
         the group, so the id does not depend on row order) and ``group_size``.
     """
-    max_distance = int(params.get("near_duplicates", {}).get("max_distance", 8))
+    max_distance = SplittingSettings.parse(params).near_duplicates.max_distance
     labels = near_duplicate_components(hashes_to_uint64(image_phashes["phash"]), max_distance)
     groups = image_phashes[["sha256", "phash"]].copy()
     groups["_component"] = labels
@@ -230,7 +229,51 @@ def split_dataset(
         SplittingError: On an empty or single-class result, small classes with
             ``on_small_class: fail``, or images without a near-duplicate group.
     """
-    config = SplitConfig.from_params(params)
+    settings = SplittingSettings.parse(params)
+    config = settings.split_config()
+    images, n_usable = _groupable_images(image_labels, near_duplicate_groups)
+    result = balanced_split(images, config)
+    manifest = result.manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+    included = image_labels["included"].fillna(False).astype(bool)
+    without_class = int((included & image_labels["class"].isna()).sum())
+    mixed = _cross_class_groups(manifest)
+    warnings = _split_warnings(result, config, without_class, mixed)
+    report = _report_table(result, config, manifest)
+    summary: dict[str, Any] = {
+        "config": {
+            "seed": config.seed,
+            "max_per_class": config.max_per_class,
+            "ratios": dict(config.ratios),
+            "min_per_class": config.min_per_class,
+            "on_small_class": config.on_small_class,
+            "near_duplicate_max_distance": settings.near_duplicates.max_distance,
+        },
+        "labelled_rows": len(image_labels),
+        "excluded_images": int((~included).sum()),
+        "included_without_class": without_class,
+        "usable_images": n_usable,
+        **_split_counts(result, manifest),
+        "cross_class_groups": mixed,
+        "label_sources": _label_sources(manifest),
+        "warnings": warnings,
+    }
+    logger.info(
+        "Split %d images of %d classes: %s",
+        len(manifest),
+        len(result.quotas),
+        ", ".join(f"{s} {summary['per_split'][s]}" for s in SPLITS),
+    )
+    return manifest, report, summary
+
+
+def _groupable_images(
+    image_labels: pd.DataFrame, near_duplicate_groups: pd.DataFrame
+) -> tuple[pd.DataFrame, int]:
+    """The usable images with their near-duplicate group, and how many images are usable.
+
+    Raises:
+        SplittingError: With nothing to split, or images without a group (stale groups).
+    """
     usable = usable_images(image_labels)
     if usable.empty:
         raise SplittingError(
@@ -245,11 +288,13 @@ def split_dataset(
             f"near_duplicate_groups? re-run the splitting pipeline from its first node), "
             f"e.g. {', '.join(stale.head(3))}"
         )
-    result = balanced_split(images, config)
-    manifest = result.manifest[MANIFEST_COLUMNS].reset_index(drop=True)
+    return images, len(usable)
 
-    included = image_labels["included"].fillna(False).astype(bool)
-    without_class = int((included & image_labels["class"].isna()).sum())
+
+def _split_warnings(
+    result: SplitResult, config: SplitConfig, without_class: int, mixed: list[dict[str, Any]]
+) -> list[str]:
+    """What the split could not do as configured, logged and returned for MLflow."""
     warnings: list[str] = []
     if without_class:
         # Already logged by usable_images; recorded here so MLflow has it too.
@@ -259,46 +304,31 @@ def split_dataset(
             f"dropped {len(result.dropped)} class(es) under min_per_class="
             f"{config.min_per_class}: " + ", ".join(f"{c} ({n})" for c, n in result.dropped.items())
         )
+    logged = []
     deviations = result.deviations()
     if deviations:
-        message = (
+        logged.append(
             "near-duplicate groups kept together moved some classes off their quota "
             "(images vs quota per split): " + "; ".join(f"{c} {d}" for c, d in deviations.items())
         )
-        logger.warning(message)
-        warnings.append(message)
     missing = result.missing()
     if missing:
-        message = "classes absent from a split: " + ", ".join(f"{c}/{s}" for c, s in missing)
-        logger.warning(message)
-        warnings.append(message)
-    mixed = _cross_class_groups(manifest)
+        logged.append("classes absent from a split: " + ", ".join(f"{c}/{s}" for c, s in missing))
     if mixed:
-        message = (
+        logged.append(
             f"{len(mixed)} near-duplicate group(s) hold images of different classes (label "
             "noise, or a max_distance too loose for this data): "
             + "; ".join(f"{g['group'][:12]}… {g['classes']}" for g in mixed[:_EXAMPLES])
         )
+    for message in logged:
         logger.warning(message)
-        warnings.append(message)
+    return warnings + logged
 
-    report = _report_table(result, config, manifest)
+
+def _split_counts(result: SplitResult, manifest: pd.DataFrame) -> dict[str, Any]:
+    """The summary's counts: per class, per split, quotas and near-duplicate groups."""
     totals = manifest["split"].value_counts()
-    summary: dict[str, Any] = {
-        "config": {
-            "seed": config.seed,
-            "max_per_class": config.max_per_class,
-            "ratios": dict(config.ratios),
-            "min_per_class": config.min_per_class,
-            "on_small_class": config.on_small_class,
-            "near_duplicate_max_distance": int(
-                params.get("near_duplicates", {}).get("max_distance", 8)
-            ),
-        },
-        "labelled_rows": len(image_labels),
-        "excluded_images": int((~included).sum()),
-        "included_without_class": without_class,
-        "usable_images": len(usable),
+    return {
         "classes": sorted(result.quotas),
         "dropped_classes": result.dropped,
         "available_per_class": result.available,
@@ -306,23 +336,13 @@ def split_dataset(
         "per_split": {s: int(totals.get(s, 0)) for s in SPLITS},
         "per_class_split": result.counts,
         "quotas": result.quotas,
-        "deviations_from_quota": deviations,
-        "missing_class_splits": [list(pair) for pair in missing],
+        "deviations_from_quota": result.deviations(),
+        "missing_class_splits": [list(pair) for pair in result.missing()],
         "near_duplicate_groups": int(
             manifest.groupby("group").size().gt(1).sum() if len(manifest) else 0
         ),
         "near_duplicate_images": int(sum(result.grouped.values())),
-        "cross_class_groups": mixed,
-        "label_sources": _label_sources(manifest),
-        "warnings": warnings,
     }
-    logger.info(
-        "Split %d images of %d classes: %s",
-        len(manifest),
-        len(result.quotas),
-        ", ".join(f"{s} {summary['per_split'][s]}" for s in SPLITS),
-    )
-    return manifest, report, summary
 
 
 def _label_sources(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:

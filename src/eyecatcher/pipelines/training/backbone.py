@@ -15,6 +15,7 @@ from eyecatcher.features.cache import BackboneKey, backbone_fingerprint
 from eyecatcher.features.views import ViewSpec, training_views
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier, freeze_backbone, model_kwargs_for_size
+from eyecatcher.pipelines.training.settings import CandidateSettings, SharedTrainingSettings
 from eyecatcher.preprocessing import data_config_for
 
 logger = logging.getLogger(__name__)
@@ -58,25 +59,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_frozen_model(config: Mapping[str, Any], n_classes: int, weights_seed: int) -> FrozenModel:
+def build_frozen_model(
+    settings: CandidateSettings, n_classes: int, weights_seed: int
+) -> FrozenModel:
     """Create the candidate's timm model (weights policy of the factory), backbone frozen.
 
     Args:
-        config: The candidate's merged settings (``architecture``, ``image_size``, ``weights``).
+        settings: The candidate's settings (``architecture``, ``image_size``, ``weights``).
         n_classes: Number of output classes.
         weights_seed: Seed set right before construction.
 
     Returns:
         The model in eval mode, its weights source, data config and creation kwargs.
     """
-    architecture = config["architecture"]
-    image_size = config.get("image_size")
+    architecture, image_size = settings.architecture, settings.image_size
     model_kwargs = model_kwargs_for_size(architecture, image_size)
     # Seed right before construction: a random backbone is then the same network every run,
     # which is what makes its cached features reusable.
     torch.manual_seed(weights_seed)
     model, weights_source = create_classifier(
-        architecture, n_classes, str(config.get("weights", "imagenet")), **model_kwargs
+        architecture, n_classes, settings.weights, **model_kwargs
     )
     freeze_backbone(model)
     model.eval()
@@ -146,12 +148,11 @@ def bundle_backbone_key(
     )
 
 
-def configured_views(config: Mapping[str, Any]) -> list[ViewSpec]:
+def configured_views(settings: SharedTrainingSettings) -> list[ViewSpec]:
     """The training views (clean + seeded augmentations) of ``features`` settings."""
-    features = config.get("features", {})
     return training_views(
-        int(features.get("views", 2)),
-        dict(config.get("augmentation", {})),
-        int(features.get("augmentation_seed", config.get("seed", 0))),
-        include_clean=bool(features.get("clean_view", True)),
+        settings.features.views,
+        settings.augmentation.model_dump(),
+        settings.view_seed,
+        include_clean=settings.features.clean_view,
     )

@@ -16,12 +16,13 @@ import torch
 from eyecatcher.features.cache import BackboneKey, FeatureCache
 from eyecatcher.features.compute import FeatureStats, compute_features
 from eyecatcher.features.views import CLEAN_VIEW, ViewSpec, read_image
-from eyecatcher.models.head_training import (
-    HeadTrainingConfig,
-    train_head_on_features,
-    train_head_reference,
+from eyecatcher.models.head_training import train_head_on_features, train_head_reference
+from eyecatcher.pipelines.training.settings import (
+    FeatureSettings,
+    SharedTrainingSettings,
+    TrainingSettings,
+    head_config,
 )
-from eyecatcher.pipelines.training.settings import FeatureSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def fit_head(
     key: BackboneKey,
     train: tuple[list[tuple[str, str]], np.ndarray],
     validation: tuple[list[tuple[str, str]], np.ndarray],
-    config: Mapping[str, Any],
+    config: SharedTrainingSettings | Mapping[str, Any],
     *,
     views: list[ViewSpec],
     feature_cache: FeatureCache,
@@ -63,7 +64,7 @@ def fit_head(
         key: Its backbone cache key.
         train: ``(images, labels)`` of the train split.
         validation: ``(images, labels)`` of the validation split.
-        config: The candidate's merged settings.
+        config: The candidate's settings, or a whole ``training`` block (validated here).
         views: Training views (cached mode).
         feature_cache: Handle on the feature cache.
         device: Where to run.
@@ -75,9 +76,10 @@ def fit_head(
     Raises:
         ValueError: If ``features`` has an unknown key or a bad value.
     """
-    features = FeatureSettings.from_params(config.get("features"))
-    batch_size = int(features.batch_size)
-    head_config = HeadTrainingConfig.from_params(config)
+    settings = (
+        config if isinstance(config, SharedTrainingSettings) else TrainingSettings.parse(config)
+    )
+    features = settings.features
     if not features.cache:
         if features.engine == "ray":
             logger.warning(
@@ -85,21 +87,37 @@ def fit_head(
                 "reference loop runs in this process (Ray computes cached features only)",
                 candidate,
             )
-        start = time.perf_counter()
-        history = train_head_reference(
-            model,
-            functools.partial(read_image, storage_options=config.get("storage_options")),
-            [(int(y), sha, uri) for (sha, uri), y in zip(*train, strict=True)],
-            [(int(y), sha, uri) for (sha, uri), y in zip(*validation, strict=True)],
-            data_config=key.data_config,
-            augmentation=dict(config.get("augmentation", {})),
-            config=head_config,
-            feature_batch_size=batch_size,
-            device=device,
-            description=f"{candidate}: reference epochs",
+        return _fit_reference(
+            model, key, train, validation, settings=settings, device=device, candidate=candidate
         )
-        return HeadFit(history, "reference", ["on_the_fly"], FeatureStats(), 0.0, _since(start))
 
+    return _fit_cached(
+        model,
+        key,
+        train,
+        validation,
+        settings=settings,
+        views=views,
+        feature_cache=feature_cache,
+        device=device,
+        candidate=candidate,
+    )
+
+
+def _fit_cached(
+    model: torch.nn.Module,
+    key: BackboneKey,
+    train: tuple[list[tuple[str, str]], np.ndarray],
+    validation: tuple[list[tuple[str, str]], np.ndarray],
+    *,
+    settings: SharedTrainingSettings,
+    views: list[ViewSpec],
+    feature_cache: FeatureCache,
+    device: torch.device,
+    candidate: str,
+) -> HeadFit:
+    """Features once per image and view (from the cache when there), then the head on them."""
+    features = settings.features
     start = time.perf_counter()
     fit = HeadFit([], "cached_features", [view.name for view in views])
     computed = {}
@@ -114,12 +132,12 @@ def fit_head(
                 images,
                 split_views,
                 cache=feature_cache,
-                batch_size=batch_size,
+                batch_size=features.batch_size,
                 device=device,
                 description=f"{candidate}: {split} features",
                 engine=features.engine,
-                workers=int(features.ray.workers),
-                storage_options=config.get("storage_options"),
+                workers=features.ray.workers,
+                storage_options=settings.storage_options,
             )
             fit.stats.add(stats)
     fit.feature_seconds = _since(start)
@@ -130,12 +148,39 @@ def fit_head(
         train[1],
         computed["validation"][CLEAN_VIEW],
         validation[1],
-        config=head_config,
+        config=head_config(settings),
         device=device,
         description=f"{candidate}: head epochs",
     )
     fit.training_seconds = _since(start)
     return fit
+
+
+def _fit_reference(
+    model: torch.nn.Module,
+    key: BackboneKey,
+    train: tuple[list[tuple[str, str]], np.ndarray],
+    validation: tuple[list[tuple[str, str]], np.ndarray],
+    *,
+    settings: SharedTrainingSettings,
+    device: torch.device,
+    candidate: str,
+) -> HeadFit:
+    """The reference loop: the backbone on freshly augmented images every epoch."""
+    start = time.perf_counter()
+    history = train_head_reference(
+        model,
+        functools.partial(read_image, storage_options=settings.storage_options),
+        [(int(y), sha, uri) for (sha, uri), y in zip(*train, strict=True)],
+        [(int(y), sha, uri) for (sha, uri), y in zip(*validation, strict=True)],
+        data_config=key.data_config,
+        augmentation=settings.augmentation.model_dump(),
+        config=head_config(settings),
+        feature_batch_size=settings.features.batch_size,
+        device=device,
+        description=f"{candidate}: reference epochs",
+    )
+    return HeadFit(history, "reference", ["on_the_fly"], FeatureStats(), 0.0, _since(start))
 
 
 @contextlib.contextmanager
@@ -157,8 +202,7 @@ def feature_engine_session(features: FeatureSettings) -> Iterator[str]:
         return
     from eyecatcher.distributed.session import ray_session
 
-    num_cpus = features.ray.num_cpus
-    with ray_session(num_cpus=None if num_cpus is None else int(num_cpus)) as where:
+    with ray_session(num_cpus=features.ray.num_cpus) as where:
         yield where
 
 

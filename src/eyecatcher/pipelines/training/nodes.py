@@ -47,7 +47,12 @@ from eyecatcher.pipelines.training.fitting import fit_head
 from eyecatcher.pipelines.training.manifest import ManifestError, check_manifest, split_items
 from eyecatcher.pipelines.training.report import bundle_metadata, json_safe, training_report
 from eyecatcher.pipelines.training.selection import rank_candidates
-from eyecatcher.pipelines.training.settings import FeatureSettings
+from eyecatcher.pipelines.training.settings import (
+    CandidateSettings,
+    TrainingSettings,
+    candidate_settings,
+    feature_runtime,
+)
 from eyecatcher.reporting.plots import candidate_figures
 
 logger = logging.getLogger(__name__)
@@ -77,22 +82,19 @@ def train_candidate(
         history, timings, cache statistics, model size).
     """
     config = candidate_config(training, candidate)
-    classes = check_manifest(split_manifest, str(config.get("safe_class", "safe")))
-    seed = int(config.get("seed", 0))
-    weights_seed = int(config.get("weights_seed", seed))
-    device = resolve_device(str(config.get("device", "auto")))
-    if config.get("num_threads"):
-        torch.set_num_threads(int(config["num_threads"]))
-    seed_everything(seed)
+    settings = CandidateSettings.parse(config)
+    classes = check_manifest(split_manifest, settings.safe_class)
+    weights_seed = settings.random_init_seed
+    device = resolve_device(settings.device)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    seed_everything(settings.seed)
     start = time.perf_counter()
-    built = build_frozen_model(config, len(classes), weights_seed)
+    built = build_frozen_model(settings, len(classes), weights_seed)
     built.model.to(device)
     build_seconds = time.perf_counter() - start
-    warn_if_random(candidate, built, config["architecture"])
-    features = FeatureSettings.from_params(config.get("features"))
-    # The reference loop trains on PyTorch's own forward passes: its key says so.
-    runtime = features.runtime if features.cache else "torch"
-    key = frozen_model_key(built, config["architecture"], weights_seed, runtime)
+    warn_if_random(candidate, built, settings.architecture)
+    key = frozen_model_key(built, settings.architecture, weights_seed, feature_runtime(settings))
     train = split_items(split_manifest, "train", classes)
     validation = split_items(split_manifest, "validation", classes)
     fit = fit_head(
@@ -100,15 +102,15 @@ def train_candidate(
         key,
         train,
         validation,
-        config,
-        views=configured_views(config),
+        settings,
+        views=configured_views(settings),
         feature_cache=feature_cache,
         device=device,
         candidate=candidate,
     )
     built.model.eval()
     report = training_report(
-        candidate,
+        settings,
         config,
         built=built,
         key=key,
@@ -121,13 +123,13 @@ def train_candidate(
     )
     bundle = ClassifierBundle.from_model(
         built.model.cpu(),
-        architecture=config["architecture"],
+        architecture=settings.architecture,
         classes=classes,
         data_config=built.data_config,
         weights_source=built.weights_source,
         safe_class=report["safe_class"],
         model_kwargs=built.model_kwargs,
-        metadata=bundle_metadata(report, seed, weights_seed),
+        metadata=bundle_metadata(report, settings.seed, weights_seed, settings.epochs),
     )
     return bundle, report
 
@@ -160,13 +162,12 @@ def evaluate_candidate(
         it, curve points, timings; and the per-image test predictions.
     """
     start = time.perf_counter()
-    config = candidate_config(training, candidate)
+    settings = candidate_settings(training, candidate)
+    features = settings.features
     classes = list(model_bundle.classes)
     model = model_bundle.build_model()
-    features = FeatureSettings.from_params(config.get("features"))
-    runtime = features.runtime if features.cache else "torch"  # as training keyed them
-    key = bundle_backbone_key(model_bundle, model, runtime)
-    device = resolve_device(str(config.get("device", "auto")))
+    key = bundle_backbone_key(model_bundle, model, feature_runtime(settings))
+    device = resolve_device(settings.device)
     model.to(device)
     results = {}
     for split in ("validation", "test"):
@@ -176,17 +177,17 @@ def evaluate_candidate(
             key,
             images,
             cache=feature_cache if features.cache else None,
-            batch_size=int(features.batch_size),
+            batch_size=features.batch_size,
             device=device,
             description=f"{candidate}: {split} features",
-            storage_options=config.get("storage_options"),
+            storage_options=settings.storage_options,
         )
         results[split] = (labels, probabilities, images)
     record = evaluation_record(
         results,
         classes,
         model_bundle.safe_class,
-        float(config.get("evaluation", {}).get("target_fpr", 0.01)),
+        settings.evaluation.target_fpr,
         candidate=candidate,
     )
     evaluation = {
@@ -250,21 +251,18 @@ def explain_candidate(
         ``{file stem: overlay image}`` and the index (method, threshold, one record per
         image: why it was chosen, truth, prediction, scores).
     """
-    config = candidate_config(training, candidate)
-    settings = dict(config.get("explanations", {}))
+    settings = candidate_settings(training, candidate)
+    wanted = settings.explanations
     threshold = evaluation["operating_threshold"]["threshold"]
     examples = pick_examples(
         test_predictions,
         threshold,
-        errors=int(settings.get("errors", 3)),
-        near_threshold=int(settings.get("near_threshold", 3)),
-        correct_per_class=int(settings.get("correct_per_class", 1)),
+        errors=wanted.errors,
+        near_threshold=wanted.near_threshold,
+        correct_per_class=wanted.correct_per_class,
     )
     overlays, records = explain_examples(
-        model_bundle,
-        examples,
-        alpha=float(settings.get("alpha", 0.45)),
-        storage_options=config.get("storage_options"),
+        model_bundle, examples, alpha=wanted.alpha, storage_options=settings.storage_options
     )
     logger.info("Candidate %s: %d heatmaps of test images.", candidate, len(overlays))
     index = {
@@ -310,6 +308,7 @@ def log_candidate_run(
         ``model_id`` (the logged head).
     """
     config = candidate_config(training, candidate)
+    settings = CandidateSettings.parse(config)
     parent = mlflow.active_run()
     tags = tracking.candidate_tags(candidate, model_bundle, training_report, evaluation)
     with mlflow.start_run(run_name=candidate, nested=parent is not None, tags=tags) as run:
@@ -319,7 +318,7 @@ def log_candidate_run(
         model_id = tracking.log_head_model(
             model_bundle,
             candidate,
-            full_bundle=bool(config.get("mlflow", {}).get("log_full_bundle", False)),
+            full_bundle=settings.mlflow.log_full_bundle,
         )
         mlflow.log_metrics(tracking.summary_metrics(training_report, evaluation), model_id=model_id)
         tracking.log_figures(candidate_figures(evaluation, training_report))
@@ -354,9 +353,8 @@ def select_candidate(training: dict[str, Any], *evaluations: dict[str, Any]) -> 
     Raises:
         ValueError: If no candidate has a finite value for the metric.
     """
-    selection = dict(training.get("selection", {}))
-    metric = str(selection.get("metric", "macro_f1"))
-    greater = bool(selection.get("greater_is_better", True))
+    selection = TrainingSettings.parse(training).selection
+    metric, greater = selection.metric, selection.greater_is_better
     ranked = rank_candidates(evaluations, metric, greater)
     logger.info("Selected candidate %s: %s.", ranked["selected"], ranked["reason"])
     return json_safe(

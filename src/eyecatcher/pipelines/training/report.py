@@ -11,9 +11,9 @@ import torch
 
 from eyecatcher.features.cache import BackboneKey
 from eyecatcher.mlflow_log import safe_record
-from eyecatcher.models.head_training import HeadTrainingConfig
 from eyecatcher.pipelines.training.backbone import FrozenModel
 from eyecatcher.pipelines.training.fitting import HeadFit
+from eyecatcher.pipelines.training.settings import CandidateSettings
 
 
 def json_safe(value: Any) -> Any:
@@ -39,7 +39,7 @@ def _size_bytes(module: torch.nn.Module) -> int:
 
 
 def training_report(
-    candidate: str,
+    settings: CandidateSettings,
     config: Mapping[str, Any],
     *,
     built: FrozenModel,
@@ -54,8 +54,8 @@ def training_report(
     """Settings, per-epoch history, timings, cache statistics and model size of one candidate.
 
     Args:
-        candidate: Candidate name.
-        config: Its merged settings.
+        settings: The candidate's validated settings.
+        config: Its merged settings as given (recorded in the report).
         built: The frozen model it was built from.
         key: The backbone cache key.
         fit: What :func:`~eyecatcher.pipelines.training.fitting.fit_head` returned.
@@ -71,13 +71,13 @@ def training_report(
     model = built.model
     random_weights = built.weights_source == "random"
     report = {
-        "candidate": candidate,
-        "architecture": config["architecture"],
+        "candidate": settings.name,
+        "architecture": settings.architecture,
         "weights_source": built.weights_source,
         "weights_seed": weights_seed if random_weights else None,
         "random_weights": random_weights,
         "classes": classes,
-        "safe_class": str(config.get("safe_class", "safe")),
+        "safe_class": settings.safe_class,
         "data_config": built.data_config,
         "model_kwargs": built.model_kwargs,
         "mode": fit.mode,
@@ -110,14 +110,16 @@ def training_report(
     return json_safe(report)
 
 
-def bundle_metadata(report: Mapping[str, Any], seed: int, weights_seed: int) -> dict[str, Any]:
+def bundle_metadata(
+    report: Mapping[str, Any], seed: int, weights_seed: int, epochs: int
+) -> dict[str, Any]:
     """What the bundle records about how it was trained."""
     history = report["history"]
     return {
         "candidate": report["candidate"],
         "seed": seed,
         "weights_seed": weights_seed,
-        "epochs": HeadTrainingConfig.from_params(report["config"]).epochs,
+        "epochs": epochs,
         "mode": report["mode"],
         "views": report["views"],
         "final_val_accuracy": history[-1]["val_accuracy"] if history else None,

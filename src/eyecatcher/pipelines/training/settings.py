@@ -1,24 +1,28 @@
-"""The training pipeline's feature-extraction settings: ``training.features``, validated once.
+"""The training pipeline's settings: the ``training`` block, typed and validated once per node.
 
 Unknown keys (a typo in YAML or ``--params``) are refused with the closest known key: an
-ignored ``features.engin=ray`` would silently run everything on one machine.
+ignored ``features.engin=ray`` would silently run everything on one machine. Each default is
+the value ``conf/base/parameters_training.yml`` sets (``tests/test_parameters.py`` compares
+them), so a block given in part means what ``make run`` means.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pydantic import Field, StrictBool, field_validator
+
+from eyecatcher.candidates import candidate_config
 from eyecatcher.features.runtimes import FEATURE_RUNTIMES
-from eyecatcher.parameters import refuse_unknown
+from eyecatcher.models.head_training import HeadTrainingConfig
+from eyecatcher.parameters import Settings
 
 #: Where cold-cache features are computed (``eyecatcher.features.compute.compute_features``).
 FEATURE_ENGINES = ("local", "ray")
 
 
-@dataclass(frozen=True)
-class FeatureRaySettings:
+class FeatureRaySettings(Settings):
     """``training.features.ray``: the actor pool of ``engine: ray``.
 
     Named like ``batch_scoring.ray``; the feature engine reserves one CPU per actor.
@@ -29,19 +33,27 @@ class FeatureRaySettings:
             cores); ignored on a cluster.
     """
 
+    kind = "training.features.ray"
+
     workers: int = 2
     num_cpus: int | None = None
 
-    def __post_init__(self) -> None:
-        """``workers`` >= 1; ``num_cpus`` null or >= 1."""
-        if int(self.workers) < 1:
-            raise ValueError("training.features.ray.workers must be >= 1")
-        if self.num_cpus is not None and int(self.num_cpus) < 1:
-            raise ValueError("training.features.ray.num_cpus must be null or >= 1")
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1")
+        return value
+
+    @field_validator("num_cpus")
+    @classmethod
+    def _num_cpus(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("must be null or >= 1")
+        return value
 
 
-@dataclass(frozen=True)
-class FeatureSettings:
+class FeatureSettings(Settings):
     """``training.features``: how backbone features are computed and cached.
 
     Attributes:
@@ -59,49 +71,174 @@ class FeatureSettings:
         ray: The actor pool of ``engine: ray``.
     """
 
-    cache: bool = True
+    kind = "training.features"
+
+    cache: StrictBool = True
     views: int = 2
-    clean_view: bool = True
-    augmentation_seed: int | None = None
-    batch_size: int = 16
+    clean_view: StrictBool = True
+    augmentation_seed: int | None = 42
+    batch_size: int = 8
     engine: str = "local"
     runtime: str = "onnxruntime"
-    ray: FeatureRaySettings = field(default_factory=FeatureRaySettings)
+    ray: FeatureRaySettings = Field(default_factory=FeatureRaySettings)
 
-    def __post_init__(self) -> None:
-        """A known engine and runtime, a boolean ``cache``, positive ``views``, ``batch_size``."""
-        if self.engine not in FEATURE_ENGINES:
-            raise ValueError(
-                f"training.features.engine must be one of {list(FEATURE_ENGINES)}, "
-                f"got {self.engine!r}"
-            )
-        if self.runtime not in FEATURE_RUNTIMES:
-            raise ValueError(
-                f"training.features.runtime must be one of {list(FEATURE_RUNTIMES)}, "
-                f"got {self.runtime!r}"
-            )
-        if not isinstance(self.cache, bool) or not isinstance(self.clean_view, bool):
-            raise ValueError("training.features.cache and clean_view must be true or false")
-        if int(self.views) < 1 or int(self.batch_size) < 1:
-            raise ValueError("training.features.views and batch_size must be >= 1")
-
+    @field_validator("engine")
     @classmethod
-    def from_params(cls, features: Mapping[str, Any] | None) -> FeatureSettings:
-        """Build from the ``training.features`` block (absent keys take their defaults).
+    def _engine(cls, value: str) -> str:
+        if value not in FEATURE_ENGINES:
+            raise ValueError(f"must be one of {list(FEATURE_ENGINES)}, got {value!r}")
+        return value
 
-        Args:
-            features: The block, or ``None``.
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str) -> str:
+        if value not in FEATURE_RUNTIMES:
+            raise ValueError(f"must be one of {list(FEATURE_RUNTIMES)}, got {value!r}")
+        return value
 
-        Returns:
-            The validated settings.
+    @field_validator("views", "batch_size")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1")
+        return value
 
-        Raises:
-            ValueError: On an unknown key (with the closest known one) or a bad value.
-        """
-        given = dict(features or {})
-        refuse_unknown("training.features", given, (item.name for item in fields(cls)))
-        ray = dict(given.pop("ray", None) or {})
-        refuse_unknown(
-            "training.features.ray", ray, (item.name for item in fields(FeatureRaySettings))
-        )
-        return cls(**given, ray=FeatureRaySettings(**ray))
+
+class AugmentationSettings(Settings):
+    """``training.augmentation``: the training split's augmentation (never validation/test)."""
+
+    kind = "training.augmentation"
+
+    horizontal_flip: float = 0.5
+    vertical_flip: float = 0.5
+    rotation_degrees: float = 15.0
+
+
+class EvaluationSettings(Settings):
+    """``training.evaluation``: the operating threshold's target on validation."""
+
+    kind = "training.evaluation"
+
+    target_fpr: float = 0.01
+
+
+class SelectionSettings(Settings):
+    """``training.selection``: the validation metric that picks the best candidate."""
+
+    kind = "training.selection"
+
+    metric: str = "macro_f1"
+    greater_is_better: StrictBool = True
+
+
+class ExplanationSettings(Settings):
+    """``training.explanations``: which test images get a Grad-CAM heatmap, and its overlay."""
+
+    kind = "training.explanations"
+
+    errors: int = 3
+    near_threshold: int = 3
+    correct_per_class: int = 1
+    alpha: float = 0.45
+
+
+class TrainingMlflowSettings(Settings):
+    """``training.mlflow``: what each candidate's child run holds."""
+
+    kind = "training.mlflow"
+
+    log_full_bundle: StrictBool = False
+
+
+class SharedTrainingSettings(Settings):
+    """Every setting a candidate has, shared by all candidates unless overridden.
+
+    See ``conf/base/parameters_training.yml`` for what each means.
+    """
+
+    weights: str = "random"
+    seed: int = 42
+    image_size: int | None = 224
+    device: str = "auto"
+    num_threads: int | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0001
+    label_smoothing: float = 0.0
+    augmentation: AugmentationSettings = Field(default_factory=AugmentationSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    safe_class: str = "safe"
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    explanations: ExplanationSettings = Field(default_factory=ExplanationSettings)
+    mlflow: TrainingMlflowSettings = Field(default_factory=TrainingMlflowSettings)
+
+    @property
+    def view_seed(self) -> int:
+        """The augmented views' seed: ``features.augmentation_seed``, else ``seed``."""
+        seed = self.features.augmentation_seed
+        return self.seed if seed is None else seed
+
+
+class TrainingSettings(SharedTrainingSettings):
+    """The whole ``training`` block: the candidates, their overrides and the shared settings.
+
+    ``candidate_overrides`` stays a mapping here: its names and keys are checked (and a typo
+    warned about) by :func:`eyecatcher.candidates.candidate_config`, and the merged settings of
+    each candidate are validated by :class:`CandidateSettings`.
+    """
+
+    kind = "training"
+
+    candidates: list[str] = Field(default_factory=lambda: ["resnet50", "vit_base_patch16_224"])
+    candidate_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class CandidateSettings(SharedTrainingSettings):
+    """One candidate's effective settings: the shared block with its overrides applied.
+
+    Attributes:
+        name: The candidate (its Kedro namespace).
+        architecture: Its timm architecture (defaults to the name).
+        weights_seed: Seed of a random initialisation (``None``: ``seed``).
+    """
+
+    kind = "training"
+
+    name: str
+    architecture: str
+    weights_seed: int | None = None
+
+    @property
+    def random_init_seed(self) -> int:
+        """The seed of a random initialisation: ``weights_seed``, else ``seed``."""
+        return self.seed if self.weights_seed is None else self.weights_seed
+
+
+def head_config(settings: SharedTrainingSettings) -> HeadTrainingConfig:
+    """The optimisation settings of the head's training loop (both loops)."""
+    return HeadTrainingConfig(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        label_smoothing=settings.label_smoothing,
+        seed=settings.seed,
+    )
+
+
+def feature_runtime(settings: SharedTrainingSettings) -> str:
+    """What computes the cached features: ``features.runtime``, or ``torch`` for the reference
+    loop (which trains on PyTorch's own forward passes, and whose key says so)."""
+    return settings.features.runtime if settings.features.cache else "torch"
+
+
+def candidate_settings(training: Mapping[str, Any], candidate: str) -> CandidateSettings:
+    """The validated settings of ``candidate`` (the ``training`` block, overrides applied).
+
+    Raises:
+        ValueError: For an unknown key (with the closest known one) or a bad value.
+    """
+    return CandidateSettings.parse(candidate_config(training, candidate))

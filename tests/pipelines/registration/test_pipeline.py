@@ -591,6 +591,7 @@ def test_unscorable_champion_follows_the_policy(registry, bundles, tmp_path, pol
         register_model(**inputs(bundles, manifest, accuracy=0.9))
     # The champion's record of its training images is gone: it cannot be compared honestly.
     registry.delete_model_version_tag(MODEL, "1", "seen_images_uri")
+    registry.delete_model_version_tag(MODEL, "1", "training_population_uri")
     with mlflow.start_run() as run:
         report, _ = register_model(
             **inputs(

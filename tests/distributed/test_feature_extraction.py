@@ -183,3 +183,46 @@ def test_the_training_feature_step_on_ray_writes_the_local_engines_cache_entries
     assert on_ray.misses == local.misses == len(train[0]) * 2 + len(validation[0])
     assert on_ray.digests == local.digests
     _assert_same_entries(caches["local"], caches["ray"])
+
+
+class _DriverKilledAfter(FeatureCache):
+    """A cache whose process is killed after ``n`` entries were written (Ctrl-C, OOM, a node)."""
+
+    def __init__(self, root: Path, n: int) -> None:
+        super().__init__(root)
+        self.left = n
+
+    def put(self, *args, **kwargs) -> None:
+        if self.left == 0:
+            raise KeyboardInterrupt("the extraction is killed here")
+        self.left -= 1
+        super().put(*args, **kwargs)
+
+
+def test_an_interrupted_extraction_on_ray_resumes_computing_only_the_missing_pairs(
+    local_ray: None, setup: tuple, tmp_path: Path
+) -> None:
+    """Vectors come back batch by batch and are cached as they come: a rerun after a kill
+    computes only what the cache still misses, and gives the uninterrupted features."""
+    model, backbone, images = setup
+    views = training_views(2, {"horizontal_flip": 0.5, "rotation_degrees": 10.0}, seed=7)
+    total = len(images) * len(views)
+    killed = _DriverKilledAfter(tmp_path / "cache", n=total // 2)
+    with pytest.raises(KeyboardInterrupt):
+        compute_features(
+            model, backbone, images, views, cache=killed, engine="ray", workers=2, batch_size=2
+        )
+    resumed, stats = compute_features(
+        model,
+        backbone,
+        images,
+        views,
+        cache=FeatureCache(tmp_path / "cache"),
+        engine="ray",
+        workers=2,
+        batch_size=2,
+    )
+    assert stats.hits == total // 2 and stats.misses == total - total // 2
+    fresh, _ = compute_features(model, backbone, images, views, cache=None)
+    for name in fresh:
+        np.testing.assert_allclose(resumed[name], fresh[name], atol=TOLERANCE)

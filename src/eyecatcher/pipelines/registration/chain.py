@@ -58,7 +58,21 @@ def verify_chain(
         "split_manifest": manifest_hash(split_manifest),
         "quantization_config": config_hash(quantization_params),
     }
-    recorded = evaluation.get("fingerprints") or {}
+    _check_evaluation(candidate, bundle, evaluation, actual)
+    decision = f"quantization_decision (candidate '{candidate}')"
+    _check_decision(decision, entry, actual)
+    if entry.get("precision") == "int8":
+        _check_int8_file(decision, entry, actual)
+    return actual
+
+
+def _check_evaluation(
+    candidate: str,
+    bundle: ClassifierBundle,
+    evaluation: Mapping[str, Any],
+    actual: Mapping[str, str],
+) -> None:
+    """The evaluation describes this bundle (classes, architecture, fingerprint)."""
     shape = {"classes": list(bundle.classes), "architecture": bundle.architecture}
     for key, value in shape.items():
         if key in evaluation and evaluation[key] != value:
@@ -67,6 +81,7 @@ def verify_chain(
                 f"it describes {key} {evaluation[key]}, the bundle has {value}",
                 REBUILD_TRAINING,
             )
+    recorded = evaluation.get("fingerprints") or {}
     if "bundle" in recorded:
         check_link(
             f"{candidate}.evaluation",
@@ -75,25 +90,17 @@ def verify_chain(
             actual["bundle"],
             REBUILD_TRAINING,
         )
-    decision = f"quantization_decision (candidate '{candidate}')"
+
+
+def _check_decision(decision: str, entry: Mapping[str, Any], actual: Mapping[str, str]) -> None:
+    """The quantization decision was made from this bundle, manifest and settings."""
     fingerprints = entry.get("fingerprints") or {}
-    check_link(
-        decision, "model bundle", fingerprints.get("bundle"), actual["bundle"], REBUILD_QUANTIZATION
-    )
-    check_link(
-        decision,
-        "split manifest",
-        fingerprints.get("split_manifest"),
-        actual["split_manifest"],
-        REBUILD_QUANTIZATION,
-    )
-    check_link(
-        decision,
-        "quantization settings",
-        fingerprints.get("quantization_config"),
-        actual["quantization_config"],
-        REBUILD_QUANTIZATION,
-    )
+    for field, key in (
+        ("model bundle", "bundle"),
+        ("split manifest", "split_manifest"),
+        ("quantization settings", "quantization_config"),
+    ):
+        check_link(decision, field, fingerprints.get(key), actual[key], REBUILD_QUANTIZATION)
     calibration = entry.get("calibration") or {}
     if calibration.get("precision") != entry.get("precision"):
         raise StaleArtefactError(
@@ -102,20 +109,19 @@ def verify_chain(
             f"{entry.get('precision')!r}",
             REBUILD_QUANTIZATION,
         )
-    if entry.get("precision") == "int8":
-        path = (entry.get("int8") or {}).get("path")
-        if not path or not storage.exists(str(path)):
-            raise StaleArtefactError(
-                decision, f"its int8 ONNX file {path!r} does not exist", REBUILD_QUANTIZATION
-            )
-        metadata = read_metadata(path)
-        for field, key in (
-            ("model bundle", "bundle_fingerprint"),
-            ("split manifest", "split_manifest_hash"),
-            ("quantization settings", "quantization_config_hash"),
-        ):
-            name = {"bundle_fingerprint": "bundle", "split_manifest_hash": "split_manifest"}.get(
-                key, "quantization_config"
-            )
-            check_link(str(path), field, metadata.get(key), actual[name], REBUILD_QUANTIZATION)
-    return actual
+
+
+def _check_int8_file(decision: str, entry: Mapping[str, Any], actual: Mapping[str, str]) -> None:
+    """The int8 ONNX file exists and its metadata names the same three fingerprints."""
+    path = (entry.get("int8") or {}).get("path")
+    if not path or not storage.exists(str(path)):
+        raise StaleArtefactError(
+            decision, f"its int8 ONNX file {path!r} does not exist", REBUILD_QUANTIZATION
+        )
+    metadata = read_metadata(path)
+    for field, key, name in (
+        ("model bundle", "bundle_fingerprint", "bundle"),
+        ("split manifest", "split_manifest_hash", "split_manifest"),
+        ("quantization settings", "quantization_config_hash", "quantization_config"),
+    ):
+        check_link(str(path), field, metadata.get(key), actual[name], REBUILD_QUANTIZATION)

@@ -107,3 +107,21 @@ def test_progress_env_overrides_and_refuses_unknown_values(
     monkeypatch.setenv(PROGRESS_ENV, "sometimes")
     with pytest.raises(ValueError, match="EYECATCHER_PROGRESS='sometimes'"):
         progress_enabled()
+
+
+def test_mlflow_transfer_bars_are_off_when_ours_are() -> None:
+    """Off a terminal, the project's settings switch MLflow's own artifact bars off too."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
+    env.pop(PROGRESS_ENV, None)
+    variable = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    show = f"import os, eyecatcher.settings; print(os.environ['{variable}'])"
+    result = subprocess.run(
+        [sys.executable, "-c", show],
+        cwd=REPO,
+        env=env,
+        capture_output=True,  # stderr is a pipe, not a terminal
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "false"

@@ -12,11 +12,16 @@ from kedro.config import OmegaConfigLoader
 from eyecatcher.candidates import CandidateConfigHook
 from eyecatcher.mlflow_review import ReviewerTrackingHook
 from eyecatcher.outcomes import OutcomeHook
+from eyecatcher.progress import progress_enabled
 from eyecatcher.redaction import RedactionHook, deployment_env
 
 # Telemetry must never reach the network from this project, whoever launches it.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# MLflow draws its own artifact-transfer bars; off a terminal they would fill CI logs like ours
+# would (eyecatcher.progress decides, EYECATCHER_PROGRESS overrides).
+if not progress_enabled():
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # Third-party deprecation chatter printed on every run buries the warnings that matter here
 # (random weights, skipped gates); these two are not actionable by a user of this project.

@@ -55,7 +55,8 @@ def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
         The :func:`pinned` record.
 
     Raises:
-        ChampionNotFoundError: If the model or the alias does not exist, with what to do next.
+        ChampionNotFoundError: If the model or the alias does not exist, with what to do next
+            (MLflow's own message included, without any ``user:password@`` of the URI).
     """
     name = str(params["model_name"])
     alias = str(params.get("alias", "champion"))
@@ -67,7 +68,7 @@ def resolve_champion(params: Mapping[str, Any]) -> dict[str, Any]:
             f"No version of registered model '{name}' has the alias '{alias}' in the registry "
             f"at {redact_uri(uris.registry_uri)}. Run the training pipelines first (`kedro run`), "
             f"which register a model that passes the gate and make it '{alias}'; or set "
-            f"MLFLOW_TRACKING_URI to the registry that holds it. ({exc.message})"
+            f"MLFLOW_TRACKING_URI to the registry that holds it. ({redact_uri(exc.message)})"
         ) from exc
     record = pinned(version, uris, alias=alias)
     logger.info(
@@ -101,7 +102,8 @@ def resolve_alias_or_version(
         version = registry_client(uris).get_model_version(name, text)
     except MlflowException as exc:
         raise ChampionNotFoundError(
-            f"{setting}={text}: registered model '{name}' has no version {text} ({exc.message})"
+            f"{setting}={text}: registered model '{name}' has no version {text} "
+            f"({redact_uri(exc.message)})"
         ) from exc
     logger.info("Resolved %s version %s (run %s)", name, version.version, version.run_id)
     return pinned(version, uris)

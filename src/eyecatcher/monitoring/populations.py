@@ -29,7 +29,11 @@ import pandas as pd
 from eyecatcher import mlflow_log
 from eyecatcher.fingerprints import SEEN_SPLITS
 from eyecatcher.images import decode_image
-from eyecatcher.pipelines.splitting.near_duplicates import hashes_to_uint64, perceptual_hash
+from eyecatcher.pipelines.splitting.near_duplicates import (
+    _close_pairs,
+    hashes_to_uint64,
+    perceptual_hash,
+)
 from eyecatcher.pipelines.splitting.nodes import HASH_DECODE_MIN_SIDE
 from eyecatcher.storage import read_bytes
 
@@ -41,8 +45,6 @@ TRAINING_POPULATION_TAG = "training_population_uri"
 SEEN_IMAGES_TAG = "seen_images_uri"
 #: Values of the ``seen_in_training`` column.
 EXACT, NEAR = "exact", "near_duplicate"
-#: Query hashes compared with every training hash at once (bounds memory at ~8 MB per 1k).
-_QUERY_BLOCK = 1024
 
 
 class TrainingPopulationError(ValueError):
@@ -147,12 +149,15 @@ class TrainingPopulation:
         if not present.any():
             return result
         query = hashes_to_uint64(phashes[present].astype(str).tolist())
-        hits = np.zeros(query.size, dtype=bool)
-        for start in range(0, query.size, _QUERY_BLOCK):
-            block = query[start : start + _QUERY_BLOCK, None] ^ self._hashes[None, :]
-            hits[start : start + _QUERY_BLOCK] = (np.bitwise_count(block) <= self.max_distance).any(
-                axis=1
-            )
+        # The pigeonhole index near-duplicate grouping uses: only hashes sharing one of
+        # ``max_distance + 1`` chunks are compared, not every query with every training hash.
+        values = np.unique(np.concatenate([self._hashes, query]))
+        in_training = np.isin(values, self._hashes)
+        near_value = in_training.copy()  # an equal pHash is at distance 0
+        first, second = _close_pairs(values, int(self.max_distance))
+        near_value[first[in_training[second]]] = True
+        near_value[second[in_training[first]]] = True
+        hits = near_value[np.searchsorted(values, query)]
         result[present] = hits
         return result
 

@@ -18,38 +18,16 @@ from typing import Any
 
 import mlflow
 
-from eyecatcher.redaction import REDACTED, is_secret_name, redact, redact_uri
+from eyecatcher.redaction import KEYS_ONLY, REDACTED, record_safe, redact_uri
 
 #: MLflow's limit on a param value (and what tags are cut to, to keep the UI readable).
 PARAM_LIMIT = 500
 TAG_LIMIT = 5000
-#: Blocks recorded by key name only.
-KEYS_ONLY = frozenset({"storage_options", "credentials", "client_kwargs"})
 
 
 def safe_record(value: Any, name: str = "") -> Any:
-    """A copy of ``value`` fit to record: redacted, ``storage_options`` reduced to key names.
-
-    Args:
-        value: A mapping, list or scalar (nested freely).
-        name: The value's own name, if it has one (dotted names count by their last part).
-
-    Returns:
-        The copy; ``value`` itself is never changed.
-    """
-    if _keys_only(name) and isinstance(value, Mapping):
-        return sorted(str(key) for key in value)
-    if name and is_secret_name(name):
-        return redact(value, name)
-    if isinstance(value, Mapping):
-        return {key: safe_record(item, str(key)) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(safe_record(item) for item in value)
-    return redact(value, name)
-
-
-def _keys_only(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in KEYS_ONLY
+    """A copy of ``value`` fit to record (:func:`eyecatcher.redaction.record_safe`)."""
+    return record_safe(value, name)
 
 
 def safe_tags(tags: Mapping[str, Any], limit: int = TAG_LIMIT) -> dict[str, str]:

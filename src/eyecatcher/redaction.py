@@ -8,7 +8,8 @@ never written anywhere"):
   into reports and log lines;
 * :class:`RedactionHook` runs before kedro-mlflow's hooks and hands them redacted copies of the
   node parameters and of the run's runtime parameters (``--params``), which kedro-mlflow would
-  otherwise log as params and as the ``runtime_params`` tag. Nodes still receive the real
+  otherwise log as params and as the ``runtime_params`` tag; ``storage_options`` blocks are
+  handed over as their key names only (:func:`record_safe`). Nodes still receive the real
   values; only what is recorded changes.
 
 The environment resolver allowed in configuration (:func:`deployment_env`) reads only a short
@@ -120,6 +121,38 @@ def redact(value: Any, name: str = "") -> Any:
     return value
 
 
+#: Blocks recorded by their key names only: their values may hold an endpoint with a token, a
+#: SAS signature or a profile, under names no word list can foresee.
+KEYS_ONLY = frozenset({"storage_options", "credentials", "client_kwargs"})
+
+
+def keys_only(name: str) -> bool:
+    """Whether a value named ``name`` (dotted: its last part counts) is recorded by key only."""
+    return str(name).rsplit(".", 1)[-1] in KEYS_ONLY
+
+
+def record_safe(value: Any, name: str = "") -> Any:
+    """What may be recorded of ``value``: :func:`redact`, with ``storage_options`` (and other
+    :data:`KEYS_ONLY` blocks) reduced to their sorted key names.
+
+    Args:
+        value: A mapping, list or scalar (nested freely).
+        name: The value's own name, if it has one.
+
+    Returns:
+        The copy; ``value`` itself is never changed.
+    """
+    if keys_only(name) and isinstance(value, Mapping):
+        return sorted(str(key) for key in value)
+    if name and is_secret_name(name):
+        return redact(value, name)
+    if isinstance(value, Mapping):
+        return {key: record_safe(item, str(key)) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(record_safe(item) for item in value)
+    return redact(value, name)
+
+
 def _secret_paths(value: Any, prefix: str = "") -> list[str]:
     if isinstance(value, Mapping):
         paths = []
@@ -155,14 +188,14 @@ class RedactionHook:
                     "AWS default chain, not parameters (see docs/configuration.md).",
                     path,
                 )
-            run_params["runtime_params"] = redact(runtime)
+            run_params["runtime_params"] = record_safe(runtime)
 
     @hook_impl(tryfirst=True)
     def before_node_run(self, inputs: dict[str, Any]) -> None:
         """Replace secret parameters in the (copied) node inputs that kedro-mlflow logs."""
         for name in list(inputs):
             if name.startswith("params:") or name == "parameters":
-                inputs[name] = redact(inputs[name], name.removeprefix("params:"))
+                inputs[name] = record_safe(inputs[name], name.removeprefix("params:"))
 
 
 #: Non-secret deployment facts configuration may read from the environment.

@@ -172,7 +172,8 @@ def test_kedro_run_with_the_champion_as_shadow_writes_columns_report_and_mlflow(
     ) as session:
         session.run(pipeline_names=["batch_scoring"])
     table = pd.read_parquet(kedro_project / "data/07_model_output/batch_verdicts")
-    assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at", *SHADOW_COLUMNS]
+    # The verdict table adds the partition column, the UTC day of scored_at.
+    assert list(table.columns) == [*VERDICT_COLUMNS, "scored_at", *SHADOW_COLUMNS, "scored_day"]
     assert (table["decision"] == table["shadow_decision"]).all()
     report = json.loads((kedro_project / "data/08_reporting/shadow_report.json").read_text())
     assert report["shadow_model_version"] == report["champion_model_version"] == "1"

@@ -54,7 +54,11 @@ class _Counting:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> _Counting:
         """Make every ChampionScorer go through this wrapper (a function, so it binds)."""
-        monkeypatch.setattr(ChampionScorer, "predict", lambda scorer, batch: self(scorer, batch))
+
+        def predict(scorer: ChampionScorer, batch) -> list[dict]:
+            return self(scorer, batch)
+
+        monkeypatch.setattr(ChampionScorer, "predict", predict)
         return self
 
     def __call__(self, scorer: ChampionScorer, batch) -> list[dict]:

@@ -29,7 +29,6 @@ from eyecatcher.pipelines.quantization.nodes import (
     build_onnx_models,
     summarise_quantization,
 )
-from eyecatcher.pipelines.quantization.onnx_dataset import OnnxModelsDataset
 from eyecatcher.pipelines.quantization.pipeline import create_pipeline
 from eyecatcher.pipelines.quantization.report import table_markdown
 from eyecatcher.pipelines.quantization.scoring import input_fingerprints, onnx_metadata
@@ -405,7 +404,7 @@ def test_unknown_class_in_the_test_split_is_a_clear_error(manifest):
         benchmark_candidate(models, bundle, renamed, attempt, params)
 
 
-# --- the ONNX runner and the dataset -----------------------------------------------------------
+# --- the ONNX runner -------------------------------------------------------------------------
 
 
 def test_onnx_classifier_probabilities_sum_to_one(manifest, tmp_path):
@@ -418,17 +417,6 @@ def test_onnx_classifier_probabilities_sum_to_one(manifest, tmp_path):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         runner.predict_proba(batch[0])
-
-
-def test_onnx_models_dataset_removes_stale_variants(tmp_path):
-    dataset = OnnxModelsDataset(path=str(tmp_path / "onnx"))
-    assert dataset.load() == {}
-    dataset.save({"fp32": b"a", "int8_static": b"b"})
-    assert set(dataset.load()) == {"fp32", "int8_static"}
-    dataset.save({"fp32": b"c"})  # this time quantization failed
-    loaded = dataset.load()
-    assert list(loaded) == ["fp32"]
-    assert Path(loaded["fp32"]).read_bytes() == b"c"
 
 
 # --- the summary and the pipeline ------------------------------------------------------------

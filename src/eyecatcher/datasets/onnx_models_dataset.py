@@ -24,6 +24,14 @@ _VARIANT = re.compile(r"^[A-Za-z0-9_.-]+$")
 class OnnxModelsDataset(AbstractDataset[dict[str, bytes], dict[str, str]]):
     """A folder (local or ``s3://``) of ``<variant>.onnx`` files.
 
+    Examples:
+        ```yaml
+        "{candidate}.onnx_models":
+          type: eyecatcher.datasets.onnx_models_dataset.OnnxModelsDataset
+          path: ${globals:data_root}/06_models/{candidate}/onnx
+          fs_args: ${globals:storage_options}
+        ```
+
     Args:
         path: The folder or prefix (created on save).
         credentials: Secrets for the filesystem (``credentials.yml``), or ``None`` for the

@@ -1,14 +1,27 @@
-"""OnnxModelsDataset on S3: models saved, stale variants removed, loaded back by ONNX Runtime."""
+"""OnnxModelsDataset, local and on S3: models saved, stale variants removed, loaded back."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from eyecatcher import storage
+from eyecatcher.datasets.onnx_models_dataset import OnnxModelsDataset
 from eyecatcher.models.onnx_runtime import OnnxClassifier, export_onnx
-from eyecatcher.pipelines.quantization.onnx_dataset import OnnxModelsDataset
+
+
+def test_onnx_models_dataset_removes_stale_variants(tmp_path) -> None:
+    dataset = OnnxModelsDataset(path=str(tmp_path / "onnx"))
+    assert dataset.load() == {}
+    dataset.save({"fp32": b"a", "int8_static": b"b"})
+    assert set(dataset.load()) == {"fp32", "int8_static"}
+    dataset.save({"fp32": b"c"})  # this time quantization failed
+    loaded = dataset.load()
+    assert list(loaded) == ["fp32"]
+    assert Path(loaded["fp32"]).read_bytes() == b"c"
 
 
 def test_onnx_models_on_s3(s3_bucket: str, tmp_path) -> None:

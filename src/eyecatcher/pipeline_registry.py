@@ -4,7 +4,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The default `kedro run` is the training path end to end. Serving starts a server, batch
-# scoring needs a folder to score, the retrain check exits non-zero when retraining is due and
+# scoring needs a folder to score, the retrain check exits 4 when retraining is due and
 # the review queue needs batch scoring's verdicts, so they run only when asked for by name.
 _NOT_IN_DEFAULT = {"serving", "batch_scoring", "retrain_check", "review_queue"}
 

@@ -484,7 +484,7 @@ def test_quantization_in_a_kedro_session_logs_to_mlflow(kedro_project, fresh_can
     import mlflow
     from kedro.framework.session import KedroSession
 
-    from eyecatcher.models.bundle_dataset import ClassifierBundleDataset
+    from eyecatcher.datasets.classifier_bundle_dataset import ClassifierBundleDataset
 
     # The upstream outputs, written where the training and splitting catalogs keep them.
     manifest = _manifest(train_per_class=2, test_per_class=2)

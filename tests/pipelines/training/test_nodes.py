@@ -12,10 +12,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from eyecatcher.datasets.classifier_bundle_dataset import ClassifierBundleDataset
 from eyecatcher.features.cache import FeatureCache
 from eyecatcher.features.views import ImageIntegrityError, read_image
 from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.models.bundle_dataset import ClassifierBundleDataset
 from eyecatcher.pipelines.training.nodes import (
     ManifestError,
     check_manifest,

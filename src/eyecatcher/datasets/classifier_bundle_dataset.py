@@ -19,12 +19,13 @@ from eyecatcher.models.bundle import ClassifierBundle
 class ClassifierBundleDataset(AbstractDataset[ClassifierBundle, ClassifierBundle]):
     """Load and save one :class:`ClassifierBundle` at a local path or an ``s3://`` URL.
 
-    Example catalog entry::
-
-        "{namespace}.model_bundle":
-          type: eyecatcher.models.bundle_dataset.ClassifierBundleDataset
-          filepath: data/06_models/{namespace}/model_bundle.pt
+    Examples:
+        ```yaml
+        "{candidate}.model_bundle":
+          type: eyecatcher.datasets.classifier_bundle_dataset.ClassifierBundleDataset
+          filepath: ${globals:data_root}/06_models/{candidate}/model_bundle.pt
           fs_args: ${globals:storage_options}
+        ```
     """
 
     def __init__(

@@ -9,8 +9,8 @@ import torch
 from kedro.io import DatasetError
 
 from eyecatcher import storage
+from eyecatcher.datasets.classifier_bundle_dataset import ClassifierBundleDataset
 from eyecatcher.models.bundle import ClassifierBundle
-from eyecatcher.models.bundle_dataset import ClassifierBundleDataset
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.preprocessing import data_config_for
 

@@ -13,10 +13,12 @@ from kedro.config import OmegaConfigLoader
 
 from eyecatcher.candidates import candidate_names
 from eyecatcher.parameters import Settings, closest, refuse_unknown, unknown_keys_error
+from eyecatcher.pipelines.feedback.settings import FeedbackSettings
 from eyecatcher.pipelines.ingestion.settings import IngestionSettings
 from eyecatcher.pipelines.labelling.settings import LabellingSettings
 from eyecatcher.pipelines.model_card.settings import ModelCardSettings
 from eyecatcher.pipelines.quantization.settings import QuantizationSettings
+from eyecatcher.pipelines.retrain_check.settings import RetrainSettings
 from eyecatcher.pipelines.splitting.settings import SplittingSettings
 from eyecatcher.pipelines.training.settings import TrainingSettings, candidate_settings
 from eyecatcher.settings import CONFIG_LOADER_ARGS
@@ -53,6 +55,8 @@ TYPED_BLOCKS: dict[str, type[Settings]] = {
     "ingestion": IngestionSettings,
     "labelling": LabellingSettings,
     "model_card": ModelCardSettings,
+    "feedback": FeedbackSettings,
+    "retrain_check": RetrainSettings,
 }
 
 ENVIRONMENTS = ["base", "local", "aws", "s3", "test"]
@@ -118,6 +122,9 @@ def test_no_code_default_contradicts_conf_base(block: str, conf_dir: Path) -> No
         ("ingestion", [], "min_sides", "min_side"),
         ("labelling", ["label_sources"], "folders", "folder"),
         ("model_card", [], "ui_ur", "ui_url"),
+        ("feedback", [], "conflict_rul", "conflict_rule"),
+        ("retrain_check", [], "min_new_feedbak", "min_new_feedback"),
+        ("retrain_check", ["drift"], "psi_alrt", "psi_alert"),
     ],
 )
 def test_a_misspelt_key_names_the_closest_one(

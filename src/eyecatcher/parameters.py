@@ -68,6 +68,9 @@ class Settings(BaseModel):
 
     #: The block's dotted name in the parameters, e.g. ``training.features``.
     kind: ClassVar[str] = ""
+    #: The ``ValueError`` subclass :meth:`parse` raises (a pipeline's own, e.g. one that
+    #: ``eyecatcher.outcomes`` maps to the ``bad_configuration`` exit code).
+    error: ClassVar[type[ValueError]] = ValueError
 
     @classmethod
     def parse(cls, params: Mapping[str, Any] | None, kind: str | None = None) -> Self:
@@ -81,12 +84,13 @@ class Settings(BaseModel):
             The validated, frozen settings.
 
         Raises:
-            ValueError: Naming every unknown key (with the closest known one) and bad value.
+            ValueError: (:attr:`error`) Naming every unknown key (with the closest known one)
+                and bad value.
         """
         try:
             return cls.model_validate(dict(params or {}))
         except ValidationError as exc:
-            raise settings_error(kind or cls.kind, cls, exc) from None
+            raise cls.error(str(settings_error(kind or cls.kind, cls, exc))) from None
 
 
 def settings_error(kind: str, model: type[BaseModel], exc: ValidationError) -> ValueError:

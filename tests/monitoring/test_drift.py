@@ -88,9 +88,9 @@ def test_too_few_samples_are_reported_but_never_alerted() -> None:
 
 def test_settings_refuse_unknown_keys_and_bad_values() -> None:
     with pytest.raises(DriftConfigError, match="psi_alrt"):
-        DriftSettings.from_params({"psi_alrt": 0.2})
+        DriftSettings.parse({"psi_alrt": 0.2})
     with pytest.raises(DriftConfigError, match="ks_p_value_alert"):
-        DriftSettings.from_params({"ks_p_value_alert": 1.5})
+        DriftSettings.parse({"ks_p_value_alert": 1.5})
 
 
 def test_image_statistics_measure_size_brightness_format_and_keep_failures(tmp_path) -> None:

@@ -81,11 +81,15 @@ def test_mismatched_item_sets_are_refused() -> None:
 
 def test_shadow_period_needs_images_and_agreement_or_an_approval(verdicts) -> None:
     comparison = shadow_comparison(verdicts)
-    passed, reasons = ShadowPeriod(min_images=4, min_agreement=0.5).check(comparison)
+    passed, reasons = ShadowPeriod(min_images=4, min_agreement=0.5, approved=False).check(
+        comparison
+    )
     assert passed and reasons[0].startswith("4 images compared >=")
-    passed, reasons = ShadowPeriod(min_images=5, min_agreement=0.9).check(comparison)
+    passed, reasons = ShadowPeriod(min_images=5, min_agreement=0.9, approved=False).check(
+        comparison
+    )
     assert not passed and "< min_images=5" in reasons[0] and "< min_agreement=0.9" in reasons[1]
-    assert ShadowPeriod(min_images=10**6, approved=True).check(comparison)[0]
+    assert ShadowPeriod(min_images=10**6, min_agreement=1.0, approved=True).check(comparison)[0]
 
 
 def test_disagreement_sheet_shows_each_disagreement(tmp_path) -> None:

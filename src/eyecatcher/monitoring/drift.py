@@ -21,22 +21,31 @@ into the project's own JSON report and MLflow metrics (docs/feedback-loop.md say
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import field_validator
 from scipy import stats
+
+from eyecatcher.parameters import Settings
+
+#: Floor of an empty bin's share in PSI: a category seen on one side only gives a large, finite
+#: PSI (not infinity).
+PSI_EPSILON = 1e-4
 
 
 class DriftConfigError(ValueError):
     """The drift settings are invalid."""
 
 
-@dataclass(frozen=True)
-class DriftSettings:
-    """When a column counts as drifted.
+class DriftSettings(Settings):
+    """``retrain_check.drift``: when a column counts as drifted.
+
+    Each default is the value ``conf/base/parameters_retrain_check.yml`` sets (``epsilon``
+    is not set there: the code is its one place); ``tests/test_parameters.py`` compares them.
 
     Attributes:
         psi_alert: Alert when PSI is at or above this.
@@ -49,48 +58,50 @@ class DriftSettings:
         epsilon: Floor of an empty bin's share in PSI.
     """
 
+    kind = "retrain_check.drift"
+    error = DriftConfigError
+
     psi_alert: float = 0.25
     ks_p_value_alert: float = 0.01
     ks_statistic_alert: float = 0.1
     bins: int = 10
     min_samples: int = 30
-    epsilon: float = 1e-4
+    epsilon: float = PSI_EPSILON
 
-    def __post_init__(self) -> None:
-        if self.psi_alert <= 0:
-            raise DriftConfigError(f"psi_alert must be positive, got {self.psi_alert}")
-        if not 0 < self.ks_p_value_alert < 1:
-            raise DriftConfigError(
-                f"ks_p_value_alert must be in (0, 1), got {self.ks_p_value_alert}"
-            )
-        if not 0 <= self.ks_statistic_alert <= 1:
-            raise DriftConfigError(
-                f"ks_statistic_alert must be in [0, 1], got {self.ks_statistic_alert}"
-            )
-        if self.bins < 2:
-            raise DriftConfigError(f"bins must be at least 2, got {self.bins}")
-        if self.min_samples < 1:
-            raise DriftConfigError(f"min_samples must be at least 1, got {self.min_samples}")
-
+    @field_validator("psi_alert")
     @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> DriftSettings:
-        """Build from a parameter block, refusing unknown keys (a misspelt key is not ignored).
+    def _psi_alert(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be positive, got {value}")
+        return value
 
-        Args:
-            params: ``psi_alert``, ``ks_p_value_alert``, ... or ``None`` for the defaults.
+    @field_validator("ks_p_value_alert")
+    @classmethod
+    def _ks_p_value_alert(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"must be in (0, 1), got {value}")
+        return value
 
-        Returns:
-            The settings.
+    @field_validator("ks_statistic_alert")
+    @classmethod
+    def _ks_statistic_alert(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError(f"must be in [0, 1], got {value}")
+        return value
 
-        Raises:
-            DriftConfigError: On unknown keys or invalid values.
-        """
-        params = dict(params or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise DriftConfigError(f"unknown drift setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+    @field_validator("bins")
+    @classmethod
+    def _bins(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"must be at least 2, got {value}")
+        return value
+
+    @field_validator("min_samples")
+    @classmethod
+    def _min_samples(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
 
 
 def _numeric(values: Sequence[Any] | pd.Series) -> np.ndarray:
@@ -200,7 +211,7 @@ def psi_numeric(
     reference: Sequence[float] | pd.Series,
     current: Sequence[float] | pd.Series,
     bins: int = 10,
-    epsilon: float = 1e-4,
+    epsilon: float = PSI_EPSILON,
     *,
     reference_weights: Sequence[float] | np.ndarray | None = None,
 ) -> float:
@@ -233,7 +244,7 @@ def psi_numeric(
 def psi_categorical(
     reference: Sequence[Any] | pd.Series,
     current: Sequence[Any] | pd.Series,
-    epsilon: float = 1e-4,
+    epsilon: float = PSI_EPSILON,
     *,
     reference_weights: Sequence[float] | np.ndarray | None = None,
 ) -> float:
@@ -466,7 +477,7 @@ def drift_report(
             columns[name] = result.to_dict()
     alerts = [name for name, result in columns.items() if result["alert"]]
     return {
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
         "columns": columns,
         "alerts": alerts,
         "alert": bool(alerts),

@@ -131,15 +131,19 @@ def _nested(table: pd.DataFrame) -> dict[str, dict[str, int]]:
 class ShadowPeriod:
     """What a shadow must show before the ``champion`` alias may move to it.
 
+    Built from ``registration.shadow``
+    (:class:`~eyecatcher.pipelines.registration.settings.ShadowSettings` holds the defaults,
+    equal to ``conf/base``'s), so no value here has a second default.
+
     Attributes:
         min_images: Items compared (errors excluded) at least.
         min_agreement: Decision agreement rate with the champion at least.
         approved: An explicit approval that replaces both checks (recorded on the version).
     """
 
-    min_images: int = 200
-    min_agreement: float = 0.9
-    approved: bool = False
+    min_images: int
+    min_agreement: float
+    approved: bool
 
     def check(self, comparison: dict[str, Any]) -> tuple[bool, list[str]]:
         """Whether a shadow comparison satisfies the period.

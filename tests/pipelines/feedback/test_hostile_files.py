@@ -23,11 +23,8 @@ from eyecatcher.pipelines.feedback.files import (
     parse_feedback_files,
 )
 from eyecatcher.pipelines.feedback.nodes import validate_feedback
-from eyecatcher.pipelines.feedback.validation import (
-    FeedbackConfigError,
-    FeedbackSettings,
-    validate_records,
-)
+from eyecatcher.pipelines.feedback.settings import FeedbackConfigError, FeedbackSettings
+from eyecatcher.pipelines.feedback.validation import validate_records
 from tests.pipelines.labelling.conftest import labelling_params
 
 SHA = {name: name * 64 for name in "abcd"}
@@ -322,4 +319,17 @@ def test_every_row_of_a_hostile_folder_is_accounted_for(
 )
 def test_size_cap_and_skew_settings_are_checked(params: dict, match: str) -> None:
     with pytest.raises(FeedbackConfigError, match=match):
-        FeedbackSettings.from_params(params)
+        FeedbackSettings.parse(params)
+
+
+def test_settings_are_typed_once_and_misspelt_keys_name_the_closest() -> None:
+    with pytest.raises(FeedbackConfigError, match=r"'max_listd' \(did you mean 'max_listed'\?\)"):
+        FeedbackSettings.parse({"max_listd": 10})
+    with pytest.raises(FeedbackConfigError, match="max_file_bytes must be an integer, got True"):
+        FeedbackSettings.parse({"max_file_bytes": True})
+    with pytest.raises(FeedbackConfigError, match="max_clock_skew_seconds must be between"):
+        FeedbackSettings.parse({"max_clock_skew_seconds": 86_401})
+    settings = FeedbackSettings.parse({"max_clock_skew_seconds": 0, "conflict_rule": "majority"})
+    assert (settings.max_clock_skew_seconds, settings.conflict_rule) == (0, "majority")
+    with pytest.raises(ValueError, match="frozen"):
+        settings.max_listed = 1  # type: ignore[misc]

@@ -12,11 +12,8 @@ import pytest
 from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
 from eyecatcher.pipelines.feedback.files import parse_feedback_files
 from eyecatcher.pipelines.feedback.nodes import validate_feedback
-from eyecatcher.pipelines.feedback.validation import (
-    FeedbackConfigError,
-    FeedbackSettings,
-    validate_records,
-)
+from eyecatcher.pipelines.feedback.settings import FeedbackConfigError, FeedbackSettings
+from eyecatcher.pipelines.feedback.validation import validate_records
 from tests.pipelines.labelling.conftest import labelling_params
 
 SHA = {name: name * 64 for name in "abc"}
@@ -187,9 +184,9 @@ def test_conflicts_resolve_by_majority_and_ties_go_to_the_latest(index: pd.DataF
 
 def test_settings_refuse_unknown_keys_and_rules() -> None:
     with pytest.raises(FeedbackConfigError, match="conflict_rul"):
-        FeedbackSettings.from_params({"conflict_rul": "latest"})
+        FeedbackSettings.parse({"conflict_rul": "latest"})
     with pytest.raises(FeedbackConfigError, match="oldest"):
-        FeedbackSettings.from_params({"conflict_rule": "oldest"})
+        FeedbackSettings.parse({"conflict_rule": "oldest"})
 
 
 def test_the_dataset_reads_feedback_files_and_skips_others(tmp_path: Path) -> None:

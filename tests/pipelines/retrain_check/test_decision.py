@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eyecatcher.outcomes import EXIT_BAD_CONFIGURATION, outcome_of
 from eyecatcher.pipelines.retrain_check.decision import (
-    RetrainConfigError,
     RetrainRequiredError,
-    RetrainSettings,
     decide,
     disagreement_per_class,
 )
@@ -21,6 +20,7 @@ from eyecatcher.pipelines.retrain_check.nodes import (
     measure_disagreement,
     measure_drift,
 )
+from eyecatcher.pipelines.retrain_check.settings import RetrainConfigError, RetrainSettings
 
 SETTINGS = RetrainSettings(min_new_feedback=10, max_disagreement_rate=0.2, min_items_per_class=5)
 REGISTERED = pd.Timestamp("2026-11-20T00:00Z")
@@ -97,9 +97,9 @@ def test_disagreement_per_class_joins_on_sha256() -> None:
 
 def test_settings_refuse_unknown_keys_and_nested_drift_keys() -> None:
     with pytest.raises(RetrainConfigError, match="min_new_feedbak"):
-        RetrainSettings.from_params({"min_new_feedbak": 3})
+        RetrainSettings.parse({"min_new_feedbak": 3})
     with pytest.raises(ValueError, match="psi"):
-        RetrainSettings.from_params({"drift": {"psi": 0.1}})
+        RetrainSettings.parse({"drift": {"psi": 0.1}})
 
 
 def _feedback(times: list[str]) -> pd.DataFrame:
@@ -173,3 +173,22 @@ def test_drift_is_not_measured_without_a_reference() -> None:
     )
     assert report["measured"] is False and report["alert"] is False
     assert report["reason"] == "no reference: no predictions"
+
+
+def test_a_refused_setting_ends_the_run_as_bad_configuration() -> None:
+    """Nested drift keys too: exit code 2, as for the block's own keys."""
+    for params in ({"min_new_feedbak": 3}, {"drift": {"psi_alrt": 0.2}}, {"max_images": 0}):
+        with pytest.raises(RetrainConfigError) as caught:
+            RetrainSettings.parse(params)
+        assert outcome_of(caught.value) == ("bad_configuration", EXIT_BAD_CONFIGURATION)
+    message = str(caught.value)
+    assert message.startswith("retrain_check.max_images must be >= 1, got 0")
+
+
+def test_empty_blocks_mean_the_defaults_and_options_are_reported_by_name() -> None:
+    settings = RetrainSettings.parse({"storage_options": None, "drift": None})
+    assert settings == RetrainSettings()
+    record = RetrainSettings.parse({"storage_options": {"anon": True, "key": "s3cr3t"}}).to_dict()
+    assert record["storage_options"] == ["anon", "key"]
+    assert "s3cr3t" not in str(record)
+    assert record["drift"] == RetrainSettings().drift.model_dump()

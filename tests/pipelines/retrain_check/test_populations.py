@@ -20,9 +20,11 @@ from eyecatcher.pipelines.retrain_check.nodes import (
     measure_disagreement,
     measure_drift,
 )
+from tests.pipelines.labelling.conftest import labelling_params
 
 PARAMS = {"min_items_per_class": 1, "max_images": 200}
-LABELLING = {"taxonomy": {"safe_class": "safe"}}
+#: The base ``labelling`` block: its taxonomy names the safe class.
+LABELLING = labelling_params()
 
 
 def _picture(seed: int) -> Image.Image:

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from eyecatcher.pipelines.feedback.files import FeedbackFile, parse_feedback_files
-from eyecatcher.pipelines.feedback.validation import FeedbackSettings, validate_records
+from eyecatcher.pipelines.feedback.settings import FeedbackSettings
+from eyecatcher.pipelines.feedback.validation import validate_records
 from eyecatcher.rekognition.taxonomy import TaxonomyMapping
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def validate_feedback(
         ``feedback_items`` (valid records), ``feedback_verdicts`` (one per image), the
         ``feedback_report`` and its headline numbers for MLflow.
     """
-    settings = FeedbackSettings.from_params(params)
+    settings = FeedbackSettings.parse(params)
     classes = TaxonomyMapping.from_params(labelling["taxonomy"]).class_names()
     records = parse_feedback_files(feedback_files, settings.max_file_bytes)
     items, verdicts, report = validate_records(records, image_index, classes, settings)

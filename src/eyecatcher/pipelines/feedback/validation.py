@@ -13,18 +13,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from eyecatcher.monitoring.online_metrics import FEEDBACK_KINDS
-from eyecatcher.pipelines.feedback.files import DEFAULT_MAX_FILE_BYTES
+from eyecatcher.pipelines.feedback.settings import FeedbackSettings
 
 REQUIRED_FIELDS = ("image", "verdict", "reviewer", "timestamp", "kind")
 OPTIONAL_FIELDS = ("note",)
-CONFLICT_RULES = ("latest", "majority")
 #: Record statuses, in the order the report lists them.
 STATUSES = (
     "valid",
@@ -57,69 +55,6 @@ VERDICT_COLUMNS = [
     "resolution",
 ]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class FeedbackConfigError(ValueError):
-    """The feedback settings are invalid."""
-
-
-@dataclass(frozen=True)
-class FeedbackSettings:
-    """How feedback is validated.
-
-    Attributes:
-        conflict_rule: ``latest`` (the most recent verdict wins) or ``majority`` (the most
-            frequent verdict wins; a tie goes to the most recent of the tied verdicts).
-        max_listed: Problems and conflicts listed in full in the report (all are counted).
-        max_file_bytes: Files larger than this are refused unread (one ``too_large`` record).
-        max_clock_skew_seconds: How far past the run's clock a timestamp may be (clocks of
-            moderation tools drift); later ones are ``future_timestamp`` (they would win the
-            ``latest`` rule forever).
-    """
-
-    conflict_rule: str = "latest"
-    max_listed: int = 50
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    max_clock_skew_seconds: float = 300.0
-
-    def __post_init__(self) -> None:
-        if self.conflict_rule not in CONFLICT_RULES:
-            raise FeedbackConfigError(
-                f"feedback.conflict_rule must be one of {list(CONFLICT_RULES)}, "
-                f"got {self.conflict_rule!r}"
-            )
-        if self.max_listed < 0:
-            raise FeedbackConfigError(f"feedback.max_listed must be >= 0, got {self.max_listed}")
-        if isinstance(self.max_file_bytes, bool) or not isinstance(self.max_file_bytes, int):
-            raise FeedbackConfigError(
-                f"feedback.max_file_bytes must be an integer, got {self.max_file_bytes!r}"
-            )
-        if self.max_file_bytes <= 0:
-            raise FeedbackConfigError(
-                f"feedback.max_file_bytes must be > 0, got {self.max_file_bytes}"
-            )
-        skew = self.max_clock_skew_seconds
-        if isinstance(skew, bool) or not isinstance(skew, int | float) or not 0 <= skew <= 86_400:
-            raise FeedbackConfigError(
-                "feedback.max_clock_skew_seconds must be between 0 and 86400, got "
-                f"{self.max_clock_skew_seconds}"
-            )
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> FeedbackSettings:
-        """Build from the ``feedback`` parameter block (where the files are is the catalog's).
-
-        Raises:
-            FeedbackConfigError: On unknown keys or invalid values.
-        """
-        params = dict(params or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise FeedbackConfigError(
-                f"unknown feedback setting(s) {unknown}; known: {sorted(known)}"
-            )
-        return cls(**params)
 
 
 def _uri_lookup(image_index: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -234,6 +169,99 @@ def _resolve(group: pd.DataFrame, rule: str) -> tuple[pd.Series, str]:
     return winner, "majority" if len(tied) == 1 else "majority_tie_latest"
 
 
+def _check_records(
+    records: Iterable[Mapping[str, Any]],
+    classes: set[str],
+    lookup: Mapping[str, tuple[str, str]],
+    latest_allowed: pd.Timestamp,
+) -> tuple[list[dict[str, Any]], dict[str, Counter[str]], dict[str, list[dict[str, Any]]]]:
+    """Check each record and drop exact duplicates.
+
+    Returns:
+        ``(items, per_file, problems)``: the valid records with their file and line, the
+        status counts per file, and every rejected record's file, line and reason per status.
+    """
+    per_file: dict[str, Counter[str]] = {}
+    items: list[dict[str, Any]] = []
+    problems: dict[str, list[dict[str, Any]]] = {s: [] for s in STATUSES if s != "valid"}
+    seen: set[tuple[Any, ...]] = set()
+    for record in records:
+        status, detail, item = _check_record(record, classes, lookup, latest_allowed)
+        where = {"file": record.get("_file"), "line": record.get("_line")}
+        if item is not None:
+            key = (
+                item["sha256"],
+                item["verdict"],
+                item["reviewer"],
+                item["timestamp"],
+                item["kind"],
+            )
+            if key in seen:
+                status, detail = "duplicate", "same image, verdict, reviewer, kind and time"
+            else:
+                seen.add(key)
+                items.append({**item, **where})
+        per_file.setdefault(str(record.get("_file")), Counter())[status] += 1
+        if status != "valid":
+            problems[status].append({**where, "detail": detail})
+    return items, per_file, problems
+
+
+def _conflict(sha: str, chosen: pd.Series, resolution: str, group: pd.DataFrame) -> dict[str, Any]:
+    """One image's conflict for the report: every verdict and the one the rule chose."""
+    return {
+        "sha256": sha,
+        "uri": chosen["uri"],
+        "chosen": chosen["verdict"],
+        "rule": resolution,
+        "verdicts": [
+            {
+                "verdict": r.verdict,
+                "reviewer": r.reviewer,
+                "kind": r.kind,
+                "timestamp": r.timestamp.isoformat(),
+                "file": r.file,
+                "line": r.line,
+            }
+            for r in group.sort_values("timestamp").itertuples(index=False)
+        ],
+    }
+
+
+def _resolve_verdicts(table: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """One deciding verdict per image (:data:`VERDICT_COLUMNS`) and the conflicts resolved."""
+    verdict_rows = []
+    conflicts = []
+    for sha, group in table.groupby("sha256", sort=True):
+        chosen, resolution = _resolve(group, rule)
+        verdict_rows.append(
+            {
+                **{c: chosen[c] for c in ("sha256", "uri", "verdict", "kind", "reviewer")},
+                "timestamp": chosen["timestamp"],
+                "n_records": len(group),
+                "resolution": resolution,
+            }
+        )
+        if resolution not in ("single", "agreed"):
+            conflicts.append(_conflict(str(sha), chosen, resolution, group))
+    verdicts = pd.DataFrame(verdict_rows, columns=VERDICT_COLUMNS)
+    verdicts["timestamp"] = pd.to_datetime(verdicts["timestamp"], utc=True)
+    return verdicts, conflicts
+
+
+def _file_counts(per_file: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
+    """``read``, ``accepted``, ``rejected`` and each rejecting status's count, per file."""
+    return {
+        name: {
+            "read": sum(c.values()),
+            "accepted": c["valid"],
+            "rejected": sum(c.values()) - c["valid"],
+            **{s: n for s, n in c.items() if n and s != "valid"},
+        }
+        for name, c in sorted(per_file.items())
+    }
+
+
 def validate_records(
     records: Iterable[Mapping[str, Any]],
     image_index: pd.DataFrame,
@@ -260,70 +288,13 @@ def validate_records(
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
     latest_allowed = now + pd.Timedelta(seconds=settings.max_clock_skew_seconds)
-    per_file: dict[str, Counter[str]] = {}
-    allowed = set(classes)
-    lookup = _uri_lookup(image_index)
-    items: list[dict[str, Any]] = []
-    problems: dict[str, list[dict[str, Any]]] = {s: [] for s in STATUSES if s != "valid"}
-    counts: Counter[str] = Counter()
-    seen: set[tuple[Any, ...]] = set()
-    for record in records:
-        status, detail, item = _check_record(record, allowed, lookup, latest_allowed)
-        where = {"file": record.get("_file"), "line": record.get("_line")}
-        if item is not None:
-            key = (
-                item["sha256"],
-                item["verdict"],
-                item["reviewer"],
-                item["timestamp"],
-                item["kind"],
-            )
-            if key in seen:
-                status, detail = "duplicate", "same image, verdict, reviewer, kind and time"
-            else:
-                seen.add(key)
-                items.append({**item, **where})
-        counts[status] += 1
-        per_file.setdefault(str(record.get("_file")), Counter())[status] += 1
-        if status != "valid":
-            problems[status].append({**where, "detail": detail})
-
+    items, per_file, problems = _check_records(
+        records, set(classes), _uri_lookup(image_index), latest_allowed
+    )
+    counts: Counter[str] = sum(per_file.values(), Counter())
     table = pd.DataFrame(items, columns=ITEM_COLUMNS)
     table["timestamp"] = pd.to_datetime(table["timestamp"], utc=True)
-    verdict_rows = []
-    conflicts = []
-    for sha, group in table.groupby("sha256", sort=True):
-        chosen, resolution = _resolve(group, settings.conflict_rule)
-        verdict_rows.append(
-            {
-                **{c: chosen[c] for c in ("sha256", "uri", "verdict", "kind", "reviewer")},
-                "timestamp": chosen["timestamp"],
-                "n_records": len(group),
-                "resolution": resolution,
-            }
-        )
-        if resolution not in ("single", "agreed"):
-            conflicts.append(
-                {
-                    "sha256": sha,
-                    "uri": chosen["uri"],
-                    "chosen": chosen["verdict"],
-                    "rule": resolution,
-                    "verdicts": [
-                        {
-                            "verdict": r.verdict,
-                            "reviewer": r.reviewer,
-                            "kind": r.kind,
-                            "timestamp": r.timestamp.isoformat(),
-                            "file": r.file,
-                            "line": r.line,
-                        }
-                        for r in group.sort_values("timestamp").itertuples(index=False)
-                    ],
-                }
-            )
-    verdicts = pd.DataFrame(verdict_rows, columns=VERDICT_COLUMNS)
-    verdicts["timestamp"] = pd.to_datetime(verdicts["timestamp"], utc=True)
+    verdicts, conflicts = _resolve_verdicts(table, settings.conflict_rule)
     read = sum(counts.values())
     report = {
         "records": read,
@@ -332,15 +303,7 @@ def validate_records(
         "rejected": read - counts["valid"],
         "checked_at": now.isoformat(),
         "counts": {s: counts.get(s, 0) for s in STATUSES},
-        "per_file": {
-            name: {
-                "read": sum(c.values()),
-                "accepted": c["valid"],
-                "rejected": sum(c.values()) - c["valid"],
-                **{s: n for s, n in c.items() if n and s != "valid"},
-            }
-            for name, c in sorted(per_file.items())
-        },
+        "per_file": _file_counts(per_file),
         "images_with_verdicts": len(verdicts),
         "verdicts_per_class": dict(sorted(Counter(verdicts["verdict"]).items())),
         "records_per_kind": dict(sorted(Counter(table["kind"]).items())),

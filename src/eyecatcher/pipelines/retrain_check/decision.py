@@ -12,83 +12,16 @@ Retrain when any of these holds (each configurable, each reported with its numbe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from eyecatcher.monitoring.drift import DriftSettings
-from eyecatcher.outcomes import ConfigurationError, RetrainDue
-
-
-class RetrainConfigError(ConfigurationError):
-    """The ``retrain_check`` parameters are invalid."""
+from eyecatcher.outcomes import RetrainDue
+from eyecatcher.pipelines.retrain_check.settings import RetrainSettings
 
 
 class RetrainRequiredError(RetrainDue):
     """A threshold was crossed: ``kedro run`` should retrain (the decision file says why)."""
-
-
-@dataclass(frozen=True)
-class RetrainSettings:
-    """The ``retrain_check`` parameter block.
-
-    Attributes:
-        min_new_feedback: New feedback records that trigger retraining.
-        max_disagreement_rate: Per-class share of human verdicts the champion got wrong that
-            triggers retraining.
-        min_items_per_class: Human verdicts a class needs before its rate is judged.
-        retrain_on_drift: Whether a drift alert triggers retraining.
-        fail_on_retrain: Exit non-zero when retraining is due (for CI and cron).
-        max_images: Images measured per side for the image-statistics drift.
-        seed: Seed of that sample.
-        storage_options: fsspec options for reading images (non-secret).
-        drift: Drift thresholds (:class:`~eyecatcher.monitoring.drift.DriftSettings`).
-    """
-
-    min_new_feedback: int = 50
-    max_disagreement_rate: float = 0.2
-    min_items_per_class: int = 5
-    retrain_on_drift: bool = True
-    fail_on_retrain: bool = True
-    max_images: int = 500
-    seed: int = 0
-    storage_options: Mapping[str, Any] = field(default_factory=dict)
-    drift: DriftSettings = field(default_factory=DriftSettings)
-
-    def __post_init__(self) -> None:
-        if self.min_new_feedback < 1:
-            raise RetrainConfigError(f"min_new_feedback must be >= 1, got {self.min_new_feedback}")
-        if not 0 < self.max_disagreement_rate <= 1:
-            raise RetrainConfigError(
-                f"max_disagreement_rate must be in (0, 1], got {self.max_disagreement_rate}"
-            )
-        if self.min_items_per_class < 1 or self.max_images < 1:
-            raise RetrainConfigError("min_items_per_class and max_images must be >= 1")
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> RetrainSettings:
-        """Build from ``params:retrain_check``, refusing unknown keys.
-
-        Raises:
-            RetrainConfigError: On unknown keys or invalid values.
-        """
-        params = dict(params or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise RetrainConfigError(
-                f"unknown retrain_check setting(s) {unknown}; known: {sorted(known)}"
-            )
-        params["drift"] = DriftSettings.from_params(params.get("drift"))
-        params["storage_options"] = dict(params.get("storage_options") or {})
-        return cls(**params)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings for the report."""
-        out = asdict(self)
-        out["storage_options"] = sorted(self.storage_options)  # names only, never values
-        return out
 
 
 def disagreement_per_class(

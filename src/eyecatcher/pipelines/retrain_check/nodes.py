@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -23,10 +24,11 @@ from eyecatcher.monitoring.populations import (
 from eyecatcher.monitoring.reference import class_mix_weights
 from eyecatcher.pipelines.retrain_check.decision import (
     RetrainRequiredError,
-    RetrainSettings,
     decide,
     disagreement_per_class,
 )
+from eyecatcher.pipelines.retrain_check.settings import RetrainSettings
+from eyecatcher.rekognition.taxonomy import TaxonomyMapping
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def mark_training_images(
     """
     if verdicts is None:
         return None
-    settings = RetrainSettings.from_params(params)
+    settings = RetrainSettings.parse(params)
     population = champion.get("training_population")
     if population is None:
         logger.warning(
@@ -124,6 +126,54 @@ def _scored(verdicts: pd.DataFrame) -> pd.DataFrame:
     return verdicts[verdicts["error"].isna()] if "error" in verdicts else verdicts
 
 
+def _drift_against(
+    reference: pd.DataFrame, current: pd.DataFrame, settings: RetrainSettings
+) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
+    """PSI/KS of the scores and of a sample's image statistics against the re-weighted reference.
+
+    Args:
+        reference: The champion's frozen reference (rows with a class).
+        current: The champion's scored verdicts on images it never saw.
+        settings: The ``retrain_check`` block (``drift``, ``max_images``, ``seed``,
+            ``storage_options``).
+
+    Returns:
+        The measured part of the drift report, the sampled images' statistics (those that
+        could be read) and the reference's importance weights.
+    """
+    weights, mix = class_mix_weights(reference["class"], current["class"])
+    scores = drift_report(
+        reference, current, settings.drift, numeric=["unsafe_score"], reference_weights=weights
+    )
+    sample = current["path"].astype(str).tolist()
+    cur_images = image_statistics(
+        sample, settings.storage_options, max_images=settings.max_images, seed=settings.seed
+    )
+    images = cur_images[cur_images["error"].isna()]
+    image_drift = drift_report(
+        reference,
+        images,
+        settings.drift,
+        numeric=IMAGE_NUMERIC,
+        categorical=IMAGE_CATEGORICAL,
+        reference_weights=weights,
+    )
+    alerts = scores["alerts"] + image_drift["alerts"]
+    measured = {
+        "measured": True,
+        "n_reference": len(reference),
+        "n_current_scores": len(current),
+        "n_current_images": len(images),
+        "unmeasured_images": int(cur_images["error"].notna().sum()),
+        "class_mix": mix,
+        "settings": scores["settings"],
+        "columns": {**scores["columns"], **image_drift["columns"]},
+        "alerts": alerts,
+        "alert": bool(alerts),
+    }
+    return measured, images, weights
+
+
 def measure_drift(
     champion: dict[str, Any], verdicts: pd.DataFrame | None, params: dict[str, Any]
 ) -> tuple[dict[str, Any], Figure]:
@@ -144,7 +194,7 @@ def measure_drift(
         population, and why anything was not measured) and a figure of reference against
         current per column.
     """
-    settings = RetrainSettings.from_params(params)
+    settings = RetrainSettings.parse(params)
     reference = champion.get("reference")
     report: dict[str, Any] = {
         "champion_version": champion.get("version"),
@@ -163,43 +213,13 @@ def measure_drift(
         report.update({"measured": False, "reason": reason, "alerts": [], "alert": False})
         return report, drift_figure(None, {}, reason=reason)
     reference = reference[reference["class"].notna()].reset_index(drop=True)
-    weights, mix = class_mix_weights(reference["class"], current["class"])
-    scores = drift_report(
-        reference, current, settings.drift, numeric=["unsafe_score"], reference_weights=weights
-    )
-    sample = current["path"].astype(str).tolist()
-    cur_images = image_statistics(
-        sample, settings.storage_options, max_images=settings.max_images, seed=settings.seed
-    )
-    images = drift_report(
-        reference,
-        cur_images[cur_images["error"].isna()],
-        settings.drift,
-        numeric=IMAGE_NUMERIC,
-        categorical=IMAGE_CATEGORICAL,
-        reference_weights=weights,
-    )
-    alerts = scores["alerts"] + images["alerts"]
-    report.update(
-        {
-            "measured": True,
-            "n_reference": len(reference),
-            "n_current_scores": len(current),
-            "n_current_images": int(cur_images["error"].isna().sum()),
-            "unmeasured_images": int(cur_images["error"].notna().sum()),
-            "class_mix": mix,
-            "settings": scores["settings"],
-            "columns": {**scores["columns"], **images["columns"]},
-            "alerts": alerts,
-            "alert": bool(alerts),
-        }
-    )
-    measured = cur_images[cur_images["error"].isna()]
+    measured, images, weights = _drift_against(reference, current, settings)
+    report.update(measured)
     figure = drift_figure(
         reference,
         {
             "unsafe_score": current["unsafe_score"],
-            **{c: measured[c] for c in [*IMAGE_NUMERIC, *IMAGE_CATEGORICAL]},
+            **{c: images[c] for c in [*IMAGE_NUMERIC, *IMAGE_CATEGORICAL]},
         },
         categorical=IMAGE_CATEGORICAL,
         weights=weights,
@@ -220,7 +240,7 @@ def compute_online_metrics(
     Args:
         verdicts: Output of :func:`mark_training_images`.
         feedback_items: Every valid feedback record.
-        labelling: The ``labelling`` block (``taxonomy.safe_class``).
+        labelling: The ``labelling`` block: its taxonomy names the safe class.
         champion: The ``champion`` dataset (``training_population``, for the report).
 
     Returns:
@@ -230,7 +250,7 @@ def compute_online_metrics(
     """
     if verdicts is None:
         return {"measured": False, "reason": "no batch verdicts of the champion"}
-    safe_class = str(labelling["taxonomy"].get("safe_class", "safe"))
+    safe_class = TaxonomyMapping.from_params(labelling["taxonomy"]).safe_class
     population = population_counts(verdicts, champion.get("training_population"))
     kept = unseen(verdicts)
     if kept.empty:
@@ -269,7 +289,7 @@ def measure_disagreement(
     """
     if verdicts is None:
         return {"measured": False, "per_class": {}}
-    settings = RetrainSettings.from_params(params)
+    settings = RetrainSettings.parse(params)
     scored = _scored(verdicts)
     judged = feedback_verdicts["sha256"].isin(set(scored["sha256"]))
     seen = scored.drop_duplicates("sha256").set_index("sha256")["seen_in_training"]
@@ -308,7 +328,7 @@ def decide_retraining(
         The decision (``retrain``, ``reasons``, ``notes`` and every number behind them) and
         its headline numbers for MLflow.
     """
-    settings = RetrainSettings.from_params(params)
+    settings = RetrainSettings.parse(params)
     registered_at = champion.get("registered_at")
     stamps = pd.to_datetime(feedback_items["timestamp"], utc=True)
     new = int((stamps > registered_at).sum()) if registered_at is not None else len(stamps)
@@ -358,7 +378,7 @@ def enforce_retrain_decision(retrain_decision: dict[str, Any], params: dict[str,
     Raises:
         RetrainRequiredError: When ``retrain`` is true and ``fail_on_retrain`` is on.
     """
-    if retrain_decision["retrain"] and RetrainSettings.from_params(params).fail_on_retrain:
+    if retrain_decision["retrain"] and RetrainSettings.parse(params).fail_on_retrain:
         raise RetrainRequiredError(
             "Retraining is due: "
             + "; ".join(retrain_decision["reasons"])

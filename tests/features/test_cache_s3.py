@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from eyecatcher import storage
-from eyecatcher.features.cache import BackboneKey, FeatureCacheDataset, backbone_fingerprint
+from eyecatcher.datasets.feature_cache_dataset import FeatureCacheDataset
+from eyecatcher.features.cache import BackboneKey, backbone_fingerprint
 from eyecatcher.features.compute import compute_features
 from eyecatcher.features.views import ImageIntegrityError, ViewSpec, read_image
 from eyecatcher.images import sha256_bytes

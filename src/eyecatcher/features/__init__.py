@@ -5,7 +5,8 @@ every epoch recomputes the same numbers. One module per part, imported directly:
 
 * :mod:`.views`: how an image becomes a model input (clean and seeded augmented views), read
   and checked against its sha256;
-* :mod:`.cache`: the cache key (backbone, view, runtime), the store and its catalog dataset;
+* :mod:`.cache`: the cache key (backbone, view, runtime) and the store (its catalog dataset is
+  :mod:`eyecatcher.datasets.feature_cache_dataset`);
 * :mod:`.compute`: the recipe (look up, compute the misses, store) and its engines: ``local``
   here, others (``ray``) registered as ``eyecatcher.feature_engines`` entry points, so this
   package never imports the code that distributes it;

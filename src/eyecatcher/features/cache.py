@@ -1,4 +1,4 @@
-"""The on-disk feature cache: its key, its store, and its catalog dataset.
+"""The on-disk feature cache: its key and its store.
 
 Features are computed once per image per view and stored under a key made of everything that
 changes them:
@@ -15,7 +15,8 @@ changes them:
 Layout: ``<root>/<architecture>/<key digest>/key.json`` (the key in full, for humans) and one
 ``.npy`` file per image below it; ``<root>`` is a local folder or an ``s3://`` prefix. Entries
 are written atomically (:func:`eyecatcher.storage.write_atomic`), so an interrupted run keeps
-everything it finished and never leaves a half-written file.
+everything it finished and never leaves a half-written file. The catalog declares the folder
+with :class:`~eyecatcher.datasets.feature_cache_dataset.FeatureCacheDataset`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from kedro.io import AbstractDataset, DatasetError
 
 from eyecatcher import storage
 from eyecatcher.features.runtimes import FEATURE_RUNTIMES
@@ -176,51 +176,3 @@ class FeatureCache:
         storage.write_atomic(
             str(self.path(key, digest, sha256)), buffer.getvalue(), self.storage_options
         )
-
-
-class FeatureCacheDataset(AbstractDataset[FeatureCache, None]):
-    """Catalog entry for the feature cache: loading gives a :class:`FeatureCache` handle.
-
-    The cache is read and written entry by entry while features are computed, so the node
-    receives a handle on the folder rather than its content; the folder itself is declared in
-    the catalog like any other dataset. Example::
-
-        feature_cache:
-          type: eyecatcher.features.FeatureCacheDataset
-          path: s3://my-bucket/eyecatcher/04_feature/feature_cache
-          fs_args: ${globals:storage_options}
-    """
-
-    def __init__(
-        self,
-        path: str,
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Create the dataset.
-
-        Args:
-            path: The cache folder: a local path or an ``s3://`` prefix.
-            credentials: Secrets for the filesystem (``credentials.yml``), or ``None`` for the
-                default chain.
-            fs_args: fsspec filesystem arguments (``${globals:storage_options}``).
-            metadata: Free-form metadata for Kedro plugins; unused here.
-        """
-        self._path = str(path)
-        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
-        self.metadata = metadata
-
-    def load(self) -> FeatureCache:
-        """A handle on the cache folder."""
-        return FeatureCache(self._path, self._options)
-
-    def save(self, data: None) -> None:
-        """Not supported: the cache is written through its handle."""
-        raise DatasetError("The feature cache is written through FeatureCache, not saved.")
-
-    def _exists(self) -> bool:
-        return storage.exists(self._path, self._options)
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": self._path}

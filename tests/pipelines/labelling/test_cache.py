@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from eyecatcher.datasets.response_cache_dataset import ResponseCacheDataset
 from eyecatcher.rekognition.cache import (
     CacheLockedError,
     CacheWriteError,
     ReadOnlyCacheError,
     ResponseCache,
 )
-from eyecatcher.rekognition.datasets import ResponseCacheDataset
 from tests.pipelines.labelling.conftest import DEMO, REPO, demo_records
 
 

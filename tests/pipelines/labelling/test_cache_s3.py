@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from eyecatcher import storage
+from eyecatcher.datasets.response_cache_dataset import ResponseCacheDataset
 from eyecatcher.images import sha256_bytes
 from eyecatcher.rekognition.batch import ImageTask, RequestSettings, send_images
 from eyecatcher.rekognition.cache import CacheWriteError, ReadOnlyCacheError
 from eyecatcher.rekognition.client import RekognitionEndpoint
-from eyecatcher.rekognition.datasets import ResponseCacheDataset
 from eyecatcher.rekognition.local_endpoint import LocalRekognition, ScriptedBehaviour
 
 FAKE_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -157,7 +157,7 @@ def test_s3_seed_is_read_and_a_read_only_cache_refuses_to_write(
 
 _WRITER = """
 import json, sys
-from eyecatcher.rekognition.datasets import ResponseCacheDataset
+from eyecatcher.datasets.response_cache_dataset import ResponseCacheDataset
 
 uri, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cache = ResponseCacheDataset(filepath=uri, segment_records=4).load()

@@ -431,7 +431,7 @@ def test_unreadable_image_is_a_prepare_error_and_nothing_is_sent(tmp_path: Path)
 
 
 def test_credentials_never_appear_in_descriptions() -> None:
-    from eyecatcher.rekognition.datasets import RekognitionEndpointDataset
+    from eyecatcher.datasets.rekognition_endpoint_dataset import RekognitionEndpointDataset
 
     dataset = RekognitionEndpointDataset(
         mode="live", credentials={**FAKE_KEYS, "region_name": "eu-west-1"}

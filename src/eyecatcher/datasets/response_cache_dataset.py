@@ -1,6 +1,6 @@
-"""Kedro datasets that put the response cache and the Rekognition endpoint in the catalog.
+"""A Kedro dataset that puts the Rekognition response cache in the catalog.
 
-Both load an object the labelling node uses; neither is saved by a node. The cache writes each
+It loads an object the labelling node uses and is never saved by a node: the cache writes each
 answer itself as it arrives (durability cannot wait for a node to return), which is why it is a
 dataset of its own rather than an output.
 """
@@ -13,7 +13,6 @@ from kedro.io import AbstractDataset, DatasetError
 
 from eyecatcher import storage
 from eyecatcher.rekognition.cache import ResponseCache
-from eyecatcher.rekognition.client import RekognitionEndpoint
 from eyecatcher.rekognition.segments import DEFAULT_SEGMENT_RECORDS, SegmentedResponseCache
 
 
@@ -22,14 +21,17 @@ class ResponseCacheDataset(AbstractDataset[None, ResponseCache]):
 
     A local ``filepath`` is the append-only JSONL file guarded by ``flock``; an ``s3://`` one
     is kept as one segment object per writing session, merged on read
-    (:class:`~eyecatcher.rekognition.segments.SegmentedResponseCache`). Example::
+    (:class:`~eyecatcher.rekognition.segments.SegmentedResponseCache`).
 
+    Examples:
+        ```yaml
         rekognition_response_cache:
-          type: eyecatcher.rekognition.datasets.ResponseCacheDataset
+          type: eyecatcher.datasets.response_cache_dataset.ResponseCacheDataset
           filepath: data/01_raw/rekognition/responses.jsonl
           seed_filepaths: [data/01_raw/demo/rekognition_responses.jsonl]
           read_only: false
           fs_args: ${globals:storage_options}
+        ```
 
     Args:
         filepath: The cache (``null`` for a purely read-only seed cache).
@@ -86,69 +88,4 @@ class ResponseCacheDataset(AbstractDataset[None, ResponseCache]):
             "filepath": self._filepath,
             "seed_filepaths": self._seed_filepaths,
             "read_only": self._read_only,
-        }
-
-
-class RekognitionEndpointDataset(AbstractDataset[None, RekognitionEndpoint]):
-    """Loads a :class:`~eyecatcher.rekognition.client.RekognitionEndpoint` from config.
-
-    Example (``conf/aws/catalog_labelling.yml``)::
-
-        rekognition_endpoint:
-          type: eyecatcher.rekognition.datasets.RekognitionEndpointDataset
-          mode: live
-          credentials: aws
-          max_attempts: 8
-
-    Args:
-        mode: ``live`` or ``offline``.
-        region_name: AWS region; the ``region_name`` in ``credentials`` wins when set.
-        endpoint_url: Service URL override.
-        max_attempts: Attempts per request (botocore ``standard`` retry mode).
-        connect_timeout: Seconds.
-        read_timeout: Seconds.
-        credentials: Resolved from ``conf/*/credentials.yml`` by Kedro.
-        metadata: Free-form metadata, ignored.
-    """
-
-    def __init__(
-        self,
-        *,
-        mode: str = "offline",
-        region_name: str | None = None,
-        endpoint_url: str | None = None,
-        max_attempts: int = 5,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
-        credentials: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        credentials = dict(credentials or {})
-        region = credentials.pop("region_name", None) or region_name or "us-east-1"
-        self._endpoint = RekognitionEndpoint(
-            mode=mode,
-            region_name=str(region),
-            endpoint_url=endpoint_url or None,
-            credentials=credentials,
-            max_attempts=int(max_attempts),
-            connect_timeout=float(connect_timeout),
-            read_timeout=float(read_timeout),
-        )
-        self.metadata = metadata
-
-    def load(self) -> RekognitionEndpoint:
-        """Return the endpoint description (no connection is made here)."""
-        return self._endpoint
-
-    def save(self, data: None) -> None:
-        """Refuse: configuration only."""
-        raise DatasetError("RekognitionEndpointDataset is load-only")
-
-    def _describe(self) -> dict[str, Any]:
-        # Never describe the credentials: this ends up in logs.
-        return {
-            "mode": self._endpoint.mode,
-            "region_name": self._endpoint.region_name,
-            "endpoint_url": self._endpoint.endpoint_url,
-            "max_attempts": self._endpoint.max_attempts,
         }

@@ -25,6 +25,7 @@ from kedro_datasets.json import JSONDataset
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from eyecatcher.datasets.optional_json_dataset import OptionalJSONDataset
 from eyecatcher.fingerprints import StaleArtefactError, bundle_fingerprint, config_hash
 from eyecatcher.models import onnx_runtime
 from eyecatcher.models.bundle import ClassifierBundle
@@ -48,7 +49,6 @@ from eyecatcher.pipelines.registration.nodes import (
     register_model,
 )
 from eyecatcher.pipelines.registration.settings import RegistrationSettings
-from eyecatcher.pipelines.registration.shadow_period import OptionalJSONDataset
 from eyecatcher.preprocessing import bytes_to_batch, data_config_for
 from eyecatcher.serving_model import encode_image
 from tests.image_factory import good_images

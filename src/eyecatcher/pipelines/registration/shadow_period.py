@@ -4,69 +4,21 @@ Evidence is the shadow report batch scoring writes when it scores with
 ``batch_scoring.shadow_model`` (:func:`eyecatcher.monitoring.shadow.shadow_comparison` plus
 which versions were compared). It counts for a candidate only when the version scored as
 the shadow serves exactly what the candidate would (the same ``model_fingerprint`` tag) and
-the champion it was compared with is still the champion. See docs/registry.md.
+the champion it was compared with is still the champion. See docs/registry.md. The catalog
+reads the report with :class:`~eyecatcher.datasets.optional_json_dataset.OptionalJSONDataset`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kedro.io import AbstractDataset, DatasetError
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from eyecatcher import storage
 from eyecatcher.monitoring.shadow import CHAMPION_VERSION_KEY, SHADOW_VERSION_KEY, ShadowPeriod
 from eyecatcher.pipelines.registration.report import FINGERPRINT_TAG
-
-logger = logging.getLogger(__name__)
-
-
-class OptionalJSONDataset(AbstractDataset[None, dict[str, Any] | None]):
-    """A JSON report that may not exist yet: ``None`` then, with what would write it logged."""
-
-    def __init__(
-        self,
-        filepath: str,
-        missing_hint: str = "",
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Create the dataset.
-
-        Args:
-            filepath: The JSON file (local or ``s3://``).
-            missing_hint: What writes the file, said when it is missing.
-            credentials: Secrets for an object store (``credentials.yml``), or ``None`` for the
-                default chain.
-            fs_args: fsspec filesystem arguments (``${globals:storage_options}``).
-            metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
-        """
-        self.metadata = metadata
-        self._filepath = filepath
-        self._hint = missing_hint
-        self._options = {**dict(fs_args or {}), **dict(credentials or {})}
-
-    def _load(self) -> dict[str, Any] | None:
-        path = self._filepath
-        if not storage.exists(path, self._options):
-            logger.info("%s does not exist: %s", path, self._hint or "none loaded")
-            return None
-        try:
-            return json.loads(storage.read_bytes(path, self._options).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{path} is not a readable JSON report: {exc}") from exc
-
-    def _save(self, data: None) -> None:
-        raise DatasetError("OptionalJSONDataset is read-only")
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath}
 
 
 def shadow_status(

@@ -103,7 +103,9 @@ def test_refused_gate_due_retrain_and_bad_configuration_exit_with_their_codes(
         "retrain_check.min_new_feedback=0",
     )
     assert bad.returncode == 2, bad.stderr[-4000:]
-    assert "bad_configuration (exit code 2): min_new_feedback must be >= 1" in bad.stderr
+    assert (
+        "bad_configuration (exit code 2): retrain_check.min_new_feedback must be >= 1" in bad.stderr
+    )
     run = _last_run(client)
     assert (run.info.status, run.data.tags[OUTCOME_TAG]) == ("FAILED", "bad_configuration")
 

@@ -183,6 +183,10 @@ def test_a_refused_setting_ends_the_run_as_bad_configuration() -> None:
         assert outcome_of(caught.value) == ("bad_configuration", EXIT_BAD_CONFIGURATION)
     message = str(caught.value)
     assert message.startswith("retrain_check.max_images must be >= 1, got 0")
+    # The line `kedro run` prints after "bad_configuration (exit code 2): ".
+    with pytest.raises(RetrainConfigError) as caught:
+        RetrainSettings.parse({"min_new_feedback": 0})
+    assert str(caught.value) == "retrain_check.min_new_feedback must be >= 1, got 0"
 
 
 def test_empty_blocks_mean_the_defaults_and_options_are_reported_by_name() -> None:

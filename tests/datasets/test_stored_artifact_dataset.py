@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from eyecatcher import storage
-from eyecatcher.mlflow_artifacts import StoredArtifactDataset
+from eyecatcher.datasets.stored_artifact_dataset import StoredArtifactDataset
 
 
 def _run_in(tmp_path: Path, monkeypatch) -> None:

@@ -26,6 +26,18 @@ from eyecatcher import storage
 class StoredArtifactDataset(AbstractDataset[Any, Any]):
     """Save through ``dataset`` (a file or a folder, local or remote), then log it to MLflow.
 
+    Examples:
+        ```yaml
+        registration_report:
+          type: eyecatcher.datasets.stored_artifact_dataset.StoredArtifactDataset
+          storage_options: ${globals:storage_options}
+          artifact_path: registration
+          dataset:
+            type: json.JSONDataset
+            filepath: ${globals:data_root}/08_reporting/registration_report.json
+            fs_args: ${globals:storage_options}
+        ```
+
     Args:
         dataset: The wrapped dataset's configuration (``type``, ``filepath`` or ``path``, ...),
             as for ``MlflowArtifactDataset``.

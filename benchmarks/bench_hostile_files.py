@@ -182,7 +182,7 @@ def run_child(case: str, variant: str, path: Path, ref: str) -> dict[str, Any]:
             if variant == "before":
                 records = files_module.parse_feedback_files({path.name: path.read_bytes()})
             else:
-                from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
+                from eyecatcher.datasets.feedback_files_dataset import FeedbackFilesDataset
 
                 # Listed first: the size cap is checked before the file is read.
                 listed = FeedbackFilesDataset(str(path.parent)).load()

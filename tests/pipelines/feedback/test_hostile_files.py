@@ -16,12 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
-from eyecatcher.pipelines.feedback.files import (
-    MAX_FIELD_CHARS,
-    FeedbackFile,
-    parse_feedback_files,
-)
+from eyecatcher.datasets.feedback_files_dataset import FeedbackFile, FeedbackFilesDataset
+from eyecatcher.pipelines.feedback.files import MAX_FIELD_CHARS, parse_feedback_files
 from eyecatcher.pipelines.feedback.nodes import validate_feedback
 from eyecatcher.pipelines.feedback.settings import FeedbackConfigError, FeedbackSettings
 from eyecatcher.pipelines.feedback.validation import validate_records

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
+from eyecatcher.datasets.feedback_files_dataset import FeedbackFilesDataset
 from eyecatcher.pipelines.feedback.files import parse_feedback_files
 from eyecatcher.pipelines.feedback.label_studio import export_records
 from eyecatcher.pipelines.feedback.nodes import validate_feedback

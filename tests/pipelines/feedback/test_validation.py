@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
+from eyecatcher.datasets.feedback_files_dataset import FeedbackFilesDataset
 from eyecatcher.pipelines.feedback.files import parse_feedback_files
 from eyecatcher.pipelines.feedback.nodes import validate_feedback
 from eyecatcher.pipelines.feedback.settings import FeedbackConfigError, FeedbackSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
+from eyecatcher.datasets.feedback_files_dataset import FeedbackFilesDataset
 from eyecatcher.pipelines.feedback.nodes import validate_feedback
 from eyecatcher.pipelines.labelling.nodes import (
     assign_classes,

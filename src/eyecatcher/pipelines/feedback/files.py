@@ -19,47 +19,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from eyecatcher.pipelines.feedback.label_studio import EXPORT_EXTENSION, export_records
+from eyecatcher.datasets.feedback_files_dataset import EXPORT_EXTENSION, FeedbackFile
+from eyecatcher.pipelines.feedback.label_studio import export_records
 
-#: Extensions read as feedback (``.json``: a Label Studio JSON export); other files in the
-#: folder are ignored (and counted).
-FEEDBACK_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".parquet", EXPORT_EXTENSION)
 #: Longest field (and JSON key) accepted, in characters: the csv module's default
 #: ``field_size_limit``, applied to every format alike (a verdict, a URI or a note is far
 #: shorter; the csv module's own limit is process-wide state another library may change).
 MAX_FIELD_CHARS = 131_072
 #: The default for ``feedback.max_file_bytes``.
 DEFAULT_MAX_FILE_BYTES = 50_000_000
-
-
-@dataclass(frozen=True)
-class FeedbackFile:
-    """A feedback file listed but not read yet, so a file over the size cap is never read.
-
-    Attributes:
-        size: The size the store reported when the folder was listed, in bytes.
-        opener: Opens the file for binary reading.
-    """
-
-    size: int
-    opener: Callable[[], IO[bytes]]
-
-    def read(self, limit: int) -> bytes:
-        """At most ``limit + 1`` bytes: one more than the cap shows that the file grew past it."""
-        with self.opener() as handle:
-            return handle.read(limit + 1)
-
-
-def is_feedback_file(name: str) -> bool:
-    """Whether a file name has one of :data:`FEEDBACK_EXTENSIONS` (case-insensitive)."""
-    return name.lower().endswith(FEEDBACK_EXTENSIONS)
 
 
 def _problem(file: str, line: int | None, detail: str, status: str = "malformed") -> dict[str, Any]:
@@ -250,7 +224,7 @@ def parse_feedback_files(
 
     Args:
         files: File name → contents, or a :class:`FeedbackFile` to read (from
-            :class:`~.dataset.FeedbackFilesDataset`).
+            :class:`~eyecatcher.datasets.feedback_files_dataset.FeedbackFilesDataset`).
         max_file_bytes: Files larger than this are refused unread, as one ``too_large`` record.
 
     Returns:

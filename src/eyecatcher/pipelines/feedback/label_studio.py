@@ -34,8 +34,6 @@ FROM_NAME = "verdict"
 TO_NAME = "image"
 #: Name of the optional second image object showing the model's heatmap.
 HEATMAP_NAME = "heatmap"
-#: Extension of Label Studio JSON exports in the feedback folder.
-EXPORT_EXTENSION = ".json"
 #: Feedback kind of a verdict given in Label Studio: a moderator's own review.
 KIND = "review"
 

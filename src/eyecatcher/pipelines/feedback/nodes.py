@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from eyecatcher.pipelines.feedback.files import FeedbackFile, parse_feedback_files
+from eyecatcher.datasets.feedback_files_dataset import FeedbackFile
+from eyecatcher.pipelines.feedback.files import parse_feedback_files
 from eyecatcher.pipelines.feedback.settings import FeedbackSettings
 from eyecatcher.pipelines.feedback.validation import validate_records
 from eyecatcher.rekognition.taxonomy import TaxonomyMapping

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from eyecatcher import storage
-from eyecatcher.pipelines.feedback.dataset import FeedbackFilesDataset
+from eyecatcher.datasets.feedback_files_dataset import FeedbackFilesDataset
 
 
 def test_feedback_files_from_s3(s3_bucket: str) -> None:

@@ -93,10 +93,10 @@ class PromotionLock:
         """
         self._ensure_lock_model()
         token = f"{self.holder}:{uuid.uuid4().hex}"
-        # A ticket has no files: its source only needs a scheme, because an `mlflow server`
-        # refuses a bare (local-looking) path that lies in no run's artefacts.
+        # A ticket has no files, but an `mlflow server` refuses a bare (local-looking) path that
+        # lies in no run's artefacts, and a URI without an absolute path.
         created = self.client.create_model_version(
-            self.name, source="eyecatcher-lock://ticket", tags={HOLDER_TAG: token, LEASE_TAG: "0"}
+            self.name, source="eyecatcher-lock:///ticket", tags={HOLDER_TAG: token, LEASE_TAG: "0"}
         )
         self.ticket = str(created.version)
         self._start_heartbeat()

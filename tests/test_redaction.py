@@ -145,3 +145,25 @@ def test_a_secret_passed_as_params_is_found_nowhere(kedro_project: Path) -> None
         assert needle not in result.stdout and needle not in result.stderr
     # Recorded by key name: the run still says which storage options were given.
     assert b"['client_kwargs', 'secret']" in db.read_bytes()
+
+
+def test_the_hook_stops_mlflow_printing_a_tracking_uri_with_credentials(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: "http://u:PW-Zx9@127.0.0.1:5000")
+    monkeypatch.setattr(mlflow, "get_registry_uri", lambda: "http://u:PW-Zx9@127.0.0.1:5000")
+    with caplog.at_level("WARNING", logger="eyecatcher.redaction"):
+        RedactionHook().before_pipeline_run({"runtime_params": {}})
+    assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+    assert "The MLflow URI http://127.0.0.1:5000 carries credentials" in caplog.text
+    assert "PW-Zx9" not in caplog.text
+
+    # A URI without credentials keeps MLflow's run links.
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: "sqlite:///mlruns/mlflow.db")
+    monkeypatch.setattr(mlflow, "get_registry_uri", lambda: "sqlite:///mlruns/mlflow.db")
+    RedactionHook().before_pipeline_run({"runtime_params": {}})
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ

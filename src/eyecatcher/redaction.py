@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import mlflow
 from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
@@ -166,6 +167,27 @@ def _secret_paths(value: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def _quiet_run_links() -> None:
+    """Stop MLflow printing run links that carry the tracking URI's credentials.
+
+    When a run ends against an http(s) tracking server, MLflow writes "View run ... at:
+    <tracking URI>/#/..." to stdout itself, ``user:password@`` and query included, and the
+    console is often a CI log. When the URI holds a secret, those lines are switched off
+    (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``, unless the user set it) and the redacted URI is
+    logged once instead.
+    """
+    uris = {mlflow.get_tracking_uri(), mlflow.get_registry_uri()}
+    secret = sorted(redact_uri(uri) for uri in uris if uri and redact_uri(uri) != uri)
+    if secret:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        logger.warning(
+            "The MLflow URI %s carries credentials: MLflow's 'View run' links are not printed. "
+            "Give them as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD instead "
+            "(see docs/configuration.md).",
+            " and ".join(secret),
+        )
+
+
 class RedactionHook:
     """Hands kedro-mlflow redacted parameters; warns when a secret arrives as a parameter.
 
@@ -178,7 +200,9 @@ class RedactionHook:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        """Redact the runtime parameters (``--params``) before they become an MLflow tag."""
+        """Redact the runtime parameters (``--params``) before they become an MLflow tag, and
+        keep MLflow from printing a tracking URI's credentials (:func:`_quiet_run_links`)."""
+        _quiet_run_links()
         runtime = run_params.get("runtime_params")
         if runtime:
             for path in _secret_paths(runtime):

@@ -10,7 +10,8 @@ never written anywhere"):
   node parameters and of the run's runtime parameters (``--params``), which kedro-mlflow would
   otherwise log as params and as the ``runtime_params`` tag; ``storage_options`` blocks are
   handed over as their key names only (:func:`record_safe`). Nodes still receive the real
-  values; only what is recorded changes.
+  values; only what is recorded changes. When the tracking URI carries credentials it also
+  stops MLflow printing that URI in its "View run" console lines.
 
 The environment resolver allowed in configuration (:func:`deployment_env`) reads only a short
 list of non-secret variables: see ``docs/configuration.md``.

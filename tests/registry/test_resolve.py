@@ -20,6 +20,10 @@ def unreachable_store_with_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    # A URI set in process by an earlier test (mlflow.set_tracking_uri) would win over the
+    # environment: clear both for this test only.
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", None)
 
 
 @pytest.mark.usefixtures("unreachable_store_with_password")

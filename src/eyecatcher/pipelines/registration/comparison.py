@@ -13,6 +13,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from eyecatcher.monitoring.populations import (
     SEEN_IMAGES_TAG,
+    TrainingPopulation,
     load_training_population,
     mark_seen,
     population_counts,
@@ -60,48 +61,96 @@ def compare_with_champion(
     if champion is None:
         return ChampionComparison(None, "none")
     version = str(champion.version)
-    champion_classes = champion.tags.get("classes", "").split(",")
-    if sorted(champion_classes) != sorted(classes):
-        added = sorted(set(classes) - set(champion_classes))
-        removed = sorted(set(champion_classes) - set(classes))
-        return ChampionComparison(
-            version,
-            "not_comparable",
-            detail=f"class sets differ (added {added}, removed {removed})",
-        )
+    mismatch = _class_set_mismatch(version, champion.tags.get("classes", "").split(","), classes)
+    if mismatch is not None:
+        return mismatch
     try:
         population = load_training_population(champion.tags)
         if population is None:
             raise LookupError(f"v{version} records no seen-image list ({SEEN_IMAGES_TAG})")
-        rows = split_manifest[split_manifest["split"] == "test"].sort_values("sha256")
-        marked = mark_seen(
-            rows,
-            population,
-            uri_column="uri",
-            known_phashes=image_phashes,
-            storage_options=storage_options,
+        kept, human, counts = _unseen_test_rows(
+            split_manifest, population, image_phashes, storage_options
         )
-        counts = population_counts(marked, population)
-        if counts["near_duplicate_unchecked"]:
-            raise LookupError(
-                f"{counts['near_duplicate_unchecked']} test image(s) could not be read for their "
-                "pHash, so near-duplicates of the champion's training images cannot be ruled out"
-            )
-        kept = unseen(marked)
-        human = (
-            kept["label_source"].astype(str).eq("human").to_numpy()
-            if "label_source" in kept
-            else np.zeros(len(kept), dtype=bool)
-        )
-        if not (~human).any():
-            raise LookupError(
-                "no test image is left for the paired test: every one was seen by the champion "
-                "in training (exactly or as a near-duplicate) or is human-labelled"
-            )
         model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
         predicted = predict_rows(model, kept, batch_size, storage_options)
     except Exception as exc:  # any failure to load or run the old model means "not comparable"
         return ChampionComparison(version, "unscorable", detail=f"{type(exc).__name__}: {exc}")
+    return _paired_comparison(
+        version,
+        kept,
+        human,
+        predicted=predicted,
+        candidate_predictions=candidate_predictions,
+        counts=counts,
+        population=population,
+    )
+
+
+def _class_set_mismatch(
+    version: str, champion_classes: Sequence[str], classes: Sequence[str]
+) -> ChampionComparison | None:
+    """``not_comparable`` when the champion's classes differ from the candidate's, else None."""
+    if sorted(champion_classes) == sorted(classes):
+        return None
+    added = sorted(set(classes) - set(champion_classes))
+    removed = sorted(set(champion_classes) - set(classes))
+    return ChampionComparison(
+        version,
+        "not_comparable",
+        detail=f"class sets differ (added {added}, removed {removed})",
+    )
+
+
+def _unseen_test_rows(
+    split_manifest: pd.DataFrame,
+    population: TrainingPopulation,
+    image_phashes: pd.DataFrame | None,
+    storage_options: Mapping[str, Any],
+) -> tuple[pd.DataFrame, np.ndarray, Mapping[str, int]]:
+    """The test rows the champion never saw, which of them are human-labelled, the counts.
+
+    Raises:
+        LookupError: If near-duplicates cannot be ruled out, or no row is left to pair.
+    """
+    rows = split_manifest[split_manifest["split"] == "test"].sort_values("sha256")
+    marked = mark_seen(
+        rows,
+        population,
+        uri_column="uri",
+        known_phashes=image_phashes,
+        storage_options=storage_options,
+    )
+    counts = population_counts(marked, population)
+    if counts["near_duplicate_unchecked"]:
+        raise LookupError(
+            f"{counts['near_duplicate_unchecked']} test image(s) could not be read for their "
+            "pHash, so near-duplicates of the champion's training images cannot be ruled out"
+        )
+    kept = unseen(marked)
+    human = (
+        kept["label_source"].astype(str).eq("human").to_numpy()
+        if "label_source" in kept
+        else np.zeros(len(kept), dtype=bool)
+    )
+    if not (~human).any():
+        raise LookupError(
+            "no test image is left for the paired test: every one was seen by the champion "
+            "in training (exactly or as a near-duplicate) or is human-labelled"
+        )
+    return kept, human, counts
+
+
+def _paired_comparison(
+    version: str,
+    kept: pd.DataFrame,
+    human: np.ndarray,
+    *,
+    predicted: pd.DataFrame,
+    candidate_predictions: Mapping[str, str],
+    counts: Mapping[str, int],
+    population: TrainingPopulation,
+) -> ChampionComparison:
+    """The ``paired`` comparison of the champion's and the candidate's answers (logged)."""
     truth = kept["class"].to_numpy()
     champion_right = predicted["class"].to_numpy() == truth
     candidate_right = kept["sha256"].map(candidate_predictions).to_numpy() == truth

@@ -225,6 +225,20 @@ def decide(
     """
     decision = GateDecision(passed=True)
     passed: list[str] = []
+    bar, bar_source = _accuracy_bar(decision, settings, floor)
+    decision.checks = _checks_record(served, settings, champion, bar, bar_source)
+    _check_accuracy(decision, passed, served, bar, bar_source)
+    _check_unsafe_rates(decision, passed, served, settings)
+    _compare(decision, passed, settings, champion)
+    decision.passed = not decision.reasons
+    decision.checks["passed_checks"] = passed
+    return decision
+
+
+def _accuracy_bar(
+    decision: GateDecision, settings: GateSettings, floor: Floor | None
+) -> tuple[float, str]:
+    """The accuracy bar and where it comes from (a reset floor is warned about)."""
     bar, bar_source = settings.min_test_accuracy, "min_test_accuracy"
     if floor is not None and settings.reset_floor:
         decision.warnings.append(
@@ -237,7 +251,18 @@ def decide(
         )
     elif floor is not None and floor.value > bar:
         bar, bar_source = floor.value, f"the registry's floor, {floor.source}"
-    decision.checks = {
+    return bar, bar_source
+
+
+def _checks_record(
+    served: Served,
+    settings: GateSettings,
+    champion: ChampionComparison,
+    bar: float,
+    bar_source: str,
+) -> dict[str, Any]:
+    """Every number the gate looked at, by name (the decision's ``checks``)."""
+    return {
         "test_accuracy": served.accuracy,
         "test_accuracy_ci": list(served.accuracy_ci),
         "accuracy_floor": bar,
@@ -264,6 +289,11 @@ def decide(
         "mcnemar_p_value": champion.p_value,
         "significance": settings.significance,
     }
+
+
+def _check_accuracy(
+    decision: GateDecision, passed: list[str], served: Served, bar: float, bar_source: str
+) -> None:
     if not math.isfinite(served.accuracy):
         decision.reasons.append(f"test accuracy is not a number ({served.accuracy})")
     elif served.accuracy < bar:
@@ -274,6 +304,11 @@ def decide(
             f"accuracy {served.accuracy:.2f} {_interval(served.accuracy_ci)} >= {bar:.2f}"
         )
 
+
+def _check_unsafe_rates(
+    decision: GateDecision, passed: list[str], served: Served, settings: GateSettings
+) -> None:
+    """Unsafe recall and FPR at the calibrated threshold."""
     if not served.recall >= settings.min_unsafe_recall:
         shown, bound = _pair(served.recall, settings.min_unsafe_recall)
         decision.reasons.append(
@@ -291,11 +326,6 @@ def decide(
         )
     else:
         passed.append(f"test FPR {served.fpr:.3f} <= {max_fpr:.3f}")
-
-    _compare(decision, passed, settings, champion)
-    decision.passed = not decision.reasons
-    decision.checks["passed_checks"] = passed
-    return decision
 
 
 def _compare(

@@ -779,6 +779,30 @@ def decode_for_model(
     _check_container(data)
     image = _open(data, limits.max_pixels)
     image_format = image.format
+    indices, decoded = _plan_frames(image, image_format, data, limits, deadline)
+    if image_format == "JPEG":
+        # libjpeg scales while decoding (1/2 .. 1/8): a 50 Mpx photo never exists at full size.
+        image.draft(None, (min_side, min_side))
+    frames = _decode_frames(
+        image, decoded, set(indices), limits=limits, min_side=min_side, deadline=deadline
+    )
+    _check_complete(data, image_format)
+    return frames
+
+
+def _plan_frames(
+    image: Image.Image,
+    image_format: str | None,
+    data: bytes,
+    limits: DecodeLimits,
+    deadline: Deadline | None,
+) -> tuple[list[int], list[int]]:
+    """The frames to score and the frames to decode for them, every limit checked first.
+
+    Raises:
+        ImageRejectedError: ``too_many_frames``, ``decode_budget``, or a canvas of a frame
+            to decode out of bounds.
+    """
     _check_canvas(image.size, 0, limits.max_pixels, limits.max_aspect_ratio)
     canvases = _frame_canvases(image, data, limits.max_frames, deadline)
     if len(canvases) > limits.max_frames:
@@ -796,36 +820,27 @@ def decode_for_model(
             f"{planned} pixels to decode ({len(decoded)} frames, up to {width}x{height}) "
             f"exceeds the budget of {limits.max_decode_pixels} pixels",
         )
-    if image_format == "JPEG":
-        # libjpeg scales while decoding (1/2 .. 1/8): a 50 Mpx photo never exists at full size.
-        image.draft(None, (min_side, min_side))
+    return indices, decoded
+
+
+def _decode_frames(
+    image: Image.Image,
+    decoded: list[int],
+    to_score: set[int],
+    *,
+    limits: DecodeLimits,
+    min_side: int,
+    deadline: Deadline | None,
+) -> list[Image.Image]:
+    """Decode ``decoded`` in order, keeping the shrunk upright RGB copies of ``to_score``."""
     frames = []
     spent = 0
-    to_score = set(indices)
     for frame in decoded:
         if deadline is not None:
             deadline.check(f"frame {frame} was decoded")
         if frame != image.tell():
-            # An animation steps one frame at a time (what Pillow's seek does inside anyway),
-            # so the checks below and the deadline hold between any two frames.
-            try:
-                _seek(image, frame)
-            except ImageRejectedError:
-                raise
-            except Exception as exc:  # damaged later frames: see _decoder_failure
-                raise ImageRejectedError("corrupt", _decoder_failure("frames", exc)) from exc
-        # The header may have lied: the canvas this frame really decodes onto decides.
-        _check_canvas(image.size, frame, limits.max_pixels, limits.max_aspect_ratio)
-        spent += image.size[0] * image.size[1]
-        if spent > limits.max_decode_pixels:
-            raise ImageRejectedError(
-                "decode_budget",
-                f"frame {frame} ({image.size[0]}x{image.size[1]}) takes the pixels decoded to "
-                f"{spent}, over the budget of {limits.max_decode_pixels}",
-            )
-        _load(image)
-        # A HEIF image may change size while decoding: what was decoded is checked too.
-        _check_canvas(image.size, frame, limits.max_pixels, limits.max_aspect_ratio)
+            _step_to(image, frame)
+        spent = _load_frame(image, frame, spent, limits)
         if frame == decoded[0]:
             # Read once the pixels loaded: a damaged file is reported as such first.
             orientation = _orientation(image)
@@ -839,5 +854,36 @@ def decode_for_model(
             raise ImageRejectedError(
                 "unsupported_format", f"pixel mode {image.mode} cannot be converted: {exc}"
             ) from exc
-    _check_complete(data, image_format)
     return frames
+
+
+def _step_to(image: Image.Image, frame: int) -> None:
+    # An animation steps one frame at a time (what Pillow's seek does inside anyway),
+    # so the checks below and the deadline hold between any two frames.
+    try:
+        _seek(image, frame)
+    except ImageRejectedError:
+        raise
+    except Exception as exc:  # damaged later frames: see _decoder_failure
+        raise ImageRejectedError("corrupt", _decoder_failure("frames", exc)) from exc
+
+
+def _load_frame(image: Image.Image, frame: int, spent: int, limits: DecodeLimits) -> int:
+    """Load the current frame within the limits; the pixels decoded so far, this one included.
+
+    Raises:
+        ImageRejectedError: ``decode_budget``, or the frame's real canvas out of bounds.
+    """
+    # The header may have lied: the canvas this frame really decodes onto decides.
+    _check_canvas(image.size, frame, limits.max_pixels, limits.max_aspect_ratio)
+    spent += image.size[0] * image.size[1]
+    if spent > limits.max_decode_pixels:
+        raise ImageRejectedError(
+            "decode_budget",
+            f"frame {frame} ({image.size[0]}x{image.size[1]}) takes the pixels decoded to "
+            f"{spent}, over the budget of {limits.max_decode_pixels}",
+        )
+    _load(image)
+    # A HEIF image may change size while decoding: what was decoded is checked too.
+    _check_canvas(image.size, frame, limits.max_pixels, limits.max_aspect_ratio)
+    return spent

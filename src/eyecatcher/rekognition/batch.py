@@ -253,33 +253,14 @@ def send_images(
                 pending.clear()
                 pending.update(still)
                 for future in done:
-                    outcome = future.result()
-                    report.outcomes.append(outcome)
-                    if outcome.status in {"answered", "image_error"}:
-                        report.n_requests += 1
-                    if outcome.prepared:
-                        report.prepared_counts[outcome.prepared] += 1
-                    if outcome.status == "answered":
-                        report.cost_usd += settings.price_per_image_usd
+                    if _tally(report, future.result(), settings):
                         consecutive_failures = 0
                     else:
                         errors += 1
                         consecutive_failures += 1
-                        logger.warning(
-                            "%s (%s): %s %s",
-                            outcome.task.uri,
-                            outcome.task.sha256[:12],
-                            outcome.error_code,
-                            outcome.error_message,
-                        )
                     bar.update(1)
                     bar.set_postfix(cost=f"${report.cost_usd:.3f}", errors=errors, refresh=False)
-                if consecutive_failures >= max_consecutive_failures:
-                    raise LabellingAbortedError(
-                        f"{consecutive_failures} failures in a row (last: "
-                        f"{report.outcomes[-1].error_code}); stopping so that a broken setup is "
-                        "not paid for image by image. Every answer received so far is cached."
-                    )
+                _stop_after_a_failure_streak(report, consecutive_failures, max_consecutive_failures)
                 submit_more(pool)
         except BaseException:
             # Unsent images are cancelled; requests in flight finish and cache themselves.
@@ -289,3 +270,33 @@ def send_images(
             raise
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def _tally(report: BatchReport, outcome: Outcome, settings: RequestSettings) -> bool:
+    """Add ``outcome`` to ``report`` (a failure is logged); whether it was answered."""
+    report.outcomes.append(outcome)
+    if outcome.status in {"answered", "image_error"}:
+        report.n_requests += 1
+    if outcome.prepared:
+        report.prepared_counts[outcome.prepared] += 1
+    if outcome.status == "answered":
+        report.cost_usd += settings.price_per_image_usd
+        return True
+    logger.warning(
+        "%s (%s): %s %s",
+        outcome.task.uri,
+        outcome.task.sha256[:12],
+        outcome.error_code,
+        outcome.error_message,
+    )
+    return False
+
+
+def _stop_after_a_failure_streak(report: BatchReport, streak: int, limit: int) -> None:
+    """Raise :class:`LabellingAbortedError` once ``streak`` failures in a row reach ``limit``."""
+    if streak >= limit:
+        raise LabellingAbortedError(
+            f"{streak} failures in a row (last: "
+            f"{report.outcomes[-1].error_code}); stopping so that a broken setup is "
+            "not paid for image by image. Every answer received so far is cached."
+        )

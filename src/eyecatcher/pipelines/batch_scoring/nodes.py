@@ -156,31 +156,20 @@ def score_images(
         def on_batch(rows: pd.DataFrame) -> None:
             history.stage(name, version, rows)
 
-    retried = retried_batches = lost_actors = 0
-    seconds_lost = 0.0
-    if not todo:
-        new = pd.DataFrame(columns=list(VERDICT_COLUMNS))
-    elif engine == "ray":
-        from eyecatcher.pipelines.batch_scoring.ray_engine import score_with_ray
-
-        new, report = score_with_ray(todo, champion, params, on_batch=on_batch)
-        retried, retried_batches = report.retried_rows, report.retried_batches
-        seconds_lost, lost_actors = report.seconds_lost, report.lost_actors
-    else:
-        new = _score_locally(todo, champion, params, on_batch)
+    new, lost = _score_todo(engine, todo, champion, params, on_batch)
     table = _in_listing_order(paths, new, resumed)
     # One time per run, not per row: it dates the verdicts for per-day monitoring (the
     # table's scored_day), and rows scored minutes apart in one run belong to the same day.
     table["scored_at"] = utc_now()
-    summary = batch_summary(table, champion, params, n_retried=retried, engine=engine)
+    summary = batch_summary(table, champion, params, n_retried=lost["retried"], engine=engine)
     summary.update(
         {
             "n_listed": len(paths),
             "n_already_scored": n_skipped,
             "n_resumed": len(resumed),
-            "n_retried_batches": retried_batches,
-            "n_lost_workers": lost_actors,
-            "seconds_lost": round(seconds_lost, 3),
+            "n_retried_batches": lost["retried_batches"],
+            "n_lost_workers": lost["lost_actors"],
+            "seconds_lost": round(lost["seconds_lost"], 3),
         }
     )
     logger.info(
@@ -194,9 +183,31 @@ def score_images(
         len(new),
         summary["decisions"],
         summary["n_errors"],
-        retried_batches,
+        lost["retried_batches"],
     )
     return table, summary
+
+
+def _score_todo(
+    engine: str,
+    todo: list[str],
+    champion: Mapping[str, Any],
+    params: Mapping[str, Any],
+    on_batch: Callable[[pd.DataFrame], None] | None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The verdicts of ``todo`` on ``engine``, and what a Ray pool lost (zeros off Ray)."""
+    lost: dict[str, Any] = {"retried": 0, "retried_batches": 0, "lost_actors": 0}
+    lost["seconds_lost"] = 0.0
+    if not todo:
+        return pd.DataFrame(columns=list(VERDICT_COLUMNS)), lost
+    if engine == "ray":
+        from eyecatcher.pipelines.batch_scoring.ray_engine import score_with_ray
+
+        new, report = score_with_ray(todo, champion, params, on_batch=on_batch)
+        lost["retried"], lost["retried_batches"] = report.retried_rows, report.retried_batches
+        lost["seconds_lost"], lost["lost_actors"] = report.seconds_lost, report.lost_actors
+        return new, lost
+    return _score_locally(todo, champion, params, on_batch), lost
 
 
 def _plan(

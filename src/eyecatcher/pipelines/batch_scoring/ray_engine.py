@@ -109,6 +109,24 @@ def score_with_ray(
             if on_batch is not None:
                 on_batch(frame)
             frames.append(frame)
+    table = _verdict_table(frames, paths)
+    if report.retried_batches:
+        logger.warning(
+            "Batch scoring on Ray: %d batches (%d images) were scored again after a worker or "
+            "node died (%.1f s of work lost); each image is in the verdict table once",
+            report.retried_batches,
+            report.retried_rows,
+            report.seconds_lost,
+        )
+    return table, report
+
+
+def _verdict_table(frames: list[pd.DataFrame], paths: list[str]) -> pd.DataFrame:
+    """The batches' verdicts as one table in the order of ``paths``, each path exactly once.
+
+    Raises:
+        RuntimeError: If an image came back twice or not at all.
+    """
     table = (
         pd.concat(frames, ignore_index=True)
         if frames
@@ -127,16 +145,7 @@ def score_with_ray(
     table = table.sort_values("path", key=lambda s: s.map(order))
     # Back through Python rows, as the local engine builds its table: Arrow typed a block whose
     # errors were all None as a null column, and the two engines must give equal frames.
-    table = pd.DataFrame(
+    return pd.DataFrame(
         table.astype(object).where(table.notna(), None).to_dict(orient="records"),
         columns=list(VERDICT_COLUMNS),
     )
-    if report.retried_batches:
-        logger.warning(
-            "Batch scoring on Ray: %d batches (%d images) were scored again after a worker or "
-            "node died (%.1f s of work lost); each image is in the verdict table once",
-            report.retried_batches,
-            report.retried_rows,
-            report.seconds_lost,
-        )
-    return table, report

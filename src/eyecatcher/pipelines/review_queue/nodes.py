@@ -159,18 +159,7 @@ def build_review_queue(
     settings = ReviewQueueSettings.from_params(params)
     classes = TaxonomyMapping.from_params(labelling["taxonomy"]).class_names()
     day_rows, day = select_day(verdicts, settings.day)
-    errors = day_rows["error"].notna() if "error" in day_rows else pd.Series(False, day_rows.index)
-    scored = day_rows[~errors].copy()
-    if "sha256" not in scored.columns:
-        by_location = _sha_by_location(image_index)
-        scored["sha256"] = [by_location.get(_location(str(p))) for p in scored["path"]]
-    scored["_key"] = scored["sha256"].fillna(scored["path"]).astype(str)
-    # One task per image: copies under several paths, or an image the day's history holds
-    # from two model versions, are one decision for a moderator (the latest verdict is shown).
-    if "scored_at" in scored.columns:
-        scored = scored.sort_values("scored_at", kind="stable")
-    repeated = scored.duplicated("_key", keep="last")
-    scored = scored[~repeated].sort_values("path", kind="stable")
+    scored, errors, repeated = _latest_per_image(day_rows, image_index)
 
     queued = [scored[scored["decision"] == "review"].assign(_queue="review")]
     audited: dict[str, int] = {}
@@ -182,27 +171,7 @@ def build_review_queue(
         queued.append(sample.sort_values("path", kind="stable").assign(_queue="audit"))
     queue = pd.concat(queued)
     heatmaps = HEATMAP_COLUMN in queue.columns
-    tasks = [
-        review_task(
-            image_uri=_image_url(str(row["path"]), settings.image_url_prefix),
-            sha256=None if pd.isna(row["sha256"]) else str(row["sha256"]),
-            path=str(row["path"]),
-            queue=str(row["_queue"]),
-            predicted_class=str(row["class"]),
-            decision=str(row["decision"]),
-            unsafe_score=float(row["unsafe_score"]),
-            probabilities=_probabilities(row["probabilities"]),
-            model_name=str(row["model_name"]),
-            model_version=str(row["model_version"]),
-            scored_at=None
-            if "scored_at" not in row or pd.isna(row["scored_at"])
-            else pd.Timestamp(row["scored_at"]).isoformat(),
-            heatmap_uri=None
-            if not heatmaps or pd.isna(row[HEATMAP_COLUMN])
-            else str(row[HEATMAP_COLUMN]),
-        )
-        for _, row in queue.iterrows()
-    ]
+    tasks = _tasks(queue, settings.image_url_prefix, heatmaps=heatmaps)
     not_indexed = int(queue["sha256"].isna().sum())
     if not_indexed:
         # The feedback pipeline matches a verdict to an indexed image only: these would come
@@ -238,3 +207,53 @@ def build_review_queue(
         report["errors_skipped"],
     )
     return tasks, labelling_config(classes, heatmap=heatmaps), report
+
+
+def _latest_per_image(
+    day_rows: pd.DataFrame, image_index: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """The day's verdicts without errors, the latest per image, by path; and the masks.
+
+    Returns:
+        The rows kept, the rows of ``day_rows`` with errors, and the repeats left out.
+    """
+    errors = day_rows["error"].notna() if "error" in day_rows else pd.Series(False, day_rows.index)
+    scored = day_rows[~errors].copy()
+    if "sha256" not in scored.columns:
+        by_location = _sha_by_location(image_index)
+        scored["sha256"] = [by_location.get(_location(str(p))) for p in scored["path"]]
+    scored["_key"] = scored["sha256"].fillna(scored["path"]).astype(str)
+    # One task per image: copies under several paths, or an image the day's history holds
+    # from two model versions, are one decision for a moderator (the latest verdict is shown).
+    if "scored_at" in scored.columns:
+        scored = scored.sort_values("scored_at", kind="stable")
+    repeated = scored.duplicated("_key", keep="last")
+    scored = scored[~repeated].sort_values("path", kind="stable")
+    return scored, errors, repeated
+
+
+def _tasks(
+    queue: pd.DataFrame, image_url_prefix: str | None, *, heatmaps: bool
+) -> list[dict[str, Any]]:
+    """One Label Studio task per queued row, in the queue's order."""
+    return [
+        review_task(
+            image_uri=_image_url(str(row["path"]), image_url_prefix),
+            sha256=None if pd.isna(row["sha256"]) else str(row["sha256"]),
+            path=str(row["path"]),
+            queue=str(row["_queue"]),
+            predicted_class=str(row["class"]),
+            decision=str(row["decision"]),
+            unsafe_score=float(row["unsafe_score"]),
+            probabilities=_probabilities(row["probabilities"]),
+            model_name=str(row["model_name"]),
+            model_version=str(row["model_version"]),
+            scored_at=None
+            if "scored_at" not in row or pd.isna(row["scored_at"])
+            else pd.Timestamp(row["scored_at"]).isoformat(),
+            heatmap_uri=None
+            if not heatmaps or pd.isna(row[HEATMAP_COLUMN])
+            else str(row[HEATMAP_COLUMN]),
+        )
+        for _, row in queue.iterrows()
+    ]

@@ -19,6 +19,7 @@ from eyecatcher.pipelines.labelling.settings import LabellingSettings
 from eyecatcher.pipelines.model_card.settings import ModelCardSettings
 from eyecatcher.pipelines.quantization.settings import QuantizationSettings
 from eyecatcher.pipelines.retrain_check.settings import RetrainSettings
+from eyecatcher.pipelines.serving.settings import ServingSettings
 from eyecatcher.pipelines.splitting.settings import SplittingSettings
 from eyecatcher.pipelines.training.settings import TrainingSettings, candidate_settings
 from eyecatcher.settings import CONFIG_LOADER_ARGS
@@ -57,6 +58,7 @@ TYPED_BLOCKS: dict[str, type[Settings]] = {
     "model_card": ModelCardSettings,
     "feedback": FeedbackSettings,
     "retrain_check": RetrainSettings,
+    "serving": ServingSettings,
 }
 
 ENVIRONMENTS = ["base", "local", "aws", "s3", "test"]
@@ -125,6 +127,8 @@ def test_no_code_default_contradicts_conf_base(block: str, conf_dir: Path) -> No
         ("feedback", [], "conflict_rul", "conflict_rule"),
         ("retrain_check", [], "min_new_feedbak", "min_new_feedback"),
         ("retrain_check", ["drift"], "psi_alrt", "psi_alert"),
+        ("serving", [], "foregrond", "foreground"),
+        ("serving", ["smoke_test"], "max_imags", "max_images"),
     ],
 )
 def test_a_misspelt_key_names_the_closest_one(

@@ -24,10 +24,12 @@ from eyecatcher.images import sha256_bytes
 from eyecatcher.pipelines.serving.nodes import (
     SmokeTestFailedError,
     enforce_smoke_test,
+    resolve_serving_champion,
     select_smoke_test_images,
     staging_smoke_test,
 )
-from eyecatcher.pipelines.serving.staging import Observations, monitoring_metrics
+from eyecatcher.pipelines.serving.settings import ServingSettings
+from eyecatcher.pipelines.serving.staging import Observations, monitoring_metrics, server_for
 from eyecatcher.registry.client import absolute_tracking_uri
 from eyecatcher.registry.resolve import ChampionNotFoundError, resolve_champion
 from eyecatcher.serving.client import (
@@ -139,6 +141,25 @@ def test_smoke_images_cover_every_class_within_the_budget() -> None:
         select_smoke_test_images(manifest, "validation", None)
     with pytest.raises(ValueError, match="lacks the columns"):
         select_smoke_test_images(manifest.drop(columns="uri"), "test", None)
+
+
+def test_a_misspelt_serving_key_is_refused_before_the_registry_is_asked() -> None:
+    with pytest.raises(ValueError, match=r"'foregrond' \(did you mean 'foreground'\?\)"):
+        resolve_serving_champion({**PARAMS, "foregrond": True})
+    with pytest.raises(ValueError, match=r"serving.smoke_test parameter\(s\) 'max_imags'"):
+        resolve_serving_champion({**PARAMS, "smoke_test": {"max_imags": 3}})
+
+
+def test_the_server_gets_the_settings_and_its_environment_as_text(tmp_path: Path) -> None:
+    settings = ServingSettings.parse({**PARAMS, "workers": 2, "server_env": {"OMP_NUM_THREADS": 1}})
+    champion = {
+        "model_uri": f"models:/{MODEL_NAME}/1",
+        "tracking_uri": "sqlite:///a.db",
+        "registry_uri": "sqlite:///b.db",
+    }
+    server = server_for(champion, settings, str(tmp_path))  # not started
+    assert (server.host, server.workers, server.request_timeout_s) == ("127.0.0.1", 2, 60)
+    assert server.extra_env == {"OMP_NUM_THREADS": "1", "MLFLOW_REGISTRY_URI": "sqlite:///b.db"}
 
 
 def test_compare_predictions_names_each_difference() -> None:

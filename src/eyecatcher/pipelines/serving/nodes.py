@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from eyecatcher.pipelines.serving.settings import ServingSettings
 from eyecatcher.pipelines.serving.staging import (
     Observations,
     assemble,
@@ -34,6 +35,7 @@ from eyecatcher.pipelines.serving.staging import (
     smoke_metrics,
     start,
 )
+from eyecatcher.registry.resolve import resolve_champion
 from eyecatcher.serving.in_process import InProcessScorer
 from eyecatcher.serving.process import ServerStartError
 
@@ -46,6 +48,23 @@ class SmokeTestFailedError(RuntimeError):
 
 class _NothingToSend(Exception):
     """No test image could be read: starting a server would test nothing."""
+
+
+def resolve_serving_champion(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The champion to serve, pinned to its version; the whole block is validated first.
+
+    Validating here, the pipeline's first node, makes a misspelt key fail before the registry
+    is asked or a server started, not after.
+
+    Args:
+        params: The ``serving`` parameter block (:class:`ServingSettings`).
+
+    Returns:
+        :func:`eyecatcher.registry.resolve.resolve_champion`'s record for
+        ``models:/<model_name>@<alias>``.
+    """
+    settings = ServingSettings.parse(params)
+    return resolve_champion({"model_name": settings.model_name, "alias": settings.alias})
 
 
 def select_smoke_test_images(
@@ -89,7 +108,8 @@ def staging_smoke_test(
     Args:
         champion: Output of :func:`eyecatcher.registry.resolve.resolve_champion`.
         split_manifest: The split table; images of ``smoke_test.split`` are sent.
-        params: The ``serving`` parameter block (see ``conf/base/parameters_serving.yml``).
+        params: The ``serving`` parameter block (:class:`ServingSettings`; unknown keys are
+            refused before anything is read or started).
 
     Returns:
         The report (also the reason when the test fails), metrics for MLflow, a latency
@@ -98,10 +118,11 @@ def staging_smoke_test(
         A failed smoke test is *reported* here and raised by
         :func:`enforce_smoke_test`, so the report is saved before the run exits non-zero.
     """
-    smoke = dict(params.get("smoke_test", {}))
-    split = smoke.get("split", "test")
-    selected = select_smoke_test_images(split_manifest, split, smoke.get("max_images"))
-    ids, images, unreadable = read_smoke_images(selected, params.get("storage_options") or {})
+    settings = ServingSettings.parse(params)
+    smoke = settings.smoke_test
+    split = smoke.split
+    selected = select_smoke_test_images(split_manifest, split, smoke.max_images)
+    ids, images, unreadable = read_smoke_images(selected, settings.storage_options)
     for item in unreadable:
         logger.warning("Smoke-test image %s could not be read: %s", item["uri"], item["error"])
     report = new_report(champion, split, ids, unreadable)
@@ -111,7 +132,7 @@ def staging_smoke_test(
     seen = Observations()
     server_log = _serve_and_send(
         champion,
-        params,
+        settings,
         report,
         seen,
         ids=ids,
@@ -144,7 +165,7 @@ def staging_smoke_test(
 
 def _serve_and_send(
     champion: Mapping[str, Any],
-    params: Mapping[str, Any],
+    settings: ServingSettings,
     report: dict[str, Any],
     seen: Observations,
     *,
@@ -158,29 +179,34 @@ def _serve_and_send(
 
     Failures are recorded in ``report`` (not raised) so that the report is always saved.
     """
-    smoke = dict(params.get("smoke_test", {}))
-    timeout_s = float(params.get("client_timeout_s", 60))
+    smoke = settings.smoke_test
+    timeout_s = settings.client_timeout_s
     log_dir = tempfile.mkdtemp(prefix="eyecatcher-serve-")
-    server = server_for(champion, params, log_dir)
+    server = server_for(champion, settings, log_dir)
     with sigterm_as_interrupt():
         try:
             if not ids:
                 raise _NothingToSend
-            start(server, report, float(params.get("startup_timeout_s", 300)))
-            tolerance = float(smoke.get("tolerance", 1e-4))
+            start(server, report, settings.startup_timeout_s)
             send_test_images(
-                server.url, ids, images, local_rows, seen, tolerance=tolerance, timeout_s=timeout_s
+                server.url,
+                ids,
+                images,
+                local_rows,
+                seen,
+                tolerance=smoke.tolerance,
+                timeout_s=timeout_s,
             )
-            if smoke.get("bad_request_probes", True):
+            if smoke.bad_request_probes:
                 send_probes(
                     server.url,
                     seen,
                     timeout_s,
-                    max_image_bytes=smoke.get("max_image_bytes") or local_model.max_image_bytes,
+                    max_image_bytes=smoke.max_image_bytes or local_model.max_image_bytes,
                     max_rows=local_model.max_rows,
                 )
             report["served_until"] = None
-            if params.get("foreground", False):
+            if settings.foreground:
                 interim = judge(assemble(dict(report), seen), smoke, n_selected)
                 report["served_until"] = serve_in_foreground(server, interim)
         except _NothingToSend:

@@ -2,8 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from eyecatcher.pipelines.serving.nodes import enforce_smoke_test, staging_smoke_test
-from eyecatcher.registry.resolve import resolve_champion
+from eyecatcher.pipelines.serving.nodes import (
+    enforce_smoke_test,
+    resolve_serving_champion,
+    staging_smoke_test,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -15,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                resolve_champion,
+                resolve_serving_champion,
                 inputs="params:serving",
                 outputs="serving_champion",
                 name="resolve_serving_champion",

@@ -21,6 +21,7 @@ import requests
 from matplotlib.figure import Figure
 
 from eyecatcher.monitoring.run_metrics import scoring_run_metrics
+from eyecatcher.pipelines.serving.settings import ServingSettings, SmokeTestSettings
 from eyecatcher.progress import progress_bar
 from eyecatcher.redaction import redact_uri
 from eyecatcher.serving.client import (
@@ -92,19 +93,19 @@ def new_report(
     }
 
 
-def server_for(champion: Mapping[str, Any], params: Mapping[str, Any], log_dir: str) -> ModelServer:
+def server_for(champion: Mapping[str, Any], settings: ServingSettings, log_dir: str) -> ModelServer:
     """The (not yet started) scoring server for the pinned champion version."""
-    env = {str(k): str(v) for k, v in (params.get("server_env") or {}).items()}
+    env = dict(settings.server_env)
     registry_uri = champion.get("registry_uri")
     if registry_uri and registry_uri != champion["tracking_uri"]:
         env.setdefault("MLFLOW_REGISTRY_URI", str(registry_uri))
     return ModelServer(
         champion["model_uri"],
         tracking_uri=champion["tracking_uri"],
-        host=str(params.get("host", "127.0.0.1")),
-        port=params.get("port"),
-        workers=int(params.get("workers", 1)),
-        request_timeout_s=int(params.get("server_request_timeout_s", 60)),
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        request_timeout_s=settings.server_request_timeout_s,
         extra_env=env,
         log_dir=log_dir,
     )
@@ -220,17 +221,17 @@ def assemble(report: dict[str, Any], seen: Observations) -> dict[str, Any]:
     return report
 
 
-def judge(report: dict[str, Any], smoke: Mapping[str, Any], n_selected: int) -> dict[str, Any]:
+def judge(report: dict[str, Any], smoke: SmokeTestSettings, n_selected: int) -> dict[str, Any]:
     """List every failure in ``report`` and set ``passed`` (in place); return the report."""
     failures = report["failures"]
-    min_images = int(smoke.get("min_images", 1))
+    min_images = smoke.min_images
     if report["n_images"] < min_images:
         failures.append(f"only {report['n_images']} readable test images (< {min_images})")
     if report.get("startup_s") is None and not any("mlflow models serve" in f for f in failures):
         failures.append("the scoring server did not start")
     if report["n_request_errors"]:
         failures.append(f"{report['n_request_errors']} requests failed at the HTTP level")
-    max_errors = int(smoke.get("max_errors", 0))
+    max_errors = smoke.max_errors
     if report["n_errors"] > max_errors:
         failures.append(f"{report['n_errors']} errors (> {max_errors} allowed)")
     if report["n_mismatches"]:
@@ -240,10 +241,10 @@ def judge(report: dict[str, Any], smoke: Mapping[str, Any], n_selected: int) -> 
             failures.append(f"bad request '{probe['name']}' was not handled: {probe['answer']}")
         if not probe["server_alive_after"]:
             failures.append(f"a good request failed after the bad request '{probe['name']}'")
-    slo = smoke.get("max_p95_ms")
+    slo = smoke.max_p95_ms
     p95 = report["latency_ms"]["p95_ms"]
-    if slo is not None and not math.isnan(p95) and p95 > float(slo):
-        failures.append(f"latency p95 {p95:.1f} ms > {float(slo):.1f} ms")
+    if slo is not None and not math.isnan(p95) and p95 > slo:
+        failures.append(f"latency p95 {p95:.1f} ms > {slo:.1f} ms")
     report["n_selected"] = n_selected
     report["passed"] = not failures
     return report

@@ -19,6 +19,7 @@ from eyecatcher.pipelines.labelling.settings import LabellingSettings
 from eyecatcher.pipelines.model_card.settings import ModelCardSettings
 from eyecatcher.pipelines.quantization.settings import QuantizationSettings
 from eyecatcher.pipelines.retrain_check.settings import RetrainSettings
+from eyecatcher.pipelines.review_queue.settings import ReviewQueueSettings
 from eyecatcher.pipelines.serving.settings import ServingSettings
 from eyecatcher.pipelines.splitting.settings import SplittingSettings
 from eyecatcher.pipelines.training.settings import TrainingSettings, candidate_settings
@@ -59,6 +60,7 @@ TYPED_BLOCKS: dict[str, type[Settings]] = {
     "feedback": FeedbackSettings,
     "retrain_check": RetrainSettings,
     "serving": ServingSettings,
+    "review_queue": ReviewQueueSettings,
 }
 
 ENVIRONMENTS = ["base", "local", "aws", "s3", "test"]
@@ -129,6 +131,7 @@ def test_no_code_default_contradicts_conf_base(block: str, conf_dir: Path) -> No
         ("retrain_check", ["drift"], "psi_alrt", "psi_alert"),
         ("serving", [], "foregrond", "foreground"),
         ("serving", ["smoke_test"], "max_imags", "max_images"),
+        ("review_queue", [], "audit_rat", "audit_rate"),
     ],
 )
 def test_a_misspelt_key_names_the_closest_one(

@@ -10,12 +10,8 @@ import pytest
 from kedro.framework.project import configure_project
 
 from eyecatcher.pipeline_registry import register_pipelines
-from eyecatcher.pipelines.review_queue.nodes import (
-    ReviewQueueSettings,
-    audit_sample,
-    build_review_queue,
-    select_day,
-)
+from eyecatcher.pipelines.review_queue.nodes import audit_sample, build_review_queue, select_day
+from eyecatcher.pipelines.review_queue.settings import ReviewQueueSettings
 from tests.pipelines.labelling.conftest import labelling_params
 
 DAY1 = pd.Timestamp("2026-12-06T23:50:00Z")
@@ -170,12 +166,12 @@ def test_heatmaps_local_file_urls_and_unindexed_images() -> None:
 
 def test_settings_refuse_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValueError, match="did you mean 'audit_rate'"):
-        ReviewQueueSettings.from_params({"audit_rat": 0.1})
+        ReviewQueueSettings.parse({"audit_rat": 0.1})
     with pytest.raises(ValueError, match="audit_rate must be in"):
-        ReviewQueueSettings.from_params({"audit_rate": 1.5})
+        ReviewQueueSettings.parse({"audit_rate": 1.5})
     with pytest.raises(ValueError, match="day must be"):
-        ReviewQueueSettings.from_params({"day": "yesterday"})
-    assert ReviewQueueSettings.from_params({}).day == "latest"
+        ReviewQueueSettings.parse({"day": "yesterday"})
+    assert ReviewQueueSettings.parse({}).day == "latest"
 
 
 def test_the_pipeline_is_found_and_stays_out_of_the_default_run() -> None:

@@ -15,17 +15,16 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
-from eyecatcher.parameters import refuse_unknown
 from eyecatcher.pipelines.feedback.label_studio import (
     HEATMAP_NAME,
     labelling_config,
     review_task,
 )
+from eyecatcher.pipelines.review_queue.settings import ReviewQueueSettings
 from eyecatcher.rekognition.taxonomy import TaxonomyMapping
 
 logger = logging.getLogger(__name__)
@@ -34,48 +33,6 @@ logger = logging.getLogger(__name__)
 AUDITED_DECISIONS = ("allow", "block")
 #: Optional verdict-table column with the URI of the model's heatmap of the image.
 HEATMAP_COLUMN = "heatmap_uri"
-
-
-@dataclass(frozen=True)
-class ReviewQueueSettings:
-    """How the queue is built (the ``review_queue`` parameter block).
-
-    Attributes:
-        day: The scoring day queued: ``latest`` (the most recent UTC day in ``scored_at``),
-            a date ``YYYY-MM-DD`` (UTC) or ``all``.
-        audit_rate: Share of the day's ``allow`` and of its ``block`` verdicts queued for
-            audit, each rounded up (so any rate above 0 audits at least one of each).
-        seed: Seed of the audit sample; the same seed picks the same images.
-        image_url_prefix: Put in front of a local path to make the URL Label Studio loads
-            (``/data/local-files/?d=`` for its local-files storage); ``None``: the path as
-            scored. URIs with a scheme (``s3://``, ``https://``) are never prefixed.
-    """
-
-    day: str = "latest"
-    audit_rate: float = 0.02
-    seed: int = 0
-    image_url_prefix: str | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= float(self.audit_rate) <= 1.0:
-            raise ValueError(f"review_queue.audit_rate must be in [0, 1], got {self.audit_rate}")
-        if self.day not in ("latest", "all"):
-            try:
-                pd.Timestamp(self.day)
-            except ValueError as exc:
-                raise ValueError(
-                    f"review_queue.day must be 'latest', 'all' or a date (YYYY-MM-DD), "
-                    f"got {self.day!r}"
-                ) from exc
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ReviewQueueSettings:
-        """Build from the parameter block, refusing unknown keys."""
-        refuse_unknown("review_queue", params, cls.__dataclass_fields__)
-        values = dict(params)
-        if "day" in values:
-            values["day"] = str(values["day"])
-        return cls(**values)
 
 
 def _location(uri: str) -> str:
@@ -156,7 +113,7 @@ def build_review_queue(
         by path; one per image), the labelling config XML, and a report of what was queued
         and left out.
     """
-    settings = ReviewQueueSettings.from_params(params)
+    settings = ReviewQueueSettings.parse(params)
     classes = TaxonomyMapping.from_params(labelling["taxonomy"]).class_names()
     day_rows, day = select_day(verdicts, settings.day)
     scored, errors, repeated = _latest_per_image(day_rows, image_index)
@@ -194,7 +151,7 @@ def build_review_queue(
         "heatmaps": int(sum(HEATMAP_NAME in t["data"] for t in tasks)),
         "model_versions": sorted({str(v) for v in queue["model_version"].dropna()}),
         "classes": classes,
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
     }
     logger.info(
         "Review queue (%s): %d task(s): %d review, audit %s, from %d verdict(s) (%d with errors "

@@ -139,108 +139,200 @@ def run_on_actor_pool(
     """
     ray = import_ray()
     report = report if report is not None else PoolReport()
-    lost = _lost_errors()
-    remote_cls = ray.remote(_PoolWorker).options(
-        num_cpus=settings.cpus_per_worker, max_restarts=0, max_task_retries=0
+    pool = _Pool.start(
+        ray,
+        batches=batches,
+        actor_cls=actor_cls,
+        actor_kwargs=actor_kwargs,
+        settings=settings,
+        report=report,
     )
-    actor_kwargs = dict(actor_kwargs)
-    # The constructor arguments (a model, a champion) go to the object store once, not once
-    # per actor started.
-    kwargs_ref = ray.put(actor_kwargs)
-
-    starting: dict[Any, tuple[Any, float]] = {}  # ready() ref -> (actor, started)
-
-    def start_actor() -> None:
-        actor = remote_cls.remote(actor_cls, kwargs_ref)
-        starting[actor.ready.remote()] = (actor, time.monotonic())
-
-    for _ in range(min(settings.workers, max(1, len(batches)))):
-        start_actor()
-    idle: deque[Any] = deque()
-    todo: deque[int] = deque(range(len(batches)))
-    attempts = [0] * len(batches)
-    in_flight: dict[Any, tuple[int, Any, float]] = {}
-    report.batches = len(batches)
     done = 0
     try:
         while done < len(batches):
-            while todo and idle:
-                index = todo.popleft()
-                actor = idle.popleft()
-                in_flight[actor.run.remote(batches[index])] = (index, actor, time.monotonic())
-            if not in_flight and not starting:
-                # Every actor is dead and none could be replaced yet (the cluster lost nodes):
-                # start one anyway; an autoscaler, or a node coming back, gives it room.
-                start_actor()
-                report.replaced_actors += 1
-            if (
-                not in_flight
-                and all(
-                    time.monotonic() - since > settings.replace_timeout_s
-                    for _, since in starting.values()
-                )
-                # With room for them, the actors are being built (a slow model load), not
-                # waiting for a node: keep waiting; a constructor that fails says so itself.
-                and not _has_room(ray, len(starting), settings.cpus_per_worker)
-            ):
-                raise RuntimeError(
-                    f"no Ray actor could be placed for {settings.replace_timeout_s:g} s after "
-                    f"{report.lost_actors} were lost; {len(todo)} batches not run (the "
-                    "batches finished are kept)"
-                )
+            pool.dispatch()
+            pool.keep_one_actor_coming()
+            pool.fail_if_unplaceable()
             # A timeout, so that an actor that can never be placed is noticed above.
-            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=1.0)
+            ready, _ = ray.wait(pool.pending(), num_returns=1, timeout=1.0)
             if not ready:
                 continue
             ref = ready[0]
-            if ref in starting:
-                actor, _ = starting.pop(ref)
-                try:
-                    ray.get(ref)
-                except lost as exc:
-                    if getattr(exc, "actor_init_failed", False):
-                        raise  # the worker cannot be built (a bad model URI): no retry helps
-                    report.lost_actors += 1
-                    report.failures.append(f"actor start: {type(exc).__name__}")
-                    continue
-                idle.append(actor)
+            if ref in pool.starting:
+                pool.actor_started(ref)
                 continue
-            index, actor, started = in_flight.pop(ref)
-            try:
-                result = ray.get(ref)
-            except lost as exc:
-                attempts[index] += 1
-                report.lost_actors += 1
-                report.retried_batches += 1
-                report.retried_rows += len(batches[index])
-                report.seconds_lost += time.monotonic() - started
-                report.failures.append(f"batch {index}: {type(exc).__name__}")
-                logger.warning(
-                    "Ray: the actor running batch %d died (%s); sending it again (attempt %d)",
-                    index,
-                    type(exc).__name__,
-                    attempts[index] + 1,
-                )
-                if attempts[index] > settings.max_restarts:
-                    raise RuntimeError(
-                        f"batch {index} was lost {attempts[index]} times (max_restarts "
-                        f"{settings.max_restarts}); the batches finished are kept"
-                    ) from exc
-                todo.appendleft(index)
-                _kill(ray, actor)
-                live = len(idle) + len(starting) + len(in_flight)
-                if _has_room(ray, live + 1, settings.cpus_per_worker):
-                    start_actor()
-                    report.replaced_actors += 1
+            finished = pool.batch_returned(ref)
+            if finished is None:
                 continue
-            idle.append(actor)
             done += 1
-            yield index, result
+            yield finished
     finally:
-        for actor in [*idle, *(a for a, _ in starting.values())]:
-            _kill(ray, actor)
-        for _, actor, _ in in_flight.values():
-            _kill(ray, actor)
+        pool.kill_all()
+
+
+@dataclass
+class _Pool:
+    """The driver's bookkeeping of :func:`run_on_actor_pool`: actors, batches, attempts."""
+
+    ray: Any
+    batches: Sequence[pd.DataFrame]
+    remote_cls: Any
+    actor_cls: type
+    kwargs_ref: Any
+    settings: ActorPoolSettings
+    report: PoolReport
+    lost: tuple[type[BaseException], ...]
+    starting: dict[Any, tuple[Any, float]] = field(default_factory=dict)  # ready() ref -> ...
+    idle: deque[Any] = field(default_factory=deque)
+    todo: deque[int] = field(default_factory=deque)
+    attempts: list[int] = field(default_factory=list)
+    in_flight: dict[Any, tuple[int, Any, float]] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls,
+        ray: Any,
+        *,
+        batches: Sequence[pd.DataFrame],
+        actor_cls: type,
+        actor_kwargs: Mapping[str, Any],
+        settings: ActorPoolSettings,
+        report: PoolReport,
+    ) -> _Pool:
+        """The pool with its first ``workers`` actors starting and every batch to do."""
+        lost = _lost_errors()
+        remote_cls = ray.remote(_PoolWorker).options(
+            num_cpus=settings.cpus_per_worker, max_restarts=0, max_task_retries=0
+        )
+        # The constructor arguments (a model, a champion) go to the object store once, not
+        # once per actor started.
+        kwargs_ref = ray.put(dict(actor_kwargs))
+        pool = cls(
+            ray=ray,
+            batches=batches,
+            remote_cls=remote_cls,
+            actor_cls=actor_cls,
+            kwargs_ref=kwargs_ref,
+            settings=settings,
+            report=report,
+            lost=lost,
+        )
+        for _ in range(min(settings.workers, max(1, len(batches)))):
+            pool.start_actor()
+        pool.todo.extend(range(len(batches)))
+        pool.attempts = [0] * len(batches)
+        report.batches = len(batches)
+        return pool
+
+    def start_actor(self) -> None:
+        """One more actor, building its worker."""
+        actor = self.remote_cls.remote(self.actor_cls, self.kwargs_ref)
+        self.starting[actor.ready.remote()] = (actor, time.monotonic())
+
+    def pending(self) -> list[Any]:
+        """The refs the driver waits on: batches running, actors starting."""
+        return [*self.in_flight, *self.starting]
+
+    def dispatch(self) -> None:
+        """One batch to each idle actor while there are both."""
+        while self.todo and self.idle:
+            index = self.todo.popleft()
+            actor = self.idle.popleft()
+            run_ref = actor.run.remote(self.batches[index])
+            self.in_flight[run_ref] = (index, actor, time.monotonic())
+
+    def keep_one_actor_coming(self) -> None:
+        """Start an actor when none is running or starting."""
+        if not self.in_flight and not self.starting:
+            # Every actor is dead and none could be replaced yet (the cluster lost nodes):
+            # start one anyway; an autoscaler, or a node coming back, gives it room.
+            self.start_actor()
+            self.report.replaced_actors += 1
+
+    def fail_if_unplaceable(self) -> None:
+        """Raise when nothing runs and no starting actor was placed for the timeout.
+
+        Raises:
+            RuntimeError: If so, naming the batches not run.
+        """
+        settings = self.settings
+        if (
+            not self.in_flight
+            and all(
+                time.monotonic() - since > settings.replace_timeout_s
+                for _, since in self.starting.values()
+            )
+            # With room for them, the actors are being built (a slow model load), not
+            # waiting for a node: keep waiting; a constructor that fails says so itself.
+            and not _has_room(self.ray, len(self.starting), settings.cpus_per_worker)
+        ):
+            raise RuntimeError(
+                f"no Ray actor could be placed for {settings.replace_timeout_s:g} s after "
+                f"{self.report.lost_actors} were lost; {len(self.todo)} batches not run (the "
+                "batches finished are kept)"
+            )
+
+    def actor_started(self, ref: Any) -> None:
+        """An actor's ``ready()`` came back: idle if it is alive, counted as lost if not."""
+        actor, _ = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.lost as exc:
+            if getattr(exc, "actor_init_failed", False):
+                raise  # the worker cannot be built (a bad model URI): no retry helps
+            self.report.lost_actors += 1
+            self.report.failures.append(f"actor start: {type(exc).__name__}")
+            return
+        self.idle.append(actor)
+
+    def batch_returned(self, ref: Any) -> tuple[int, pd.DataFrame] | None:
+        """A batch's ``(index, result)``, or None when its actor died and it was queued again."""
+        index, actor, started = self.in_flight.pop(ref)
+        try:
+            result = self.ray.get(ref)
+        except self.lost as exc:
+            self._requeue(index, actor, started, exc)
+            return None
+        self.idle.append(actor)
+        return index, result
+
+    def _requeue(self, index: int, actor: Any, started: float, exc: BaseException) -> None:
+        """Count the loss, queue the batch first, replace the actor if there is room.
+
+        Raises:
+            RuntimeError: If the batch was lost more than ``max_restarts`` times.
+        """
+        self.attempts[index] += 1
+        report = self.report
+        report.lost_actors += 1
+        report.retried_batches += 1
+        report.retried_rows += len(self.batches[index])
+        report.seconds_lost += time.monotonic() - started
+        report.failures.append(f"batch {index}: {type(exc).__name__}")
+        logger.warning(
+            "Ray: the actor running batch %d died (%s); sending it again (attempt %d)",
+            index,
+            type(exc).__name__,
+            self.attempts[index] + 1,
+        )
+        if self.attempts[index] > self.settings.max_restarts:
+            raise RuntimeError(
+                f"batch {index} was lost {self.attempts[index]} times (max_restarts "
+                f"{self.settings.max_restarts}); the batches finished are kept"
+            ) from exc
+        self.todo.appendleft(index)
+        _kill(self.ray, actor)
+        live = len(self.idle) + len(self.starting) + len(self.in_flight)
+        if _has_room(self.ray, live + 1, self.settings.cpus_per_worker):
+            self.start_actor()
+            report.replaced_actors += 1
+
+    def kill_all(self) -> None:
+        """Kill every actor still held (idle, starting or running)."""
+        for actor in [*self.idle, *(a for a, _ in self.starting.values())]:
+            _kill(self.ray, actor)
+        for _, actor, _ in self.in_flight.values():
+            _kill(self.ray, actor)
 
 
 def _kill(ray: Any, actor: Any) -> None:

@@ -130,15 +130,7 @@ def compute_on_ray(
             often than the pool retries it.
     """
     views = {view.name: view for wanted in missing.values() for view in wanted}
-    todo = sorted(missing)
-    frame = pd.DataFrame(
-        {
-            "index": todo,
-            "sha256": [images[i][0] for i in todo],
-            "uri": [images[i][1] for i in todo],
-            "views": [",".join(view.name for view in missing[i]) for i in todo],
-        }
-    )
+    frame = _work_frame(images, missing)
     settings = ActorPoolSettings(workers=workers, batch_size=max(1, batch_size))
     if isinstance(model, FeatureGraph):
         # ONNX Runtime would otherwise start one thread per core of the node in every actor.
@@ -150,7 +142,7 @@ def compute_on_ray(
         logger.info(
             "Features on Ray (%s): %d images, %d workers, batches of %d",
             where,
-            len(todo),
+            len(frame),
             settings.workers,
             settings.batch_size,
         )
@@ -167,14 +159,7 @@ def compute_on_ray(
             settings,
             report,
         ):
-            for index, name, vector in zip(
-                table["index"], table["view"], table["vector"], strict=True
-            ):
-                pair = (int(index), str(name))
-                if pair in got or pair not in expected:
-                    raise RuntimeError(f"Ray returned the feature vector {pair} twice or unasked")
-                got.add(pair)
-                yield int(index), views[name], np.frombuffer(vector, dtype=np.float32).copy()
+            yield from _checked_vectors(table, views, expected, got)
     if report.retried_batches:
         logger.warning(
             "Features on Ray: %d batches (%d images) recomputed after a worker or node died",
@@ -185,3 +170,37 @@ def compute_on_ray(
         raise RuntimeError(
             f"Ray returned {len(got)} feature vectors for {len(expected)} (image, view) pairs"
         )
+
+
+def _work_frame(
+    images: Sequence[tuple[str, str]], missing: Mapping[int, Sequence[ViewSpec]]
+) -> pd.DataFrame:
+    """One row per image to compute (index order): its index, sha256, URI and view names."""
+    todo = sorted(missing)
+    return pd.DataFrame(
+        {
+            "index": todo,
+            "sha256": [images[i][0] for i in todo],
+            "uri": [images[i][1] for i in todo],
+            "views": [",".join(view.name for view in missing[i]) for i in todo],
+        }
+    )
+
+
+def _checked_vectors(
+    table: pd.DataFrame,
+    views: Mapping[str, ViewSpec],
+    expected: set[tuple[int, str]],
+    got: set[tuple[int, str]],
+) -> Iterator[tuple[int, ViewSpec, np.ndarray]]:
+    """The vectors of one returned batch, each pair added to ``got`` as it is yielded.
+
+    Raises:
+        RuntimeError: If a pair was already returned, or was never asked for.
+    """
+    for index, name, vector in zip(table["index"], table["view"], table["vector"], strict=True):
+        pair = (int(index), str(name))
+        if pair in got or pair not in expected:
+            raise RuntimeError(f"Ray returned the feature vector {pair} twice or unasked")
+        got.add(pair)
+        yield int(index), views[name], np.frombuffer(vector, dtype=np.float32).copy()

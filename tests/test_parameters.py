@@ -13,6 +13,7 @@ from kedro.config import OmegaConfigLoader
 
 from eyecatcher.candidates import candidate_names
 from eyecatcher.parameters import Settings, closest, refuse_unknown, unknown_keys_error
+from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
 from eyecatcher.pipelines.feedback.settings import FeedbackSettings
 from eyecatcher.pipelines.ingestion.settings import IngestionSettings
 from eyecatcher.pipelines.labelling.settings import LabellingSettings
@@ -61,6 +62,7 @@ TYPED_BLOCKS: dict[str, type[Settings]] = {
     "retrain_check": RetrainSettings,
     "serving": ServingSettings,
     "review_queue": ReviewQueueSettings,
+    "batch_scoring": BatchScoringSettings,
 }
 
 ENVIRONMENTS = ["base", "local", "aws", "s3", "test"]
@@ -132,6 +134,8 @@ def test_no_code_default_contradicts_conf_base(block: str, conf_dir: Path) -> No
         ("serving", [], "foregrond", "foreground"),
         ("serving", ["smoke_test"], "max_imags", "max_images"),
         ("review_queue", [], "audit_rat", "audit_rate"),
+        ("batch_scoring", [], "engin", "engine"),
+        ("batch_scoring", ["ray"], "wokers", "workers"),
     ],
 )
 def test_a_misspelt_key_names_the_closest_one(

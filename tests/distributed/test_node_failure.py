@@ -31,6 +31,7 @@ from eyecatcher.models.factory import create_classifier
 from eyecatcher.pipelines.batch_scoring import ray_engine
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.pipelines.batch_scoring.ray_engine import RegistryChampionScorer, score_with_ray
+from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
 from eyecatcher.preprocessing import data_config_for
 from eyecatcher.registry.resolve import resolve_champion
 from tests.image_factory import good_images
@@ -170,7 +171,8 @@ def test_batch_scoring_survives_losing_the_worker_node(
     monkeypatch.setattr(
         ray_engine, "run_on_actor_pool", _killing_worker_node(ray_engine, cluster, worker, reports)
     )
-    table, report = score_with_ray(paths, champion, params, scorer_cls=SlowScorer)
+    settings = BatchScoringSettings.parse(params)
+    table, report = score_with_ray(paths, champion, settings, scorer_cls=SlowScorer)
     assert reports == [report]
     assert len([n for n in ray.nodes() if n["Alive"]]) == 1  # the worker node is gone
     ray.shutdown()

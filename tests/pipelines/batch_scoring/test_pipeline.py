@@ -13,12 +13,9 @@ import pytest
 import torch
 import yaml
 
-from eyecatcher.pipelines.batch_scoring.nodes import (
-    PARAMETER_KEYS,
-    list_images_to_score,
-    score_images,
-)
+from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, predict_batch
+from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
 from eyecatcher.preprocessing import bytes_to_batch
 from eyecatcher.registry.resolve import resolve_champion
 from tests.image_factory import good_images
@@ -315,4 +312,4 @@ def test_a_misspelt_key_or_an_unknown_engine_is_refused_before_any_work(champion
     defaults = yaml.safe_load(
         (Path(__file__).resolve().parents[3] / "conf/base/parameters_batch_scoring.yml").read_text()
     )["batch_scoring"]
-    assert set(defaults) <= PARAMETER_KEYS
+    assert set(defaults) <= set(BatchScoringSettings.model_fields)

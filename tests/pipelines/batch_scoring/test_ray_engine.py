@@ -17,6 +17,7 @@ from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.pipelines.batch_scoring.ray_engine import RegistryChampionScorer, score_with_ray
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, batch_summary
+from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
 from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
 from eyecatcher.registry.resolve import resolve_champion
 from tests.image_factory import good_images
@@ -137,7 +138,8 @@ def test_a_worker_killed_mid_run_and_bad_files_lose_no_image_and_score_none_twic
     (root / "crash-here.jpg").write_bytes(good_images(seed=7)["rgb.jpg"])
     params = {**PARAMS, "source": str(root)}
     paths = [*list_images_to_score(params)["path"].tolist(), str(root / "vanished.jpg")]
-    table, report = score_with_ray(paths, champion, params, scorer_cls=CrashingScorer)
+    settings = BatchScoringSettings.parse(params)
+    table, report = score_with_ray(paths, champion, settings, scorer_cls=CrashingScorer)
     assert (root / ".crashed").exists(), "the worker never died: the test proved nothing"
     assert table["path"].tolist() == paths  # each image once, in the listing's order
     # The driver saw the one batch lost with its worker and sent it again, once.
@@ -149,7 +151,7 @@ def test_a_worker_killed_mid_run_and_bad_files_lose_no_image_and_score_none_twic
     assert errors["notes.png"].startswith("not_an_image:")
     assert errors["vanished.jpg"].startswith("unreadable:")
     assert errors.drop(["cut.jpg", "notes.png", "vanished.jpg"]).isna().all()
-    summary = batch_summary(table, champion, params, n_retried=retried, engine="ray")
+    summary = batch_summary(table, champion, settings.source, n_retried=retried, engine="ray")
     assert summary["errors_by_reason"] == {"truncated": 1, "not_an_image": 1, "unreadable": 1}
     assert summary["n_scored"] + summary["n_errors"] == summary["n_images"] == len(paths)
     assert summary["n_scored"] == 15 and summary["n_retried"] == retried
@@ -293,10 +295,12 @@ def test_shadow_scoring_on_ray_equals_the_local_engine(
 
 
 def test_settings_are_checked_before_any_work(champion: dict) -> None:
-    with pytest.raises(ValueError, match=r"unknown batch_scoring\.ray keys"):
-        score_with_ray(["x.jpg"], champion, {**PARAMS, "ray": {"wokers": 2}})
+    listed = pd.DataFrame({"path": ["x.jpg"]})
+    with pytest.raises(ValueError, match=r"'wokers' \(did you mean 'workers'\?\)"):
+        score_images(listed, champion, {**PARAMS, "source": ".", "ray": {"wokers": 2}})
+    settings = BatchScoringSettings.parse({**PARAMS, "source": ".", "ray": {"workers": 0}})
     with pytest.raises(ValueError, match="workers >= 1"):
-        score_with_ray(["x.jpg"], champion, {**PARAMS, "ray": {"workers": 0}})
+        score_with_ray(["x.jpg"], champion, settings)
 
 
 def test_a_running_ray_is_reused_and_left_running(local_ray: None) -> None:

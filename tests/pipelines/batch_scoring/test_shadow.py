@@ -34,6 +34,8 @@ PARAMS = {
     "extensions": [".jpg", ".png", ".webp"],
     "batch_size": 2,
     "storage_options": {},
+    # The block's own (no default in code); _run scores a folder of its own.
+    "source": "incoming",
 }
 SHADOW_COLUMNS = [
     "shadow_class",

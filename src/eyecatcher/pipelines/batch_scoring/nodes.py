@@ -25,7 +25,6 @@ import fsspec
 import pandas as pd
 
 from eyecatcher.monitoring.run_metrics import scoring_run_metrics
-from eyecatcher.parameters import refuse_unknown
 from eyecatcher.pipelines.batch_scoring.prefetch import prefetched
 from eyecatcher.pipelines.batch_scoring.scoring import (
     VERDICT_COLUMNS,
@@ -33,31 +32,17 @@ from eyecatcher.pipelines.batch_scoring.scoring import (
     batch_summary,
     effective_batch_size,
 )
+from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
 from eyecatcher.pipelines.batch_scoring.verdict_table import VerdictHistory
 from eyecatcher.progress import progress_bar
+from eyecatcher.registry.resolve import resolve_champion
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("local", "ray")
 #: Batches the local engine reads ahead of the one being scored (memory: this many more).
 READ_AHEAD_BATCHES = 1
 #: Files hashed at once before an incremental run (reads wait on I/O, mostly S3).
 HASH_THREADS = 8
-#: Every key of the ``batch_scoring`` block: anything else is a typo that would be ignored.
-PARAMETER_KEYS = frozenset(
-    {
-        "model_name",
-        "alias",
-        "source",
-        "recursive",
-        "extensions",
-        "batch_size",
-        "engine",
-        "ray",
-        "storage_options",
-        "shadow_model",
-    }
-)
 
 
 def utc_now() -> pd.Timestamp:
@@ -65,13 +50,30 @@ def utc_now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
 
 
+def resolve_batch_scoring_champion(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The champion to score with, pinned to its version; the whole block is validated first.
+
+    Validating in the pipeline's first node makes a misspelt key fail before the registry is
+    asked or a file listed.
+
+    Args:
+        params: The ``batch_scoring`` parameter block (:class:`BatchScoringSettings`).
+
+    Returns:
+        :func:`eyecatcher.registry.resolve.resolve_champion`'s record for
+        ``models:/<model_name>@<alias>``.
+    """
+    settings = BatchScoringSettings.parse(params)
+    return resolve_champion({"model_name": settings.model_name, "alias": settings.alias})
+
+
 def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
     """List the files under the configured source (a local folder or an ``s3://`` prefix).
 
     Args:
-        params: The ``batch_scoring`` parameter block: ``source``, ``extensions`` (matched
-            case-insensitively; an empty list means every file), ``recursive`` and
-            ``storage_options`` (fsspec, e.g. an S3 ``endpoint_url``).
+        params: The ``batch_scoring`` parameter block (:class:`BatchScoringSettings`):
+            ``source``, ``extensions`` (matched case-insensitively; an empty list means every
+            file), ``recursive`` and ``storage_options`` (fsspec, e.g. an S3 ``endpoint_url``).
 
     Returns:
         One row per file with column ``path`` (a local path, or an ``s3://`` URI), sorted.
@@ -80,15 +82,16 @@ def list_images_to_score(params: Mapping[str, Any]) -> pd.DataFrame:
         FileNotFoundError: If the source does not exist.
         ValueError: If it exists but holds no matching file.
     """
-    source = str(params["source"])
-    fs, root = fsspec.core.url_to_fs(source, **dict(params.get("storage_options") or {}))
+    settings = BatchScoringSettings.parse(params)
+    source = settings.source
+    fs, root = fsspec.core.url_to_fs(source, **settings.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"batch_scoring.source {source!r} does not exist")
     if fs.isfile(root):
         found = [root]
     else:
-        found = fs.find(root) if params.get("recursive", True) else fs.ls(root, detail=False)
-    extensions = {str(e).lower() for e in params.get("extensions") or []}
+        found = fs.find(root) if settings.recursive else fs.ls(root, detail=False)
+    extensions = {e.lower() for e in settings.extensions}
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     kept = [path for path in found if not extensions or path.lower().endswith(tuple(extensions))]
     skipped = len(found) - len(kept)
@@ -126,8 +129,8 @@ def score_images(
         images_to_score: Output of :func:`list_images_to_score`.
         champion: Output of :func:`eyecatcher.registry.resolve.resolve_champion`; its
             pinned ``model_uri`` is loaded (once per process, or once per Ray worker).
-        params: The ``batch_scoring`` parameter block (``engine``, ``batch_size``,
-            ``storage_options``, ``ray``).
+        params: The ``batch_scoring`` parameter block (:class:`BatchScoringSettings`:
+            ``engine``, ``batch_size``, ``storage_options``, ``ray``).
         history: The verdict history (``batch_verdicts_history``). With it, images whose
             sha256 this model version already has in the table are skipped, verdicts staged
             by an earlier run that died are reused, and each finished batch is staged as it
@@ -141,27 +144,27 @@ def score_images(
         and the engine).
 
     Raises:
-        ValueError: If ``engine`` is not one of :data:`ENGINES`, or a key is unknown.
+        ValueError: If ``engine`` is not ``local`` or ``ray``, or a key is unknown.
     """
-    refuse_unknown("batch_scoring", params, PARAMETER_KEYS)
-    engine = str(params.get("engine", "local"))
-    if engine not in ENGINES:
-        raise ValueError(f"batch_scoring.engine must be one of {list(ENGINES)}, got {engine!r}")
+    settings = BatchScoringSettings.parse(params)
+    engine = settings.engine
     paths = images_to_score["path"].astype(str).tolist()
     todo, resumed, n_skipped, on_batch = paths, [], 0, None
     if history is not None:
-        todo, resumed, n_skipped = _plan(paths, champion, params, history)
+        todo, resumed, n_skipped = _plan(paths, champion, settings, history)
         name, version = str(champion["name"]), str(champion["version"])
 
         def on_batch(rows: pd.DataFrame) -> None:
             history.stage(name, version, rows)
 
-    new, lost = _score_todo(engine, todo, champion, params, on_batch)
+    new, lost = _score_todo(todo, champion, settings, on_batch)
     table = _in_listing_order(paths, new, resumed)
     # One time per run, not per row: it dates the verdicts for per-day monitoring (the
     # table's scored_day), and rows scored minutes apart in one run belong to the same day.
     table["scored_at"] = utc_now()
-    summary = batch_summary(table, champion, params, n_retried=lost["retried"], engine=engine)
+    summary = batch_summary(
+        table, champion, settings.source, n_retried=lost["retried"], engine=engine
+    )
     summary.update(
         {
             "n_listed": len(paths),
@@ -189,36 +192,35 @@ def score_images(
 
 
 def _score_todo(
-    engine: str,
     todo: list[str],
     champion: Mapping[str, Any],
-    params: Mapping[str, Any],
+    settings: BatchScoringSettings,
     on_batch: Callable[[pd.DataFrame], None] | None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The verdicts of ``todo`` on ``engine``, and what a Ray pool lost (zeros off Ray)."""
+    """The verdicts of ``todo`` on the engine, and what a Ray pool lost (zeros off Ray)."""
     lost: dict[str, Any] = {"retried": 0, "retried_batches": 0, "lost_actors": 0}
     lost["seconds_lost"] = 0.0
     if not todo:
         return pd.DataFrame(columns=list(VERDICT_COLUMNS)), lost
-    if engine == "ray":
+    if settings.engine == "ray":
         from eyecatcher.pipelines.batch_scoring.ray_engine import score_with_ray
 
-        new, report = score_with_ray(todo, champion, params, on_batch=on_batch)
+        new, report = score_with_ray(todo, champion, settings, on_batch=on_batch)
         lost["retried"], lost["retried_batches"] = report.retried_rows, report.retried_batches
         lost["seconds_lost"], lost["lost_actors"] = report.seconds_lost, report.lost_actors
         return new, lost
-    return _score_locally(todo, champion, params, on_batch), lost
+    return _score_locally(todo, champion, settings, on_batch), lost
 
 
 def _plan(
     paths: list[str],
     champion: Mapping[str, Any],
-    params: Mapping[str, Any],
+    settings: BatchScoringSettings,
     history: VerdictHistory,
 ) -> tuple[list[str], list[dict[str, Any]], int]:
     """What to score: ``(paths to score, staged rows to reuse, paths already scored)``."""
     name, version = str(champion["name"]), str(champion["version"])
-    hashes = _hashes(paths, params.get("storage_options") or {})
+    hashes = _hashes(paths, settings.storage_options)
     scored = history.scored(name, version)
     staged = history.staged(name, version)
     staged_rows: dict[str, dict[str, Any]] = {}
@@ -277,11 +279,11 @@ def _in_listing_order(
 def _score_locally(
     paths: list[str],
     champion: Mapping[str, Any],
-    params: Mapping[str, Any],
+    settings: BatchScoringSettings,
     on_batch: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
-    scorer = ChampionScorer(champion, params.get("storage_options") or {})
-    batch_size = effective_batch_size(scorer.model_, int(params.get("batch_size", 16)))
+    scorer = ChampionScorer(champion, settings.storage_options)
+    batch_size = effective_batch_size(scorer.model_, settings.batch_size)
     batches = [paths[start : start + batch_size] for start in range(0, len(paths), batch_size)]
     verdicts: list[dict[str, Any]] = []
     with progress_bar(total=len(paths), desc="batch scoring", unit="image") as progress:

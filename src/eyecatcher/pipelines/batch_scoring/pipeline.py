@@ -5,10 +5,10 @@ from kedro.pipeline import Node, Pipeline
 from eyecatcher.pipelines.batch_scoring.nodes import (
     batch_scoring_metrics,
     list_images_to_score,
+    resolve_batch_scoring_champion,
     score_images,
 )
 from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
-from eyecatcher.registry.resolve import resolve_champion
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -23,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                resolve_champion,
+                resolve_batch_scoring_champion,
                 inputs="params:batch_scoring",
                 outputs="batch_scoring_champion",
                 name="resolve_batch_scoring_champion",

@@ -20,6 +20,7 @@ from eyecatcher.distributed.actors import (
 )
 from eyecatcher.distributed.session import check_pool_fits, ray_session
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS, ChampionScorer
+from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +40,21 @@ class RegistryChampionScorer(ChampionScorer):
         super().__init__(champion, storage_options)
 
 
-def ray_pool_settings(params: Mapping[str, Any]) -> ActorPoolSettings:
+def ray_pool_settings(settings: BatchScoringSettings) -> ActorPoolSettings:
     """The actor pool of ``batch_scoring.ray`` (``workers``, ``cpus_per_worker``, ...)."""
-    ray_params = dict(params.get("ray") or {})
-    known = {"workers", "cpus_per_worker", "max_restarts", "num_cpus", "replace_timeout_s"}
-    unknown = sorted(set(ray_params) - known)
-    if unknown:
-        raise ValueError(f"unknown batch_scoring.ray keys {unknown}; known: {sorted(known)}")
     return ActorPoolSettings(
-        workers=int(ray_params.get("workers", 2)),
-        batch_size=int(params.get("batch_size", 16)),
-        cpus_per_worker=float(ray_params.get("cpus_per_worker", 1)),
-        max_restarts=int(ray_params.get("max_restarts", 3)),
-        replace_timeout_s=float(ray_params.get("replace_timeout_s", 120)),
+        workers=settings.ray.workers,
+        batch_size=settings.batch_size,
+        cpus_per_worker=settings.ray.cpus_per_worker,
+        max_restarts=settings.ray.max_restarts,
+        replace_timeout_s=settings.ray.replace_timeout_s,
     )
 
 
 def score_with_ray(
     paths: list[str],
     champion: Mapping[str, Any],
-    params: Mapping[str, Any],
+    settings: BatchScoringSettings,
     scorer_cls: type[ChampionScorer] = RegistryChampionScorer,
     on_batch: Callable[[pd.DataFrame], None] | None = None,
 ) -> tuple[pd.DataFrame, PoolReport]:
@@ -71,7 +67,8 @@ def score_with_ray(
     Args:
         paths: The files to score (unique; local paths the workers can see, or ``s3://``).
         champion: The resolved champion (pinned ``model_uri`` and its registry).
-        params: The ``batch_scoring`` block: ``batch_size``, ``storage_options`` and ``ray``.
+        settings: The ``batch_scoring`` block (its ``batch_size``, ``storage_options`` and
+            ``ray``).
         scorer_cls: The actor class (a :class:`ChampionScorer` taking ``champion`` and
             ``storage_options``).
         on_batch: Called with each finished batch's verdicts (to persist them at once).
@@ -83,27 +80,26 @@ def score_with_ray(
     Raises:
         RuntimeError: If an image comes back twice or not at all (never silently dropped).
     """
-    settings = ray_pool_settings(params)
-    num_cpus = (params.get("ray") or {}).get("num_cpus")
-    with ray_session(num_cpus=None if num_cpus is None else int(num_cpus)) as where:
+    pool = ray_pool_settings(settings)
+    with ray_session(num_cpus=settings.ray.num_cpus) as where:
         logger.info(
             "Batch scoring on Ray (%s): %d images, %d workers, batches of %d",
             where,
             len(paths),
-            settings.workers,
-            settings.batch_size,
+            pool.workers,
+            pool.batch_size,
         )
-        check_pool_fits(settings.workers, settings.cpus_per_worker, where)
+        check_pool_fits(pool.workers, pool.cpus_per_worker, where)
         report = PoolReport()
         frames = []
         for _, frame in run_on_actor_pool(
-            split_batches(pd.DataFrame({"path": paths}), settings.batch_size),
+            split_batches(pd.DataFrame({"path": paths}), pool.batch_size),
             scorer_cls,
             {
                 "champion": dict(champion),
-                "storage_options": dict(params.get("storage_options") or {}),
+                "storage_options": dict(settings.storage_options),
             },
-            settings,
+            pool,
             report,
         ):
             if on_batch is not None:

@@ -253,7 +253,7 @@ class ChampionScorer:
 def batch_summary(
     table: pd.DataFrame,
     champion: Mapping[str, Any],
-    params: Mapping[str, Any],
+    source: str,
     n_retried: int = 0,
     engine: str = "local",
 ) -> dict[str, Any]:
@@ -264,7 +264,7 @@ def batch_summary(
     """
     errors = table["error"].dropna()
     return {
-        "source": str(params["source"]),
+        "source": source,
         "engine": engine,
         "model_uri": champion["model_uri"],
         "model_name": champion["name"],

@@ -24,6 +24,7 @@ from eyecatcher.monitoring.shadow import (
     shadow_metrics,
 )
 from eyecatcher.pipelines.batch_scoring.nodes import score_images
+from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
 from eyecatcher.pipelines.batch_scoring.skippable import Skipped
 from eyecatcher.registry.resolve import resolve_alias_or_version
 
@@ -36,8 +37,8 @@ def resolve_shadow(params: Mapping[str, Any]) -> dict[str, Any]:
     """Pin ``batch_scoring.shadow_model`` to a registered version.
 
     Args:
-        params: The ``batch_scoring`` block; ``shadow_model`` is an alias (``challenger``,
-            ``champion``), a version number, or null (no shadow).
+        params: The ``batch_scoring`` block (:class:`BatchScoringSettings`); ``shadow_model``
+            is an alias (``challenger``, ``champion``), a version number, or null (no shadow).
 
     Returns:
         ``{}`` without a shadow; otherwise the registry's pinned record
@@ -47,11 +48,13 @@ def resolve_shadow(params: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ChampionNotFoundError: If the alias or the version does not exist.
     """
-    requested = params.get("shadow_model")
-    if requested is None or str(requested).strip() == "":
+    settings = BatchScoringSettings.parse(params)
+    text = settings.shadow_model
+    if text is None:
         return {}
-    text = str(requested).strip()
-    found = resolve_alias_or_version(params, text, setting="batch_scoring.shadow_model")
+    found = resolve_alias_or_version(
+        {"model_name": settings.model_name}, text, setting="batch_scoring.shadow_model"
+    )
     logger.info("Shadow: %s version %s (run %s)", found["name"], found["version"], found["run_id"])
     return {**found, "requested": text}
 
@@ -79,6 +82,7 @@ def score_shadow(
         its ``shadow.*`` metrics and the disagreement contact sheet; without a shadow the table
         is unchanged and the three others are :class:`Skipped` (nothing is written).
     """
+    settings = BatchScoringSettings.parse(params)
     if not shadow:
         return champion_verdicts, Skipped(NO_SHADOW), Skipped(NO_SHADOW), Skipped(NO_SHADOW)
     if str(shadow["version"]) == str(champion["version"]):
@@ -96,7 +100,7 @@ def score_shadow(
         CHAMPION_VERSION_KEY: str(champion["version"]),
         SHADOW_VERSION_KEY: str(shadow["version"]),
         "shadow_model": shadow["requested"],
-        "source": str(params["source"]),
+        "source": settings.source,
         "scored_at": str(champion_verdicts["scored_at"].max()),
         **comparison,
     }
@@ -111,7 +115,7 @@ def score_shadow(
     metrics = {
         name: {"value": value, "step": 0} for name, value in shadow_metrics(comparison).items()
     }
-    sheet = disagreement_sheet(comparison, dict(params.get("storage_options") or {}))
+    sheet = disagreement_sheet(comparison, dict(settings.storage_options))
     return verdicts, report, metrics, sheet if sheet is not None else _agreement_card(report)
 
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from eyecatcher.datasets.skippable_dataset import Skipped
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.pipelines.batch_scoring.scoring import VERDICT_COLUMNS
 from eyecatcher.pipelines.batch_scoring.shadow import resolve_shadow, score_shadow
-from eyecatcher.pipelines.batch_scoring.skippable import Skipped
 from eyecatcher.registry.resolve import ChampionNotFoundError, resolve_champion
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.packaging import log_served_model

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from eyecatcher.datasets.skippable_dataset import Skipped
 from eyecatcher.monitoring.shadow import (
     CHAMPION_VERSION_KEY,
     SHADOW_VERSION_KEY,
@@ -25,7 +26,6 @@ from eyecatcher.monitoring.shadow import (
 )
 from eyecatcher.pipelines.batch_scoring.nodes import score_images
 from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
-from eyecatcher.pipelines.batch_scoring.skippable import Skipped
 from eyecatcher.registry.resolve import resolve_alias_or_version
 
 logger = logging.getLogger(__name__)

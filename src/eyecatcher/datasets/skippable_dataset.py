@@ -26,6 +26,15 @@ class Skipped:
 class SkippableDataset(AbstractDataset[Any, Any]):
     """Wraps any dataset; saving a :class:`Skipped` writes nothing and logs the reason.
 
+    Examples:
+        ```yaml
+        shadow_metrics:
+          type: eyecatcher.datasets.skippable_dataset.SkippableDataset
+          dataset:
+            type: kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset
+            prefix: shadow
+        ```
+
     Args:
         dataset: The wrapped dataset's configuration (as in the catalog, with ``type``).
         metadata: Free-form metadata for Kedro plugins (kedro-viz layers); not used.
@@ -36,13 +45,15 @@ class SkippableDataset(AbstractDataset[Any, Any]):
         self._config = dict(dataset)
         self._dataset = AbstractDataset.from_config("skippable", dict(dataset))
 
-    def _save(self, data: Any) -> None:
+    def save(self, data: Any) -> None:
+        """Save through the wrapped dataset, or, for a :class:`Skipped`, log why not."""
         if isinstance(data, Skipped):
             logger.info("Not written (%s): %s", self._config.get("type"), data.reason)
             return
         self._dataset.save(data)
 
-    def _load(self) -> Any:
+    def load(self) -> Any:
+        """What the wrapped dataset loads; an error says no run has written it yet."""
         try:
             return self._dataset.load()
         except DatasetError as exc:

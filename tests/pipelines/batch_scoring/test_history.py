@@ -9,13 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from eyecatcher.datasets.verdict_history_dataset import VerdictHistoryDataset
+from eyecatcher.datasets.verdict_table_dataset import VerdictTableDataset
 from eyecatcher.pipelines.batch_scoring import nodes
 from eyecatcher.pipelines.batch_scoring.nodes import list_images_to_score, score_images
 from eyecatcher.pipelines.batch_scoring.scoring import ChampionScorer
-from eyecatcher.pipelines.batch_scoring.verdict_table import (
-    VerdictHistoryDataset,
-    VerdictTableDataset,
-)
 from eyecatcher.registry.resolve import resolve_champion
 from tests.image_factory import good_images
 from tests.pipelines.batch_scoring.test_pipeline import PARAMS

@@ -173,11 +173,9 @@ def test_a_ray_job_that_failed_resumes_from_the_batches_it_finished(
     local_ray: None, champion: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The driver stages each batch as it comes back: the rerun scores only the lost batch."""
+    from eyecatcher.datasets.verdict_history_dataset import VerdictHistoryDataset
+    from eyecatcher.datasets.verdict_table_dataset import VerdictTableDataset
     from eyecatcher.pipelines.batch_scoring import ray_engine
-    from eyecatcher.pipelines.batch_scoring.verdict_table import (
-        VerdictHistoryDataset,
-        VerdictTableDataset,
-    )
 
     root = tmp_path / "incoming"
     root.mkdir()

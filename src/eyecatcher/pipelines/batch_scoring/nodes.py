@@ -9,7 +9,8 @@ the reason, and never stops the others. ``batch_scoring.engine`` chooses where t
 With the verdict history (the pipeline always passes it) a run is **incremental** and
 **resumable**: images the same model version already scored (same sha256) are skipped, each
 finished batch is staged in the table folder at once, and a run after one that died picks the
-staged verdicts up instead of scoring those images again (see ``verdict_table.py``).
+staged verdicts up instead of scoring those images again (see
+:mod:`eyecatcher.datasets.verdict_history_dataset`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import fsspec
 import pandas as pd
 
+from eyecatcher.datasets.verdict_history_dataset import VerdictHistory
 from eyecatcher.monitoring.run_metrics import scoring_run_metrics
 from eyecatcher.pipelines.batch_scoring.prefetch import prefetched
 from eyecatcher.pipelines.batch_scoring.scoring import (
@@ -33,7 +35,6 @@ from eyecatcher.pipelines.batch_scoring.scoring import (
     effective_batch_size,
 )
 from eyecatcher.pipelines.batch_scoring.settings import BatchScoringSettings
-from eyecatcher.pipelines.batch_scoring.verdict_table import VerdictHistory
 from eyecatcher.progress import progress_bar
 from eyecatcher.registry.resolve import resolve_champion
 

@@ -11,11 +11,8 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from eyecatcher.pipelines.batch_scoring.verdict_table import (
-    VerdictHistoryDataset,
-    VerdictTableDataset,
-    part_names,
-)
+from eyecatcher.datasets.verdict_history_dataset import VerdictHistoryDataset
+from eyecatcher.datasets.verdict_table_dataset import VerdictTableDataset, part_names
 
 
 def _verdicts(n: int, day: str = "2026-12-02", start: int = 0, version: str = "1") -> pd.DataFrame:

@@ -24,6 +24,9 @@ was killed) is broken with a warning.
 
 A folder written before the manifest existed (``part-*.parquet`` at its root) is read as
 version 0 and kept as the first parts of the history.
+
+The batch-scoring job reads and stages through a handle on the same folder:
+:mod:`eyecatcher.datasets.verdict_history_dataset`.
 """
 
 from __future__ import annotations
@@ -231,6 +234,15 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame | None]):
     Readers downstream (the retrain check, the online metrics) declare the same folder with
     ``optional: true``: no table yet then loads as ``None``, with ``missing_hint`` logged.
 
+    Examples:
+        ```yaml
+        batch_verdicts:
+          type: eyecatcher.datasets.verdict_table_dataset.VerdictTableDataset
+          filepath: ${globals:data_root}/07_model_output/batch_verdicts
+          fs_args: ${globals:storage_options}
+          rows_per_part: 100000
+        ```
+
     Args:
         filepath: The folder: a local path or an fsspec URL (``s3://bucket/verdicts``).
         fs_args: fsspec filesystem arguments, usually ``${globals:storage_options}``.
@@ -278,7 +290,8 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame | None]):
         fs, root = dataset_filesystem(self._path, self._credentials, self._fs_args)
         return TableFolder(fs, root, {**self._fs_args, **self._credentials})
 
-    def _load(self) -> pd.DataFrame | None:
+    def load(self) -> pd.DataFrame | None:
+        """The committed version's rows (``None`` for an optional table that does not exist)."""
         folder = self._folder()
         parts = [part["path"] for part in folder.manifest()["parts"]]
         if not parts and self._optional:
@@ -290,7 +303,8 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame | None]):
         table = folder.read(parts, columns=self._load_args.get("columns"))
         return table.to_pandas()
 
-    def _save(self, data: pd.DataFrame) -> None:
+    def save(self, data: pd.DataFrame) -> None:
+        """Append ``data`` as a new committed version (keys already committed are dropped)."""
         if "scored_at" not in data.columns and DAY_COLUMN not in data.columns:
             raise DatasetError("a verdict table needs a scored_at column (to partition by day)")
         data = data.reset_index(drop=True)
@@ -417,96 +431,3 @@ class VerdictTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame | None]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._path, "rows_per_part": self._rows_per_part}
-
-
-class VerdictHistory:
-    """What a batch-scoring job needs of the table before and while it scores.
-
-    * :meth:`scored`: the images a model version has already scored (committed);
-    * :meth:`staged`: the verdicts an earlier, interrupted job of that version finished;
-    * :meth:`stage`: persist one finished batch now, so a job killed later keeps it.
-
-    Loaded from the catalog (``batch_verdicts_history``), the folder of ``batch_verdicts``.
-    """
-
-    def __init__(self, folder: TableFolder) -> None:
-        self._folder = folder
-
-    @property
-    def location(self) -> str:
-        """The table folder."""
-        return full_uri(self._folder.fs, self._folder.root)
-
-    def scored(self, model_name: str, model_version: str) -> set[str]:
-        """The sha256 of every image ``model_name`` ``model_version`` has a committed row for."""
-        parts = [part["path"] for part in self._folder.manifest()["parts"]]
-        table = self._folder.read(parts, columns=list(KEY_COLUMNS))
-        if table is None or not set(KEY_COLUMNS) <= set(table.column_names):
-            return set()
-        frame = table.to_pandas()
-        own = (frame["model_name"].astype(str) == str(model_name)) & (
-            frame["model_version"].astype(str) == str(model_version)
-        )
-        return set(frame.loc[own, "sha256"].dropna().astype(str))
-
-    def staged(self, model_name: str, model_version: str) -> pd.DataFrame | None:
-        """The rows of every batch staged for this model version (``None`` if there are none)."""
-        frames = []
-        for path in self._folder.staged_files(model_name, model_version):
-            with self._folder.fs.open(path, "rb") as handle:
-                frames.append(pq.read_table(handle).to_pandas())
-        if not frames:
-            return None
-        return pd.concat(frames, ignore_index=True)
-
-    def stage(self, model_name: str, model_version: str, rows: pd.DataFrame) -> None:
-        """Persist one finished batch (one file, written whole or not at all)."""
-        if not len(rows):
-            return
-        folder = self._folder.staging_folder(model_name, model_version)
-        self._folder.fs.makedirs(folder, exist_ok=True)
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), sink)
-        write_atomic(
-            full_uri(self._folder.fs, f"{folder}/batch-{uuid.uuid4().hex}.parquet"),
-            sink.getvalue().to_pybytes(),
-            self._folder.options,
-        )
-
-
-class VerdictHistoryDataset(AbstractDataset[VerdictHistory, None]):
-    """Catalog entry whose load is a :class:`VerdictHistory` handle on a verdict-table folder.
-
-    The job reads what is scored and stages batches while it runs, so the node gets a handle,
-    as the feature cache's dataset gives one; the table itself is saved by
-    :class:`VerdictTableDataset`.
-
-    Args:
-        filepath: The verdict table's folder (the ``filepath`` of ``batch_verdicts``).
-        fs_args: fsspec filesystem arguments.
-        credentials: Secrets from ``credentials.yml``.
-        metadata: Free-form metadata for Kedro plugins; not used.
-    """
-
-    def __init__(
-        self,
-        filepath: str,
-        *,
-        fs_args: Mapping[str, Any] | None = None,
-        credentials: Mapping[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        self.metadata = metadata
-        self._path = str(filepath).rstrip("/")
-        self._fs_args = dict(fs_args or {})
-        self._credentials = dict(credentials or {})
-
-    def _load(self) -> VerdictHistory:
-        fs, root = dataset_filesystem(self._path, self._credentials, self._fs_args)
-        return VerdictHistory(TableFolder(fs, root, {**self._fs_args, **self._credentials}))
-
-    def _save(self, data: None) -> None:
-        raise DatasetError("the verdict history is written by saving batch_verdicts")
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._path}

@@ -27,6 +27,18 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
     * ``training_population``: the images it trained or was calibrated on, with pHashes and
       the split's near-duplicate distance (:mod:`eyecatcher.monitoring.populations`), or
       ``None`` when the version records none.
+
+    It stays beside the retrain check rather than in :mod:`eyecatcher.datasets` while
+    :mod:`eyecatcher.monitoring.populations` imports the splitting pipeline: from there it
+    would break the layer contracts (``[tool.importlinter]``).
+
+    Examples:
+        ```yaml
+        champion:
+          type: eyecatcher.pipelines.retrain_check.champion_dataset.ChampionDataset
+          model_name: ${globals:model_name}
+          alias: champion
+        ```
     """
 
     def __init__(
@@ -52,7 +64,8 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
         self._model_name = model_name
         self._alias = alias
 
-    def _load(self) -> dict[str, Any]:
+    def load(self) -> dict[str, Any]:
+        """The champion's record, or ``{"version": None, "note": why}`` when there is none."""
         from mlflow.exceptions import MlflowException
 
         from eyecatcher.registry.resolve import ChampionNotFoundError, resolve_champion
@@ -83,7 +96,8 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
             "training_population": load_training_population(tags),
         }
 
-    def _save(self, data: None) -> None:
+    def save(self, data: None) -> None:
+        """Refuse: the registry is written by registration, never by a node here."""
         raise DatasetError("ChampionDataset is read-only")
 
     def _describe(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from eyecatcher.monitoring.populations import TrainingPopulation, record_training_population
 from eyecatcher.monitoring.reference import record_drift_reference
-from eyecatcher.pipelines.retrain_check.datasets import ChampionDataset
+from eyecatcher.pipelines.retrain_check.champion_dataset import ChampionDataset
 
 NAME = "eyecatcher-moderation"
 

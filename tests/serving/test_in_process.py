@@ -77,7 +77,10 @@ def test_the_request_frame_uses_the_contracts_columns() -> None:
 
 
 def test_in_process_the_repositorys_code_runs_not_the_shipped_copy(older_version: str) -> None:
+    path_before = list(sys.path)
     scorer = InProcessScorer(older_version)
+    # MLflow prepends the shipped code folder; a process spawned later would import that copy.
+    assert sys.path == path_before
     module = sys.modules[type(scorer.model.unwrap_python_model()).__module__]
     assert Path(module.__file__).resolve().is_relative_to(Path(in_process.__file__).parents[2])
     assert not hasattr(module, "SHIPPED_MARKER")

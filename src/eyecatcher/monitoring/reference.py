@@ -123,12 +123,12 @@ def freeze_drift_reference(
     Raises:
         DriftReferenceError: If no test image could be scored.
     """
-    from eyecatcher.serving.in_process import predict_rows
+    from eyecatcher.serving.in_process import load_registered_model, predict_rows
 
     rows = split_manifest[split_manifest["split"] == "test"].sort_values("sha256")
     if rows.empty:
         raise DriftReferenceError("the split has no test image to freeze as the drift reference")
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = load_registered_model(model_uri)
     predicted = predict_rows(model, rows, batch_size, storage_options)
     images = image_statistics(rows["uri"].astype(str).tolist(), storage_options)
     table = drift_reference_table(rows.reset_index(drop=True), predicted, images)

@@ -57,6 +57,31 @@ def request_frame(images: Sequence[str], ids: Sequence[str] | None = None) -> pd
     return pd.DataFrame(columns)
 
 
+def load_registered_model(model_uri: str) -> Any:
+    """``mlflow.pyfunc.load_model(model_uri)``, leaving ``sys.path`` as it found it.
+
+    MLflow prepends the version's ``code_paths`` folder to ``sys.path``. This process keeps
+    its own ``eyecatcher`` import either way, but a process it spawns later (multiprocessing,
+    a Kedro runner's workers) would import the shipped copy first, which holds only the served
+    modules, and fail with ``No module named 'eyecatcher.pipelines'``.
+
+    Args:
+        model_uri: A pinned ``models:/<name>/<version>`` (or any pyfunc URI).
+
+    Returns:
+        The loaded ``mlflow.pyfunc.PyFuncModel``.
+    """
+    import sys
+
+    import mlflow.pyfunc
+
+    before = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    finally:
+        sys.path[:] = before
+
+
 class InProcessScorer:
     """A registered version loaded in this process, scored through its own ``predict``.
 
@@ -69,9 +94,7 @@ class InProcessScorer:
         if model is None:
             if model_uri is None:
                 raise ValueError("InProcessScorer needs a model_uri or a loaded model")
-            import mlflow.pyfunc
-
-            model = mlflow.pyfunc.load_model(model_uri)
+            model = load_registered_model(model_uri)
         self.model_uri = model_uri
         self.model = model
         self.max_image_bytes = served_limit(model, "max_image_bytes")

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
@@ -20,7 +19,7 @@ from eyecatcher.monitoring.populations import (
     unseen,
 )
 from eyecatcher.pipelines.registration.gate import ChampionComparison, mcnemar_worse_p_value
-from eyecatcher.serving.in_process import predict_rows
+from eyecatcher.serving.in_process import load_registered_model, predict_rows
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def compare_with_champion(
         kept, human, counts = _unseen_test_rows(
             split_manifest, population, image_phashes, storage_options
         )
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+        model = load_registered_model(f"models:/{model_name}/{version}")
         predicted = predict_rows(model, kept, batch_size, storage_options)
     except Exception as exc:  # any failure to load or run the old model means "not comparable"
         return ChampionComparison(version, "unscorable", detail=f"{type(exc).__name__}: {exc}")

@@ -25,12 +25,12 @@ from PIL import Image
 from scipy.sparse.csgraph import connected_components
 
 from eyecatcher.images import decode_image
-from eyecatcher.pipelines.splitting.balanced_split import SplitConfig, balanced_split
-from eyecatcher.pipelines.splitting.near_duplicates import (
+from eyecatcher.near_duplicates import (
+    HASH_DECODE_MIN_SIDE,
     near_duplicate_components,
     perceptual_hash,
 )
-from eyecatcher.pipelines.splitting.nodes import HASH_DECODE_MIN_SIDE
+from eyecatcher.pipelines.splitting.balanced_split import SplitConfig, balanced_split
 
 REPO = Path(__file__).resolve().parents[1]
 

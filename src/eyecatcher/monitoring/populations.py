@@ -29,12 +29,12 @@ import pandas as pd
 from eyecatcher import mlflow_log
 from eyecatcher.fingerprints import SEEN_SPLITS
 from eyecatcher.images import decode_image
-from eyecatcher.pipelines.splitting.near_duplicates import (
+from eyecatcher.near_duplicates import (
+    HASH_DECODE_MIN_SIDE,
     _close_pairs,
     hashes_to_uint64,
     perceptual_hash,
 )
-from eyecatcher.pipelines.splitting.nodes import HASH_DECODE_MIN_SIDE
 from eyecatcher.storage import read_bytes
 
 logger = logging.getLogger(__name__)

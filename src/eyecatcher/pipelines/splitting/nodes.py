@@ -3,7 +3,7 @@
 ``image_labels`` → perceptual hashes → near-duplicate groups → balanced, leakage-free split
 (``split_manifest``) and a dataset report (table, chart, summary, metrics) for MLflow.
 The splitting rules and their guarantees live in :mod:`.balanced_split`; hashing and grouping in
-:mod:`.near_duplicates`.
+:mod:`eyecatcher.near_duplicates` (shared with the drift populations).
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ from eyecatcher.images import (
     decode_image,
     sha256_bytes,
 )
+from eyecatcher.near_duplicates import (
+    HASH_DECODE_MIN_SIDE,
+    hashes_to_uint64,
+    near_duplicate_components,
+    perceptual_hash,
+)
 from eyecatcher.pipelines.splitting.balanced_split import (
     SPLITS,
     SplitConfig,
     SplitResult,
     SplittingError,
     balanced_split,
-)
-from eyecatcher.pipelines.splitting.near_duplicates import (
-    hashes_to_uint64,
-    near_duplicate_components,
-    perceptual_hash,
 )
 from eyecatcher.pipelines.splitting.settings import SplittingSettings
 from eyecatcher.progress import progress_bar
@@ -53,8 +54,6 @@ REPORT_COLUMNS = [
     "label_sources",
 ]
 _LABEL_COLUMNS = ("sha256", "uri", "class", "included")
-#: Smallest side JPEGs are decoded at for hashing (see ``decode_image(draft_min_side=...)``).
-HASH_DECODE_MIN_SIDE = 256
 #: How many examples an error or a summary lists before it says "and N more".
 _EXAMPLES = 10
 

@@ -21,6 +21,10 @@ from scipy.sparse.csgraph import connected_components
 #: Bits of the perceptual hash (``imagehash.phash`` with ``hash_size=8``).
 HASH_BITS = 64
 
+#: Smallest side JPEGs are decoded at for hashing (see ``decode_image(draft_min_side=...)``).
+#: The split and the drift populations hash at the same size, so their hashes compare.
+HASH_DECODE_MIN_SIDE = 256
+
 #: Candidate pairs materialised at once; bounds memory when a chunk value is very common.
 _PAIR_BLOCK = 2_000_000
 

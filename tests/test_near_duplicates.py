@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from scipy.sparse.csgraph import connected_components
 
 from eyecatcher.images import decode_image
-from eyecatcher.pipelines.splitting.near_duplicates import (
+from eyecatcher.near_duplicates import (
     hashes_to_uint64,
     near_duplicate_components,
     perceptual_hash,
@@ -68,7 +68,7 @@ def test_grouping_is_transitive() -> None:
 
 def test_large_pair_blocks_are_processed_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     # Many hashes sharing chunk values: a tiny block size forces the blocked loop.
-    from eyecatcher.pipelines.splitting import near_duplicates
+    from eyecatcher import near_duplicates
 
     monkeypatch.setattr(near_duplicates, "_PAIR_BLOCK", 7)
     rng = np.random.default_rng(3)

@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import field_validator
 from scipy.stats import norm
 
+from eyecatcher.metrics import calibrate_threshold, rates_at_threshold
 from eyecatcher.parameters import Settings
-from eyecatcher.pipelines.training.metrics import calibrate_threshold, rates_at_threshold
 from eyecatcher.serving_model.decision import calibrate_block_thresholds
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eyecatcher import metrics
 from eyecatcher.features.cache import BackboneKey, FeatureCache
 from eyecatcher.features.compute import compute_features
 from eyecatcher.features.views import CLEAN_VIEW, ViewSpec
 from eyecatcher.models.softmax import softmax
-from eyecatcher.pipelines.training import metrics
 
 logger = logging.getLogger(__name__)
 

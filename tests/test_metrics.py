@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eyecatcher.pipelines.training import metrics
+from eyecatcher import metrics
 from eyecatcher.pipelines.training.nodes import select_candidate
 
 

@@ -28,14 +28,10 @@ class ChampionDataset(AbstractDataset[None, dict[str, Any]]):
       the split's near-duplicate distance (:mod:`eyecatcher.monitoring.populations`), or
       ``None`` when the version records none.
 
-    It stays beside the retrain check rather than in :mod:`eyecatcher.datasets` while
-    :mod:`eyecatcher.monitoring.populations` imports the splitting pipeline: from there it
-    would break the layer contracts (``[tool.importlinter]``).
-
     Examples:
         ```yaml
         champion:
-          type: eyecatcher.pipelines.retrain_check.champion_dataset.ChampionDataset
+          type: eyecatcher.datasets.champion_dataset.ChampionDataset
           model_name: ${globals:model_name}
           alias: champion
         ```

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from eyecatcher.datasets.champion_dataset import ChampionDataset
 from eyecatcher.monitoring.populations import TrainingPopulation, record_training_population
 from eyecatcher.monitoring.reference import record_drift_reference
-from eyecatcher.pipelines.retrain_check.champion_dataset import ChampionDataset
 
 NAME = "eyecatcher-moderation"
 

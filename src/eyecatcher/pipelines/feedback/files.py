@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from eyecatcher.datasets.feedback_files_dataset import EXPORT_EXTENSION, FeedbackFile
-from eyecatcher.pipelines.feedback.label_studio import export_records
+from eyecatcher.label_studio import export_records
 
 #: Longest field (and JSON key) accepted, in characters: the csv module's default
 #: ``field_size_limit``, applied to every format alike (a verdict, a URI or a note is far

@@ -4,7 +4,7 @@ Every ``review`` verdict of the chosen scoring day is queued; so is a seeded sam
 ``allow`` and ``block`` verdicts (``audit_rate`` of each), because a queue that only ever shows
 the uncertain middle never measures how often the confident ends are wrong. The completed
 project comes back as feedback through a Label Studio JSON export dropped in the feedback
-folder (:mod:`eyecatcher.pipelines.feedback.label_studio`).
+folder (:mod:`eyecatcher.label_studio`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from eyecatcher.pipelines.feedback.label_studio import (
+from eyecatcher.label_studio import (
     HEATMAP_NAME,
     labelling_config,
     review_task,

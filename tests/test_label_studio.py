@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from eyecatcher.datasets.feedback_files_dataset import FeedbackFilesDataset
+from eyecatcher.label_studio import export_records
 from eyecatcher.pipelines.feedback.files import parse_feedback_files
-from eyecatcher.pipelines.feedback.label_studio import export_records
 from eyecatcher.pipelines.feedback.nodes import validate_feedback
 from tests.pipelines.labelling.conftest import labelling_params
 

@@ -2,7 +2,6 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from eyecatcher.pipelines.feedback import create_pipeline as create_feedback_pipeline
 from eyecatcher.pipelines.labelling.nodes import (
     assign_classes,
     merge_label_sources,
@@ -14,12 +13,15 @@ from eyecatcher.pipelines.labelling.nodes import (
 def create_pipeline(**kwargs: object) -> Pipeline:
     """Create the labelling pipeline.
 
+    The project registers it with the feedback pipeline in front
+    (:func:`eyecatcher.pipeline_registry.register_pipelines`), so ``feedback_verdicts`` are
+    validated in the same run.
+
     Returns:
         ``image_index`` (+ ``feedback_verdicts``) → ``image_labels`` (human, folder and
         Rekognition labels), the label-distribution plot and metrics.
     """
-    # Feedback is validated in the same run, so labels never use stale human verdicts.
-    return create_feedback_pipeline() + Pipeline(
+    return Pipeline(
         [
             Node(
                 request_moderation_labels,

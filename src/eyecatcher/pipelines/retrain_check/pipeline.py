@@ -2,7 +2,6 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from eyecatcher.pipelines.feedback import create_pipeline as create_feedback_pipeline
 from eyecatcher.pipelines.retrain_check.nodes import (
     champion_verdicts,
     compute_online_metrics,
@@ -17,13 +16,16 @@ from eyecatcher.pipelines.retrain_check.nodes import (
 def create_pipeline(**kwargs: object) -> Pipeline:
     """Create the retrain-check pipeline.
 
+    The project registers it with the feedback pipeline in front
+    (:func:`eyecatcher.pipeline_registry.register_pipelines`), so the verdicts it reads are
+    validated in the same run.
+
     Returns:
-        Feedback validation, then the champion's verdicts, marked where they are on images it
-        saw in training → drift report and plot, online metrics, disagreement (each on the
-        unseen images) and the retrain decision; the last node fails the run when retraining
-        is due.
+        The champion's verdicts, marked where they are on images it saw in training → drift
+        report and plot, online metrics, disagreement (each on the unseen images) and the
+        retrain decision; the last node fails the run when retraining is due.
     """
-    return create_feedback_pipeline() + Pipeline(
+    return Pipeline(
         [
             Node(
                 champion_verdicts,

@@ -23,10 +23,9 @@ def test_the_shipped_folder_holds_exactly_the_computed_set(tmp_path: Path) -> No
     assert files == served_files(SERVED_ENTRY, PACKAGE_ROOT)
     names = {str(f) for f in files}
     assert "serving_model/model_code.py" in names and "preprocessing.py" in names
-    # Training-only code and the gallery (whose imports are not served) stay behind.
+    # Training-only code stays behind.
     for left_behind in (
         "models/head_training.py",
-        "explain/gallery.py",
         "features/compute.py",
         "serving_model/packaging.py",
         "serving_model/served_code.py",

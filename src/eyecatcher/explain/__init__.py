@@ -4,7 +4,9 @@ One interface, chosen by architecture: :func:`explainer_for` returns an explaine
 ``heatmaps(batch, targets)`` gives one ``[0, 1]`` map per image at the input's resolution.
 
 Names are imported on first use: the served model imports :mod:`eyecatcher.explain.gradcam`
-alone (torch and captum), without the gallery's image reading and plotting dependencies.
+alone (torch and captum), without the overlays' and the example choice's dependencies. The
+training pipeline's gallery (:mod:`eyecatcher.pipelines.training.gallery`) puts them together
+for one trained classifier; it reads images and bundles, so it sits above this package.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 #: Public name -> the submodule that defines it.
 _EXPORTS = {
     "pick_examples": "examples",
-    "explain_examples": "gallery",
     "HeatmapExplainer": "gradcam",
     "UnsupportedArchitectureError": "gradcam",
     "explainer_for": "gradcam",
@@ -27,7 +28,6 @@ __all__ = [
     "HeatmapExplainer",
     "UnsupportedArchitectureError",
     "display_image",
-    "explain_examples",
     "explainer_for",
     "overlay_heatmap",
     "pick_examples",

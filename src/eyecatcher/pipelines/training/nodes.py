@@ -25,7 +25,7 @@ from PIL import Image
 
 from eyecatcher import mlflow_log
 from eyecatcher.candidates import candidate_config
-from eyecatcher.explain import explain_examples, pick_examples
+from eyecatcher.explain import pick_examples
 from eyecatcher.features.cache import FeatureCache
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.pipelines.training import tracking
@@ -44,6 +44,7 @@ from eyecatcher.pipelines.training.evaluation import (
     prediction_table,
 )
 from eyecatcher.pipelines.training.fitting import fit_head
+from eyecatcher.pipelines.training.gallery import explain_examples
 from eyecatcher.pipelines.training.manifest import ManifestError, check_manifest, split_items
 from eyecatcher.pipelines.training.report import bundle_metadata, json_safe, training_report
 from eyecatcher.pipelines.training.selection import rank_candidates

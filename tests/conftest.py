@@ -24,6 +24,18 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @pytest.fixture(autouse=True)
+def _mlflow_uris_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no process-wide MLflow URI and leaves none behind.
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` (in tests, or in code such as the Ray
+    engine's driver set-up) are process-global and win over ``MLFLOW_TRACKING_URI``: a URI
+    left by one test made a later one resolve ``models:/`` in the wrong store.
+    """
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", None)
+
+
+@pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach AWS with someone's real credentials."""
     for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 from PIL import Image
 
 from eyecatcher.serving import in_process
-from eyecatcher.serving.in_process import InProcessScorer, request_frame
+from eyecatcher.serving.in_process import InProcessScorer, load_registered_model, request_frame
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig, packaging
 from eyecatcher.serving_model.contract import ID_COLUMN, IMAGE_COLUMN
 from eyecatcher.serving_model.packaging import log_served_model
@@ -118,3 +120,58 @@ def test_a_fresh_process_runs_the_shipped_copy(older_version: str, tmp_path: Pat
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["marker"] == MARKER
     assert not Path(answer["file"]).resolve().is_relative_to(Path(in_process.__file__).parents[2])
+
+
+def test_two_threads_loading_two_versions_each_get_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow hands a code model back through one global; concurrent loads must not share it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("two", artifact_location=(tmp_path / "a").as_uri())
+    uris = []
+    with mlflow.start_run(experiment_id=experiment):
+        for number in ("1", "2"):
+            config = ServingConfig(
+                model_name="two-model",
+                model_version=number,
+                candidate="tiny_resnet",
+                precision="fp32",
+                classes=CLASSES,
+                safe_class="safe",
+                thresholds=DecisionThresholds(review=0.5, block=0.8),
+                operating_threshold=0.5,
+            )
+            info = log_served_model(bundle=make_bundle(), config=config, name=f"m{number}")
+            uris.append(
+                f"models:/two-model/{mlflow.register_model(info.model_uri, 'two-model').version}"
+            )
+    # Widen the window between "the code file set its model" and "MLflow reads it back", where
+    # a second thread's load would overwrite the global the first is about to read.
+    real_set_model = mlflow.models.set_model
+
+    def slow_set_model(model):
+        real_set_model(model)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(mlflow.models, "set_model", slow_set_model)
+    loaded: dict[str, object] = {}
+
+    def load(model_uri: str) -> None:
+        loaded[model_uri] = load_registered_model(model_uri).unwrap_python_model()
+
+    try:
+        threads = [threading.Thread(target=load, args=(u,)) for u in uris]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    first, second = (loaded[u] for u in uris)
+    assert first is not second
+    assert (first.config_.model_version, second.config_.model_version) == ("1", "2")

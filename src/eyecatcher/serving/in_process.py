@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from tqdm.auto import tqdm
 
 from eyecatcher.serving_model.contract import ID_COLUMN, IMAGE_COLUMN, encode_image
+from eyecatcher.serving_model.loading_lock import MODEL_CODE_LOCK
 from eyecatcher.storage import read_bytes
 
 #: Rows per request when the model declares no ``max_rows`` (well under any served limit).
@@ -60,6 +61,9 @@ def request_frame(images: Sequence[str], ids: Sequence[str] | None = None) -> pd
 def load_registered_model(model_uri: str) -> Any:
     """``mlflow.pyfunc.load_model(model_uri)``, leaving ``sys.path`` as it found it.
 
+    One thread at a time (see :mod:`eyecatcher.serving_model.loading_lock`): two concurrent
+    loads of models-from-code can hand both callers the same model object.
+
     MLflow prepends the version's ``code_paths`` folder to ``sys.path``. This process keeps
     its own ``eyecatcher`` import either way, but a process it spawns later (multiprocessing,
     a Kedro runner's workers) would import the shipped copy first, which holds only the served
@@ -75,11 +79,13 @@ def load_registered_model(model_uri: str) -> Any:
 
     import mlflow.pyfunc
 
-    before = list(sys.path)
-    try:
-        return mlflow.pyfunc.load_model(model_uri)
-    finally:
-        sys.path[:] = before
+    # The lock also keeps the sys.path save and restore of two threads from interleaving.
+    with MODEL_CODE_LOCK:
+        before = list(sys.path)
+        try:
+            return mlflow.pyfunc.load_model(model_uri)
+        finally:
+            sys.path[:] = before
 
 
 class InProcessScorer:

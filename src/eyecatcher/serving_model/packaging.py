@@ -28,6 +28,7 @@ from PIL import Image
 from eyecatcher import mlflow_log, storage
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.serving_model.contract import ServingConfig, encode_image
+from eyecatcher.serving_model.loading_lock import MODEL_CODE_LOCK
 from eyecatcher.serving_model.model import BUNDLE_ARTIFACT, CONFIG_ARTIFACT, ONNX_ARTIFACT
 from eyecatcher.serving_model.runtime_check import (
     DEFAULT_TOLERANCE,
@@ -222,13 +223,16 @@ def log_served_model(
         input_example = pd.DataFrame(
             {"image": [encode_image(example_image())], "id": ["example-1"]}
         )
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(MODEL_CODE_PATH),
-            artifacts=artifacts,
-            code_paths=[str(code_dir)],
-            signature=serving_signature(),
-            input_example=input_example,
-            pip_requirements=pinned_requirements(config.precision, config.runtime),
-            model_id=model_id,
-        )
+        # log_model builds the model from its code to check the input example: see
+        # eyecatcher.serving_model.loading_lock for why one build at a time.
+        with MODEL_CODE_LOCK:
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(MODEL_CODE_PATH),
+                artifacts=artifacts,
+                code_paths=[str(code_dir)],
+                signature=serving_signature(),
+                input_example=input_example,
+                pip_requirements=pinned_requirements(config.precision, config.runtime),
+                model_id=model_id,
+            )

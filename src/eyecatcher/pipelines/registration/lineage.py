@@ -51,7 +51,13 @@ def git_commit(path: str | Path = ".") -> tuple[str, bool | None]:
             timeout=30,
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        logger.warning("No git commit for the registered version's lineage: %s", exc)
+        # git's own words say why ("not a git repository", "dubious ownership", ...).
+        said = (getattr(exc, "stderr", None) or "").strip()
+        logger.warning(
+            "No git commit for the registered version's lineage: %s%s",
+            exc,
+            f" git said: {said}" if said else "",
+        )
         return "unknown", None
     return commit, bool(status.strip())
 

@@ -141,10 +141,15 @@ def _save_in_a_process(folder: str, start: int, day: str) -> None:
 def test_two_writers_at_once_both_land_their_rows(tmp_path: Path) -> None:
     """Threads and processes saving together: the lock serialises the commits."""
     folder = str(tmp_path / "batch_verdicts")
-    threads = [
-        threading.Thread(target=_save_in_a_process, args=(folder, start, "2026-12-04"))
-        for start in (0, 1000, 2000, 3000)
-    ]
+    errors: list[BaseException] = []
+
+    def save_in_a_thread(start: int) -> None:
+        try:
+            _save_in_a_process(folder, start, "2026-12-04")
+        except BaseException as exc:  # a thread's error is otherwise only printed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save_in_a_thread, args=(s,)) for s in (0, 1000, 2000, 3000)]
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=_save_in_a_process, args=(folder, start, "2026-12-05"))
@@ -154,7 +159,8 @@ def test_two_writers_at_once_both_land_their_rows(tmp_path: Path) -> None:
         worker.start()
     for worker in [*threads, *processes]:
         worker.join(timeout=120)
-    assert all(p.exitcode == 0 for p in processes)
+    assert not errors, errors
+    assert [p.exitcode for p in processes] == [0, 0]
     loaded = VerdictTableDataset(folder).load()
     assert len(loaded) == 60 and loaded["sha256"].is_unique
     manifest = json.loads((Path(folder) / "_manifest.json").read_text())

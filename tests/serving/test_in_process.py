@@ -133,6 +133,7 @@ def test_two_threads_loading_two_versions_each_get_their_own(
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("two", artifact_location=(tmp_path / "a").as_uri())
     uris = []
+    path_before = list(sys.path)
     with mlflow.start_run(experiment_id=experiment):
         for number in ("1", "2"):
             config = ServingConfig(
@@ -149,6 +150,7 @@ def test_two_threads_loading_two_versions_each_get_their_own(
             uris.append(
                 f"models:/two-model/{mlflow.register_model(info.model_uri, 'two-model').version}"
             )
+    assert sys.path == path_before  # logging loads the model too, and puts sys.path back
     # Widen the window between "the code file set its model" and "MLflow reads it back", where
     # a second thread's load would overwrite the global the first is about to read.
     real_set_model = mlflow.models.set_model

@@ -13,7 +13,10 @@ import dataclasses
 import io
 import json
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -165,6 +168,15 @@ def fp32_runtime_config(
     return dataclasses.replace(config, runtime=runtime, runtime_check=check)
 
 
+@contextmanager
+def _sys_path_kept() -> Iterator[None]:
+    before = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = before
+
+
 def log_served_model(
     *,
     bundle: ClassifierBundle,
@@ -224,8 +236,10 @@ def log_served_model(
             {"image": [encode_image(example_image())], "id": ["example-1"]}
         )
         # log_model builds the model from its code to check the input example: see
-        # eyecatcher.serving_model.loading_lock for why one build at a time.
-        with MODEL_CODE_LOCK:
+        # eyecatcher.serving_model.loading_lock for why one build at a time. That build also
+        # puts the model's code folder first on sys.path, where a process spawned later would
+        # import it instead of this checkout; the path is put back as it was.
+        with MODEL_CODE_LOCK, _sys_path_kept():
             return mlflow.pyfunc.log_model(
                 name=name,
                 python_model=str(MODEL_CODE_PATH),

@@ -7,6 +7,8 @@ writes ``PREFIX/nginx.conf`` from ``eyecatcher.conf.template`` (next to this fil
 log and temporary folders under ``PREFIX``, checks the configuration (``nginx -t``) and replaces
 itself with ``nginx -c PREFIX/nginx.conf -p PREFIX -g 'daemon off;'`` (Ctrl-C or SIGTERM stops
 it). ``--render-only`` writes the configuration and prints the nginx command instead.
+``nginx -t`` binds the port for a moment as well: nginx is up once ``PREFIX/nginx.pid`` holds
+this process's pid (``execv`` keeps it).
 
 The proxy's read timeout defaults to the served model's per-request deadline
 (``request_deadline_s``, :data:`eyecatcher.serving_model.contract.DEFAULT_REQUEST_DEADLINE_S`)

@@ -84,15 +84,25 @@ class FrontDoor:
         )
 
     def wait_until_listening(self, timeout_s: float = 30.0) -> None:
+        """Wait for the nginx this launcher became, not for whoever holds the port.
+
+        The launcher's ``nginx -t`` binds and listens on the port for a moment (nginx opens the
+        listening sockets to check them) and then exits: a connection made then succeeds and
+        the next one is reset. The real nginx writes its pid file after it bound the port, and
+        it has the launcher's pid (``execv``), so that file is what says it is up.
+        """
         deadline = time.monotonic() + timeout_s
+        pid_file = self.prefix / "nginx.pid"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nginx exited: {self.output()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                if pid_file.read_text().strip() == str(self.process.pid):
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                        return
             except OSError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         raise RuntimeError(f"nginx did not listen within {timeout_s} s: {self.output()}")
 
     def output(self) -> str:

@@ -34,7 +34,37 @@ MARKER = "registered-from-an-older-commit"
 
 
 @pytest.fixture
-def older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A sqlite tracking store and registry of this test's own, and an experiment in it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield mlflow.create_experiment("in-process", artifact_location=(tmp_path / "a").as_uri())
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def tiny_config(model_name: str, version: str, **limits: int) -> ServingConfig:
+    """The served config of the tiny champion, registered as ``model_name`` ``version``."""
+    return ServingConfig(
+        model_name=model_name,
+        model_version=version,
+        candidate="tiny_resnet",
+        precision="fp32",
+        classes=CLASSES,
+        safe_class="safe",
+        thresholds=DecisionThresholds(review=0.5, block=0.8),
+        operating_threshold=0.5,
+        **limits,
+    )
+
+
+@pytest.fixture
+def older_version(experiment: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A registered version whose shipped model.py differs from the repository's."""
     real_stage_code = packaging.stage_code
 
@@ -45,31 +75,12 @@ def older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
         return shipped
 
     monkeypatch.setattr(packaging, "stage_code", stage_older_code)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    experiment = mlflow.create_experiment("older", artifact_location=(tmp_path / "a").as_uri())
-    config = ServingConfig(
-        model_name="older-model",
-        model_version="1",
-        candidate="tiny_resnet",
-        precision="fp32",
-        classes=CLASSES,
-        safe_class="safe",
-        thresholds=DecisionThresholds(review=0.5, block=0.8),
-        operating_threshold=0.5,
-        max_rows=3,
-    )
-    try:
-        with mlflow.start_run(experiment_id=experiment):
-            info = log_served_model(bundle=make_bundle(), config=config)
-        version = mlflow.register_model(info.model_uri, "older-model")
-        yield f"models:/older-model/{version.version}"
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_served_model(
+            bundle=make_bundle(), config=tiny_config("older-model", "1", max_rows=3)
+        )
+    version = mlflow.register_model(info.model_uri, "older-model")
+    return f"models:/older-model/{version.version}"
 
 
 def test_the_request_frame_uses_the_contracts_columns() -> None:
@@ -123,33 +134,17 @@ def test_a_fresh_process_runs_the_shipped_copy(older_version: str, tmp_path: Pat
 
 
 def test_two_threads_loading_two_versions_each_get_their_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    experiment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MLflow hands a code model back through one global; concurrent loads must not share it."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    experiment = mlflow.create_experiment("two", artifact_location=(tmp_path / "a").as_uri())
     uris = []
     path_before = list(sys.path)
     with mlflow.start_run(experiment_id=experiment):
         for number in ("1", "2"):
-            config = ServingConfig(
-                model_name="two-model",
-                model_version=number,
-                candidate="tiny_resnet",
-                precision="fp32",
-                classes=CLASSES,
-                safe_class="safe",
-                thresholds=DecisionThresholds(review=0.5, block=0.8),
-                operating_threshold=0.5,
-            )
+            config = tiny_config("two-model", number)
             info = log_served_model(bundle=make_bundle(), config=config, name=f"m{number}")
-            uris.append(
-                f"models:/two-model/{mlflow.register_model(info.model_uri, 'two-model').version}"
-            )
+            registered = mlflow.register_model(info.model_uri, "two-model")
+            uris.append(f"models:/two-model/{registered.version}")
     assert sys.path == path_before  # logging loads the model too, and puts sys.path back
     # Widen the window between "the code file set its model" and "MLflow reads it back", where
     # a second thread's load would overwrite the global the first is about to read.
@@ -165,15 +160,11 @@ def test_two_threads_loading_two_versions_each_get_their_own(
     def load(model_uri: str) -> None:
         loaded[model_uri] = load_registered_model(model_uri).unwrap_python_model()
 
-    try:
-        threads = [threading.Thread(target=load, args=(u,)) for u in uris]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+    threads = [threading.Thread(target=load, args=(u,)) for u in uris]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
     first, second = (loaded[u] for u in uris)
     assert first is not second
     assert (first.config_.model_version, second.config_.model_version) == ("1", "2")

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from eyecatcher.images import DEFAULT_MAX_PIXELS
+from eyecatcher.serving.in_process import load_registered_model
 from eyecatcher.serving_model.contract import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_ROWS,
@@ -38,7 +39,7 @@ SLACK_S = 1.0
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mlflow.pyfunc.PyFuncModel]:
     with tiny_registry(tmp_path_factory.mktemp("deadline-registry")):
-        yield mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+        yield load_registered_model(f"models:/{MODEL_NAME}@champion")
 
 
 @pytest.fixture

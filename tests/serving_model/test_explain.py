@@ -24,6 +24,7 @@ from PIL import Image
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.preprocessing import data_config_for
+from eyecatcher.serving.in_process import load_registered_model
 from eyecatcher.serving_model.contract import (
     EXPLAIN_COLUMNS,
     OUTPUT_COLUMNS,
@@ -38,7 +39,7 @@ from tests.pipelines.serving.tiny_champion import CLASSES, MODEL_NAME, tiny_regi
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mlflow.pyfunc.PyFuncModel]:
     with tiny_registry(tmp_path_factory.mktemp("explain-registry")):
-        yield mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+        yield load_registered_model(f"models:/{MODEL_NAME}@champion")
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ def test_a_vit_champion_explains_through_its_patch_tokens(served) -> None:
     config = dataclasses.replace(served.unwrap_python_model().config_, candidate="tiny_vit")
     with mlflow.start_run():
         info = log_served_model(bundle=bundle, config=config)
-    vit = mlflow.pyfunc.load_model(info.model_uri)
+    vit = load_registered_model(info.model_uri)
     out = vit.predict(request([good_images()["rgb.jpg"]], explain=[True]))
     assert out["error"].iloc[0] is None
     assert decode_png(out["heatmap_png"].iloc[0]).shape == (config.heatmap_size,) * 2

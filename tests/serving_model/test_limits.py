@@ -27,6 +27,7 @@ from eyecatcher.images import (
     decode_for_model,
     frames_to_decode,
 )
+from eyecatcher.serving.in_process import load_registered_model
 from eyecatcher.serving_model.contract import (
     DEFAULT_MAX_IMAGE_BYTES,
     ServingConfig,
@@ -46,7 +47,7 @@ from tests.pipelines.serving.tiny_champion import MODEL_NAME, tiny_registry
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[mlflow.pyfunc.PyFuncModel]:
     with tiny_registry(tmp_path_factory.mktemp("limits-registry")):
-        yield mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+        yield load_registered_model(f"models:/{MODEL_NAME}@champion")
 
 
 @pytest.fixture

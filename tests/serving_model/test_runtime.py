@@ -17,6 +17,7 @@ import pytest
 
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.onnx_runtime import OnnxClassifier, export_onnx
+from eyecatcher.serving.in_process import load_registered_model
 from eyecatcher.serving_model import DecisionThresholds, ServingConfig
 from eyecatcher.serving_model.backends import TorchClassifier
 from eyecatcher.serving_model.contract import encode_image
@@ -69,7 +70,7 @@ def export(bundle: ClassifierBundle, path: Path) -> Path:
 def package(bundle: ClassifierBundle, onnx: Path | None) -> tuple[object, mlflow.entities.Run]:
     with mlflow.start_run() as run:
         info = log_served_model(bundle=bundle, config=fp32_config(), fp32_onnx_path=onnx)
-    return mlflow.pyfunc.load_model(info.model_uri), mlflow.get_run(run.info.run_id)
+    return load_registered_model(info.model_uri), mlflow.get_run(run.info.run_id)
 
 
 def request() -> pd.DataFrame:

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from tqdm.auto import tqdm
 
 from eyecatcher.serving_model.contract import ID_COLUMN, IMAGE_COLUMN, encode_image
-from eyecatcher.serving_model.loading_lock import MODEL_CODE_LOCK
+from eyecatcher.serving_model.loading_lock import building_code_model
 from eyecatcher.storage import read_bytes
 
 #: Rows per request when the model declares no ``max_rows`` (well under any served limit).
@@ -59,15 +59,11 @@ def request_frame(images: Sequence[str], ids: Sequence[str] | None = None) -> pd
 
 
 def load_registered_model(model_uri: str) -> Any:
-    """``mlflow.pyfunc.load_model(model_uri)``, leaving ``sys.path`` as it found it.
+    """``mlflow.pyfunc.load_model(model_uri)``, one thread at a time, ``sys.path`` kept.
 
-    One thread at a time (see :mod:`eyecatcher.serving_model.loading_lock`): two concurrent
-    loads of models-from-code can hand both callers the same model object.
-
-    MLflow prepends the version's ``code_paths`` folder to ``sys.path``. This process keeps
-    its own ``eyecatcher`` import either way, but a process it spawns later (multiprocessing,
-    a Kedro runner's workers) would import the shipped copy first, which holds only the served
-    modules, and fail with ``No module named 'eyecatcher.pipelines'``.
+    See :mod:`eyecatcher.serving_model.loading_lock`: two concurrent loads of a model logged
+    as code can hand both callers the same object, and MLflow prepends the version's
+    ``code_paths`` folder to ``sys.path``, where a process spawned later would import it.
 
     Args:
         model_uri: A pinned ``models:/<name>/<version>`` (or any pyfunc URI).
@@ -75,17 +71,11 @@ def load_registered_model(model_uri: str) -> Any:
     Returns:
         The loaded ``mlflow.pyfunc.PyFuncModel``.
     """
-    import sys
 
     import mlflow.pyfunc
 
-    # The lock also keeps the sys.path save and restore of two threads from interleaving.
-    with MODEL_CODE_LOCK:
-        before = list(sys.path)
-        try:
-            return mlflow.pyfunc.load_model(model_uri)
-        finally:
-            sys.path[:] = before
+    with building_code_model():
+        return mlflow.pyfunc.load_model(model_uri)
 
 
 class InProcessScorer:

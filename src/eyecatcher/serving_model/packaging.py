@@ -13,10 +13,7 @@ import dataclasses
 import io
 import json
 import shutil
-import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from PIL import Image
 from eyecatcher import mlflow_log, storage
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.serving_model.contract import ServingConfig, encode_image
-from eyecatcher.serving_model.loading_lock import MODEL_CODE_LOCK
+from eyecatcher.serving_model.loading_lock import building_code_model
 from eyecatcher.serving_model.model import BUNDLE_ARTIFACT, CONFIG_ARTIFACT, ONNX_ARTIFACT
 from eyecatcher.serving_model.runtime_check import (
     DEFAULT_TOLERANCE,
@@ -168,15 +165,6 @@ def fp32_runtime_config(
     return dataclasses.replace(config, runtime=runtime, runtime_check=check)
 
 
-@contextmanager
-def _sys_path_kept() -> Iterator[None]:
-    before = list(sys.path)
-    try:
-        yield
-    finally:
-        sys.path[:] = before
-
-
 def log_served_model(
     *,
     bundle: ClassifierBundle,
@@ -235,11 +223,9 @@ def log_served_model(
         input_example = pd.DataFrame(
             {"image": [encode_image(example_image())], "id": ["example-1"]}
         )
-        # log_model builds the model from its code to check the input example: see
-        # eyecatcher.serving_model.loading_lock for why one build at a time. That build also
-        # puts the model's code folder first on sys.path, where a process spawned later would
-        # import it instead of this checkout; the path is put back as it was.
-        with MODEL_CODE_LOCK, _sys_path_kept():
+        # log_model builds the model from its code to check the input example (see
+        # eyecatcher.serving_model.loading_lock for why that build is guarded).
+        with building_code_model():
             return mlflow.pyfunc.log_model(
                 name=name,
                 python_model=str(MODEL_CODE_PATH),

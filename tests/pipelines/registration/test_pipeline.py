@@ -50,6 +50,7 @@ from eyecatcher.pipelines.registration.nodes import (
 )
 from eyecatcher.pipelines.registration.settings import RegistrationSettings
 from eyecatcher.preprocessing import bytes_to_batch, data_config_for
+from eyecatcher.serving.in_process import load_registered_model
 from eyecatcher.serving_model import encode_image
 from tests.image_factory import good_images
 
@@ -311,7 +312,7 @@ def test_first_registration_through_the_pipeline(registry, bundles, tmp_path) ->
     assert run_tags["registration.model_version"] == "1"
     assert free_outputs["registration_metrics"].load()["gate_passed"]["value"] == 1.0
 
-    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    served = load_registered_model(f"models:/{MODEL}@champion")
     jpeg = good_images()["rgb.jpg"]
     out = served.predict(pd.DataFrame({"image": [encode_image(jpeg)]}))
     assert out.loc[0, "error"] is None and out.loc[0, "class"] in CLASSES
@@ -407,7 +408,7 @@ def test_int8_champion_threshold_tags_say_int8(registry, bundles, tmp_path) -> N
     assert tags["quantization_precision"] == "int8"
     assert tags["operating_threshold"] == "0.3"
     assert tags["test_recall_ci95"] == "[0.5, 1.0]" and tags["test_fpr_at_threshold"] == "0.0"
-    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    served = load_registered_model(f"models:/{MODEL}@champion")
     assert served.unwrap_python_model().config_.thresholds.calibrated_precision == "int8"
 
 
@@ -859,7 +860,7 @@ def test_default_run_on_the_demo_registers_a_champion_and_an_impossible_bar_keep
     name = "eyecatcher-moderation"
     champion = client.get_model_version_by_alias(name, "champion")
     assert set(champion.tags) >= LINEAGE_TAGS
-    served = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    served = load_registered_model(f"models:/{name}@champion")
     jpeg = good_images()["rgb.jpg"]
     out = served.predict(pd.DataFrame({"image": [encode_image(jpeg)], "id": ["x"]}))
     assert out.loc[0, "error"] is None

@@ -23,6 +23,7 @@ from eyecatcher.images import decode_image
 from eyecatcher.models.bundle import ClassifierBundle
 from eyecatcher.models.factory import create_classifier
 from eyecatcher.preprocessing import bytes_to_batch, data_config_for
+from eyecatcher.serving.in_process import load_registered_model
 from eyecatcher.serving_model import (
     OUTPUT_COLUMNS,
     DecisionThresholds,
@@ -92,7 +93,7 @@ def bundle() -> ClassifierBundle:
 def served(tracking: Path, bundle: ClassifierBundle) -> mlflow.pyfunc.PyFuncModel:
     with mlflow.start_run():
         info = log_served_model(bundle=bundle, config=make_config())
-    return mlflow.pyfunc.load_model(info.model_uri)
+    return load_registered_model(info.model_uri)
 
 
 def reference_probabilities(bundle: ClassifierBundle, images: list[bytes]) -> np.ndarray:
@@ -294,7 +295,7 @@ def test_int8_precision_serves_the_onnx_model(tracking, tmp_path) -> None:
         info = log_served_model(
             bundle=bundle, config=make_config("int8", candidate="resnet"), onnx_path=onnx_path
         )
-    model = mlflow.pyfunc.load_model(info.model_uri)
+    model = load_registered_model(info.model_uri)
     images = [good_images(seed=4)["rgb.jpg"], good_images(seed=4)["gray_alpha.png"]]
     out = model.predict(pd.DataFrame({"image": [encode_image(i) for i in images]}))
     got = np.array([[row[c] for c in CLASSES] for row in out["probabilities"]])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,19 +33,6 @@ def _mlflow_uris_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
     monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", None)
-
-
-@pytest.fixture(autouse=True)
-def _sys_path_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test leaves ``sys.path`` as it found it (module fixtures must keep it themselves).
-
-    A process a later test spawns inherits ``sys.path``: with a served model's ``code`` folder
-    first, it imports the shipped ``eyecatcher`` copy, which lacks most packages (the
-    two-writers test failed with ``No module named 'eyecatcher.datasets'`` in full runs). Tests
-    load models through ``load_registered_model``, which puts the path back; this catches what
-    else a test adds (Kedro's project bootstrap prepends the project's ``src``).
-    """
-    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 @pytest.fixture(autouse=True)
